@@ -1,0 +1,82 @@
+# spark-ps build. Needs only python3.11, a JDK 17 and mvn on a fresh clone.
+#
+#   make build     venv + plugin jar + Delta jars
+#   make test      build, then the fast tests and the local-cluster integration tests
+#   make demo      build, then jobs/run_demo.sh (spark-submit with conf/spark-defaults.conf)
+#   make bench-ps  build, then the shard throughput benchmark
+#   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+.DELETE_ON_ERROR:
+
+# Every Spark JVM and sidecar binds loopback only.
+export SPARK_LOCAL_IP := 127.0.0.1
+
+PYTHON ?= python3.11
+VENV := .venv
+VPY := $(VENV)/bin/python
+# Stamp instead of the venv directory: its mtime changes whenever pip touches it.
+VENV_STAMP := $(VENV)/.spark-ps-installed
+
+JARS_DIR := spark_ps/jars
+PLUGIN_JAR := $(JARS_DIR)/spark-ps-plugin.jar
+PLUGIN_CLASSES := build/plugin-classes
+JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
+
+# Must match delta-spark in pyproject.toml (Delta 4.0 is built for Spark 4.0 / Scala 2.13).
+DELTA_VERSION := 4.0.0
+DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
+
+.PHONY: venv plugin jars build test demo bench-ps bench clean distclean
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -e ".[test]"
+	touch $@
+
+plugin: $(PLUGIN_JAR)
+
+# Compiled against the jars of the pyspark installed in the venv, so the plugin
+# always matches the Spark it runs in; rebuilt when a source or the venv changes.
+$(PLUGIN_JAR): $(JAVA_SRC) $(VENV_STAMP)
+	@test -n "$(JAVA_SRC)" || { echo "no Java sources under plugin/src/main/java" >&2; exit 1; }
+	rm -rf $(PLUGIN_CLASSES)
+	mkdir -p $(PLUGIN_CLASSES) $(JARS_DIR)
+	pyspark_home="$$($(VPY) -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"; \
+	javac --release 17 -Xlint:all,-path -Werror -cp "$$pyspark_home/jars/*" -d $(PLUGIN_CLASSES) $(JAVA_SRC)
+	jar cf $@.tmp -C $(PLUGIN_CLASSES) .
+	mv $@.tmp $@
+
+jars: $(DELTA_JARS)
+
+$(JARS_DIR)/delta-%-$(DELTA_VERSION).jar:
+	mkdir -p $(JARS_DIR)
+	mvn -q dependency:copy -Dartifact=io.delta:delta-$*:$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR)
+	test -s $@
+
+build: venv plugin jars
+
+# pytest exits 5 when it collected nothing: that means the suite went missing, so fail.
+test: build
+	rc=0; $(VPY) -m pytest tests integration -x -q || rc=$$?; \
+	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
+	exit "$$rc"
+
+demo: build
+	bash jobs/run_demo.sh
+
+bench-ps: build
+	$(VPY) integration/bench_ps.py
+
+bench: bench-ps
+
+clean:
+	rm -rf build $(JARS_DIR) .pytest_cache integration/out spark-warehouse metastore_db derby.log
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .hypothesis

@@ -1,0 +1,147 @@
+"""``make bench-ps``: pull/push throughput of one shard over loopback vs in-process.
+
+One real sidecar process (``python -m spark_ps.sidecar``) serves one shard;
+this process is the client. For each request size and row width, the same
+sorted-unique key batches go (a) over the socket through :class:`PSClient`
+and (b) straight into a :class:`~spark_ps.table.Table` in this process with
+the same optimizer (the no-network floor). The ratio is what the protocol,
+the socket and the second process cost. Absolute numbers on a shared 2-core
+machine are noisy; the ratio, measured in the same run, is the figure of merit.
+
+Writes a Markdown table to stdout and into ``docs/benchmarks.md`` between
+markers, so the committed doc always comes from a real run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import selectors
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from spark_ps.client import PSClient
+from spark_ps.optim import make_optimizer
+from spark_ps.rowinit import make_init
+from spark_ps.table import Table
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench-ps:begin -->", "<!-- bench-ps:end -->"
+FTRL = {"alpha": 0.1, "beta": 1.0, "l1": 0.0, "l2": 0.0}
+
+
+def start_sidecar(secret: bytes) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.sidecar", "--host", "127.0.0.1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdin.write(secret.hex().encode() + b"\n")
+    proc.stdin.flush()
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(60):
+        proc.kill()
+        raise TimeoutError("sidecar did not report ready within 60 s")
+    line = proc.stdout.readline().decode()
+    return proc, int(line.split("port=")[1].split()[0])
+
+
+def key_batches(rng, universe: np.ndarray, size: int, count: int) -> list[np.ndarray]:
+    return [np.unique(rng.choice(universe, size, replace=False)) for _ in range(count)]
+
+
+def rate(fn, batches: list[np.ndarray]) -> float:
+    fn(batches[0])  # warm up (numba compile, connection, page faults)
+    start = time.perf_counter()
+    for keys in batches:
+        fn(keys)
+    return sum(len(k) for k in batches) / (time.perf_counter() - start)
+
+
+def run(table_keys: int, seconds_per_cell: float) -> list[dict]:
+    rng = np.random.default_rng(0)
+    universe = np.unique(rng.integers(-2**62, 2**62, table_keys, dtype=np.int64))
+    secret = os.urandom(32)
+    proc, port = start_sidecar(secret)
+    rows = []
+    try:
+        with PSClient([("127.0.0.1", port)], secret) as client:
+            for width in (1, 9):
+                name = f"bench{width}"
+                client.create_table(name, width=width, optimizer="ftrl", hyper=FTRL)
+                local = Table(name, width, make_optimizer("ftrl", **FTRL), make_init("zeros"))
+                fill = np.zeros((len(universe), width), np.float32) + 0.01
+                for chunk in np.array_split(np.arange(len(universe)), 20):
+                    client.push(name, universe[chunk], fill[chunk])
+                    local.push(universe[chunk], fill[chunk])
+                for size in (1_000, 10_000, 100_000):
+                    count = max(3, int(seconds_per_cell * 5e6 / size / (1 + width / 4)))
+                    batches = key_batches(rng, universe, size, count)
+                    grads = {len(k): rng.normal(0, 0.1, (len(k), width)).astype(np.float32) for k in batches}
+                    cell = {"width": width, "keys": size}
+                    cell["pull_net"] = rate(lambda k: client.pull(name, k), batches)
+                    cell["pull_local"] = rate(lambda k: local.pull(k), batches)
+                    cell["push_net"] = rate(lambda k: client.push(name, k, grads[len(k)]), batches)
+                    cell["push_local"] = rate(lambda k: local.push(k, grads[len(k)]), batches)
+                    rows.append(cell)
+                    print(format_row(cell), flush=True)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    return rows
+
+
+def format_row(c: dict) -> str:
+    return (f"| {c['width']} | {c['keys']:,} | {c['pull_net'] / 1e6:.2f} | {c['pull_local'] / 1e6:.2f} | "
+            f"{c['pull_net'] / c['pull_local']:.0%} | {c['push_net'] / 1e6:.2f} | {c['push_local'] / 1e6:.2f} | "
+            f"{c['push_net'] / c['push_local']:.0%} |")
+
+
+HEADER = ("| width | keys/request | pull Mkeys/s (loopback) | pull Mkeys/s (in-process) | pull ratio "
+          "| push Mkeys/s (loopback) | push Mkeys/s (in-process) | push ratio |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def write_doc(rows: list[dict], table_keys: int) -> None:
+    block = "\n".join([
+        BEGIN,
+        f"One shard, {table_keys:,} keys already in the table, FTRL on push, "
+        f"sorted unique random keys per request; {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} cores, client and sidecar as separate processes over 127.0.0.1.",
+        "",
+        HEADER,
+        *[format_row(r) for r in rows],
+        END,
+    ])
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n## Shard throughput (`make bench-ps`)\n\n"
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table-keys", type=int, default=2_000_000)
+    parser.add_argument("--seconds-per-cell", type=float, default=1.0)
+    parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    print(HEADER)
+    rows = run(args.table_keys, args.seconds_per_cell)
+    if not args.no_doc:
+        write_doc(rows, args.table_keys)
+    big = [r for r in rows if r["keys"] == 100_000]
+    for r in big:
+        for op in ("pull", "push"):
+            ok = r[f"{op}_net"] >= 5e6 and r[f"{op}_net"] >= 0.5 * r[f"{op}_local"]
+            print(f"target width={r['width']} {op} 100k: {'MET' if ok else 'MISSED'} "
+                  f"({r[f'{op}_net'] / 1e6:.1f} Mkeys/s, {r[f'{op}_net'] / r[f'{op}_local']:.0%} of floor)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""The Push/Pull client that tasks use, modelled on ps-lite's ``KVWorker``.
+
+Callers hand over keys in any order, with repeats. The client sorts and
+dedups them once, slices them across shards by hash, sends each shard its
+sorted unique keys (in capped chunks, shards in parallel), and puts the rows
+back into the caller's order. Duplicate keys in one push are summed, which is
+what a mini-batch gradient needs.
+
+The client is picklable: only addresses, the secret and options travel with
+it; each process opens its own connections on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ps.connection import ShardConnection
+from spark_ps.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
+from spark_ps.slicer import shard_of, slice_keys
+
+#: Keys per request. Keeps every frame (and the shard's working set for one
+#: request) bounded, whatever the caller passes in.
+DEFAULT_MAX_REQUEST_KEYS = 1 << 18
+
+
+def as_keys(keys: Any) -> np.ndarray:
+    """Validate and convert caller keys to a 1-D int64 array.
+
+    Any integer dtype is accepted. ``uint64`` keys are reinterpreted bit for
+    bit, since hashed feature ids span all 64 bits; floats, bools and objects
+    are refused because silently truncating them would alias features.
+
+    Examples
+    --------
+    >>> as_keys([3, 1, 2]).dtype
+    dtype('int64')
+    """
+    arr = np.asarray(keys)
+    if arr.ndim != 1:
+        raise ValueError(f"keys must be a 1-D array, got shape {arr.shape}")
+    if arr.dtype == np.uint64:
+        return arr.view(np.int64)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        if arr.size == 0 and arr.dtype.kind == "f":
+            return arr.astype(np.int64)  # np.asarray([]) is float64: an empty list is fine
+        raise TypeError(f"keys must be integers (int64 feature ids), got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _is_sorted_unique(keys: np.ndarray) -> bool:
+    return keys.size < 2 or bool(np.all(keys[1:] > keys[:-1]))
+
+
+def _sum_duplicates(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    summed = np.empty((len(uniq), values.shape[1]), dtype=np.float32)
+    for j in range(values.shape[1]):  # width is small (1 + k): loop columns, not rows
+        summed[:, j] = np.bincount(inverse, weights=values[:, j], minlength=len(uniq))
+    return uniq, summed
+
+
+class PSClient:
+    """Pull and push rows of named tables spread over shards.
+
+    Parameters
+    ----------
+    servers : sequence of (host, port) or ServerInfo
+        The shards, in the order that defines key routing. Every client of one
+        application must use the same order (``PSContext.client()`` does).
+    secret : bytes
+        The per-application secret.
+    max_request_keys : int
+        Upper bound on keys in one request frame.
+    timeout : float
+        Socket timeout in seconds for one request.
+
+    Examples
+    --------
+    >>> import numpy as np, threading
+    >>> from spark_ps.server import ShardServer
+    >>> server = ShardServer(b"s3cret")
+    >>> threading.Thread(target=server.serve_forever, daemon=True).start()
+    >>> client = PSClient([server.address], b"s3cret")
+    >>> client.create_table("w", width=1, optimizer="sgd", hyper={"lr": 0.5})
+    >>> client.push("w", [5, 2, 5], np.ones((3, 1), np.float32))
+    >>> client.pull("w", [5, 2]).ravel().tolist()
+    [-1.0, -0.5]
+    >>> client.close(); server.shutdown()
+    """
+
+    def __init__(self, servers: Sequence[Any], secret: bytes, *,
+                 max_request_keys: int = DEFAULT_MAX_REQUEST_KEYS, timeout: float = 120.0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        if not servers:
+            raise ValueError("a client needs at least one shard address")
+        if max_request_keys < 1:
+            raise ValueError(f"max_request_keys must be positive, got {max_request_keys}")
+        self.addresses: tuple[tuple[str, int], ...] = tuple(
+            (s.host, int(s.port)) if hasattr(s, "host") else (str(s[0]), int(s[1])) for s in servers)
+        self._secret = bytes(secret)
+        self.max_request_keys = int(max_request_keys)
+        self.timeout = float(timeout)
+        self.max_frame_bytes = int(max_frame_bytes)
+        self._open()
+
+    def _open(self) -> None:
+        self._conns = [self._new_connection(i) for i in range(self.num_shards)]
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._widths: dict[str, int] = {}
+
+    def _new_connection(self, shard: int) -> ShardConnection:
+        host, port = self.addresses[shard]
+        return ShardConnection(host, port, self._secret, self.timeout, self.max_frame_bytes)
+
+    # Pickle only what defines the client; sockets and threads are per process.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"addresses": self.addresses, "secret": self._secret, "max_request_keys": self.max_request_keys,
+                "timeout": self.timeout, "max_frame_bytes": self.max_frame_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.addresses = state["addresses"]
+        self._secret = state["secret"]
+        self.max_request_keys = state["max_request_keys"]
+        self.timeout = state["timeout"]
+        self.max_frame_bytes = state["max_frame_bytes"]
+        self._open()
+
+    def __enter__(self) -> "PSClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PSClient(shards={[f'{h}:{p}' for h, p in self.addresses]})"
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.addresses)
+
+    def close(self) -> None:
+        """Close every connection and the worker threads. Idempotent."""
+        for conn in self._conns:
+            conn.close()
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    # --- fan-out -----------------------------------------------------------
+    def _map_shards(self, fn, shards: Iterable[int]) -> list[Any]:
+        shards = list(shards)
+        if len(shards) <= 1:
+            return [fn(s) for s in shards]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.num_shards, thread_name_prefix="ps-client")
+            pool = self._pool
+        return list(pool.map(fn, shards))
+
+    def _broadcast(self, op: Op, meta: dict[str, Any], *, idempotent: bool = True) -> list[Frame]:
+        return self._map_shards(
+            lambda s: self._conns[s].request(Frame(op, meta), idempotent=idempotent), range(self.num_shards))
+
+    def _chunks(self, n: int) -> Iterator[slice]:
+        for start in range(0, n, self.max_request_keys):
+            yield slice(start, min(start + self.max_request_keys, n))
+
+    # --- tables --------------------------------------------------------------
+    def create_table(self, name: str, *, width: int = 1, optimizer: str = "delta",
+                     hyper: dict[str, float] | None = None, init: str = "zeros",
+                     init_params: dict[str, float] | None = None, dim: int | None = None) -> None:
+        """Create ``name`` on every shard (a no-op where an identical one exists)."""
+        meta = {"table": name, "width": width, "optimizer": optimizer, "hyper": dict(hyper or {}),
+                "init": init, "init_params": dict(init_params or {}), "dim": dim}
+        self._broadcast(Op.CREATE_TABLE, meta, idempotent=True)
+        self._widths[name] = width
+
+    def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
+        """Drop ``name`` from every shard."""
+        replies = self._broadcast(Op.DROP_TABLE, {"table": name, "missing_ok": True})
+        self._widths.pop(name, None)
+        if not missing_ok and not any(r.meta.get("dropped") for r in replies):
+            raise KeyError(f"unknown table {name!r}")
+
+    def describe(self, name: str) -> list[dict[str, Any]]:
+        """Per-shard spec and size (rows, bytes) of ``name``."""
+        return [r.meta for r in self._broadcast(Op.DESCRIBE_TABLE, {"table": name})]
+
+    def width(self, name: str) -> int:
+        if name not in self._widths:
+            reply = self._conns[0].request(Frame(Op.DESCRIBE_TABLE, {"table": name}), idempotent=True)
+            self._widths[name] = int(reply.meta["width"])
+        return self._widths[name]
+
+    # --- pull / push ---------------------------------------------------------
+    def pull(self, table: str, keys: Any) -> np.ndarray:
+        """Rows of ``keys`` as float32 ``(n, width)``, in the caller's key order.
+
+        Keys never pushed return the table's initial value (zeros, or the
+        seeded normal draw for embedding tables).
+        """
+        keys = as_keys(keys)
+        if _is_sorted_unique(keys):
+            uniq, inverse = keys, None
+        else:
+            uniq, inverse = np.unique(keys, return_inverse=True)
+        rows = self._pull_unique(table, uniq)
+        return rows if inverse is None else rows[inverse]
+
+    def _pull_unique(self, table: str, uniq: np.ndarray) -> np.ndarray:
+        if uniq.size == 0:
+            return np.zeros((0, self.width(table)), dtype=np.float32)
+        meta = {"table": table}
+        if self.num_shards == 1:
+            return self._pull_shard(0, uniq, meta)
+        slices = slice_keys(uniq, self.num_shards)
+        busy = [s for s in range(self.num_shards) if slices.bounds[s + 1] > slices.bounds[s]]
+        parts = self._map_shards(lambda s: self._pull_shard(s, uniq[slices.positions(s)], meta), busy)
+        out = np.empty((uniq.size, parts[0].shape[1]), dtype=np.float32)
+        for s, part in zip(busy, parts):
+            out[slices.positions(s)] = part
+        return out
+
+    def _pull_shard(self, shard: int, keys: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        conn = self._conns[shard]
+        parts = [conn.request(Frame(Op.PULL, meta, [keys[c]]), idempotent=True).arrays[0]
+                 for c in self._chunks(keys.size)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def push(self, table: str, keys: Any, values: Any) -> None:
+        """Send ``values`` for ``keys`` to the table's server-side optimizer.
+
+        ``values`` is ``(n, width)`` (or ``(n,)`` for width 1). What the
+        shard does with them depends on the table's optimizer: ``delta`` adds
+        them, the others treat them as gradients. Rows for repeated keys are
+        summed first. NaN or infinite values are refused before anything is
+        sent, and the shards refuse them again, so a table is never changed by
+        a bad push.
+        """
+        keys = as_keys(keys)
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim == 1:
+            values = values.reshape(-1, 1)
+        if values.ndim != 2 or values.shape[0] != keys.size:
+            raise ValueError(f"push to {table!r}: values must have shape ({keys.size}, width), got {values.shape}")
+        finite = np.isfinite(values)
+        if not finite.all():
+            row = int(np.argmin(finite.all(axis=1)))
+            raise ValueError(f"push to {table!r}: non-finite value {values[row].tolist()} for key {keys[row]} "
+                             f"(NaN/inf gradients are rejected; the table is unchanged)")
+        if not _is_sorted_unique(keys):
+            keys, values = _sum_duplicates(keys, values)
+        if keys.size == 0:
+            return
+        meta = {"table": table}
+        if self.num_shards == 1:
+            self._push_shard(0, keys, values, meta)
+            return
+        slices = slice_keys(keys, self.num_shards)
+        busy = [s for s in range(self.num_shards) if slices.bounds[s + 1] > slices.bounds[s]]
+        self._map_shards(lambda s: self._push_shard(s, keys[slices.positions(s)],
+                                                    values[slices.positions(s)], meta), busy)
+
+    def _push_shard(self, shard: int, keys: np.ndarray, values: np.ndarray, meta: dict[str, Any]) -> None:
+        for c in self._chunks(keys.size):
+            self._conns[shard].request(Frame(Op.PUSH, meta, [keys[c], values[c]]), idempotent=False)
+
+    # --- export / import -----------------------------------------------------
+    def export(self, table: str, *, shards: Iterable[int] | None = None,
+               max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        """Stream the rows (and optimizer state) of ``table`` as Arrow batches, shard by shard.
+
+        Each shard streams over its own fresh connection, so the caller may
+        keep using this client while it consumes the iterator.
+        """
+        for shard in (range(self.num_shards) if shards is None else shards):
+            conn = self._new_connection(shard)
+            try:
+                for frame in conn.stream(Frame(Op.EXPORT, {"table": table, "max_rows": max_rows})):
+                    yield from pa.ipc.open_stream(pa.py_buffer(frame.arrays[0]))
+            finally:
+                conn.close()
+
+    def import_batches(self, table: str, batches: Iterable[pa.RecordBatch]) -> int:
+        """Upsert rows from Arrow batches (as produced by :meth:`export`) into ``table``.
+
+        Rows are routed to their shard by key, so a table exported from one
+        shard layout can be imported into another. Returns the rows imported.
+        """
+        total = 0
+        for batch in batches:
+            keys = as_keys(batch.column("key").to_numpy())
+            shards = shard_of(keys, self.num_shards)
+            for s in range(self.num_shards):
+                mask = shards == s
+                if not mask.any():
+                    continue
+                part = batch.filter(pa.array(mask))
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, part.schema) as writer:
+                    writer.write_batch(part)
+                payload = np.frombuffer(sink.getvalue(), dtype=np.uint8)
+                # Import is an upsert of absolute values: replaying it is harmless.
+                self._conns[s].request(Frame(Op.IMPORT, {"table": table}, [payload]), idempotent=True)
+                total += part.num_rows
+        return total
+
+    # --- clocks (BSP / SSP / ASP) ---------------------------------------------
+    def _clock_conn(self) -> ShardConnection:
+        return self._conns[0]  # one shard hosts each clock, so all workers meet there
+
+    def clock_create(self, name: str, num_workers: int, staleness: int | None) -> None:
+        """Create a clock for ``num_workers`` workers; ``staleness`` 0 = BSP, None = ASP."""
+        self._clock_conn().request(Frame(Op.CLOCK_CREATE, {"clock": name, "num_workers": num_workers,
+                                                           "staleness": staleness}), idempotent=True)
+
+    def clock_advance(self, name: str, worker: int, timeout: float = 600.0) -> int:
+        """Tick ``worker``'s clock; block while it is more than ``staleness`` ahead."""
+        reply = self._clock_conn().request(
+            Frame(Op.CLOCK_ADVANCE, {"clock": name, "worker": worker, "timeout": timeout}),
+            idempotent=False, timeout=timeout + 30.0)
+        return int(reply.meta["clock"])
+
+    def clock_finish(self, name: str, worker: int) -> None:
+        """Mark ``worker`` done so it never holds the others back."""
+        self._clock_conn().request(Frame(Op.CLOCK_FINISH, {"clock": name, "worker": worker}), idempotent=True)
+
+    def clock_drop(self, name: str) -> None:
+        self._clock_conn().request(Frame(Op.CLOCK_DROP, {"clock": name}), idempotent=True)

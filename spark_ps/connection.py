@@ -1,0 +1,125 @@
+"""One authenticated, reconnect-once connection to one shard."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Iterator
+
+from spark_ps.auth import authenticate_to_server
+from spark_ps.errors import AuthenticationError, PSConnectionError, ProtocolError, remote_error
+from spark_ps.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Status, read_frame, write_frame
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True if the peer already closed ``sock`` (readable with nothing to read).
+
+    Checked before each request so that a connection the shard dropped while
+    idle is replaced *before* a non-idempotent push is sent on it.
+    """
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+class ShardConnection:
+    """A lazily opened connection to ``host:port``, safe to share between threads.
+
+    A request that fails because the connection dropped is retried once on a
+    fresh connection when that cannot apply it twice: always for idempotent
+    requests (pull, describe), and for the others only if the failure happened
+    before the request was completely sent. A second failure raises
+    :class:`~spark_ps.errors.PSConnectionError` naming the shard.
+    """
+
+    def __init__(self, host: str, port: int, secret: bytes, timeout: float = 120.0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self.host, self.port = host, port
+        self.name = f"{host}:{port}"
+        self._secret = secret
+        self._timeout = timeout
+        self._max_frame_bytes = max_frame_bytes
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _connected(self) -> socket.socket:
+        if self._sock is not None and _peer_closed(self._sock):
+            self._drop()
+        if self._sock is None:
+            sock = socket.create_connection((self.host, self.port), timeout=self._timeout)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                authenticate_to_server(sock, self._secret)
+            except BaseException:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def _check(self, reply: Frame) -> Frame:
+        if reply.status != Status.OK:
+            raise remote_error(str(reply.meta.get("kind", "RemoteError")),
+                               str(reply.meta.get("error", "unknown error")), self.name)
+        return reply
+
+    def request(self, frame: Frame, *, idempotent: bool, timeout: float | None = None) -> Frame:
+        """Send ``frame`` and return the reply; raise the shard's error if it failed."""
+        with self._lock:
+            for attempt in (1, 2):
+                sent = False
+                try:
+                    sock = self._connected()
+                    sock.settimeout(timeout or self._timeout)
+                    write_frame(sock, frame)
+                    sent = True
+                    reply = read_frame(sock, self._max_frame_bytes)
+                except AuthenticationError:
+                    self._drop()
+                    raise
+                except (OSError, EOFError, ProtocolError) as exc:
+                    self._drop()
+                    if attempt == 1 and (idempotent or not sent):
+                        continue
+                    state = "after sending it (it may have been applied)" if sent else "before sending it"
+                    raise PSConnectionError(
+                        f"shard {self.name}: {frame.op.name} failed {state}, "
+                        f"after {attempt} attempt(s): {exc!r}") from exc
+                return self._check(reply)
+        raise AssertionError("unreachable")
+
+    def stream(self, frame: Frame) -> Iterator[Frame]:
+        """Send ``frame`` and yield reply frames until one has ``more: false``."""
+        with self._lock:
+            try:
+                sock = self._connected()
+                sock.settimeout(self._timeout)
+                write_frame(sock, frame)
+                while True:
+                    reply = self._check(read_frame(sock, self._max_frame_bytes))
+                    if not reply.meta.get("more", False):
+                        return
+                    yield reply
+            except (OSError, EOFError, ProtocolError) as exc:
+                self._drop()
+                raise PSConnectionError(f"shard {self.name}: {frame.op.name} stream broke: {exc!r}") from exc
+            except GeneratorExit:
+                # The caller stopped early: the rest of the stream is still in
+                # flight, so this connection is out of sync. Start afresh next time.
+                self._drop()
+                raise

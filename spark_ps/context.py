@@ -1,0 +1,150 @@
+"""``PSContext``: the driver's handle on the shards of one Spark application.
+
+The driver never holds table data. It learns where the shards are (from the
+plugin's registry, through py4j), creates and drops tables, and hands tasks a
+picklable :class:`~spark_ps.client.PSClient`; the weights themselves only
+ever move between tasks, sidecars and storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, ClassVar
+
+from spark_ps.client import PSClient
+from spark_ps.registry import ServerInfo, app_secret, wait_for_servers
+
+log = logging.getLogger(__name__)
+
+
+class PSContext:
+    """Driver-side handle: shard registry, table lifecycle, clients.
+
+    Get it with :meth:`get`; use it as a context manager. :meth:`shutdown`
+    drops the tables this handle created and closes its connections; it is
+    idempotent, and the sidecars themselves stay up until their executors stop.
+
+    Examples
+    --------
+    >>> import spark_ps, numpy as np                               # doctest: +SKIP
+    >>> from pyspark.sql import SparkSession                       # doctest: +SKIP
+    >>> spark = spark_ps.configure_spark_with_ps(SparkSession.builder.master("local[2]")).getOrCreate()  # doctest: +SKIP
+    >>> with spark_ps.PSContext.get(spark) as ps:                  # doctest: +SKIP
+    ...     ps.create_table("w", width=1, optimizer="ftrl", alpha=0.1)
+    ...     ps.client().pull("w", np.array([1, 2])).shape
+    (2, 1)
+    """
+
+    _instances: ClassVar[dict[int, "PSContext"]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, spark, servers: list[ServerInfo], secret: bytes, **client_options: Any):
+        self._spark = spark
+        self._servers = list(servers)
+        self._secret = secret
+        self._client_options = client_options
+        self._admin = PSClient(self._servers, secret, **client_options)
+        self._own_tables: set[str] = set()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def get(cls, spark, *, expected_servers: int | None = None, timeout: float = 120.0,
+            **client_options: Any) -> "PSContext":
+        """The live handle for ``spark``'s application, waiting for its shards.
+
+        Waits (with a deadline, never blindly) until ``expected_servers``
+        sidecars have registered; by default that is the number of executors
+        Spark was asked for times ``spark.ps.serversPerExecutor``.
+        """
+        key = id(spark.sparkContext._jsc)
+        with cls._instances_lock:
+            ctx = cls._instances.get(key)
+            if ctx is None or ctx._closed:
+                servers = wait_for_servers(spark, expected=expected_servers, timeout=timeout)
+                ctx = cls(spark, servers, app_secret(spark), **client_options)
+                cls._instances[key] = ctx
+            return ctx
+
+    def __enter__(self) -> "PSContext":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._servers)} shards"
+        return f"PSContext({state})"
+
+    @property
+    def servers(self) -> list[ServerInfo]:
+        """The shards, in routing order: ``[ServerInfo(executor_id, host, port, pid), ...]``."""
+        return list(self._servers)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this PSContext was shut down; call PSContext.get(spark) again")
+
+    def client(self, **overrides: Any) -> PSClient:
+        """A new picklable client over every shard, for use inside tasks."""
+        self._check_open()
+        return PSClient(self._servers, self._secret, **{**self._client_options, **overrides})
+
+    def create_table(self, name: str, *, width: int = 1, optimizer: str = "delta", init: str = "zeros",
+                     sigma: float | None = None, seed: int | None = None, dim: int | None = None,
+                     **hyper: float) -> None:
+        """Create table ``name`` on every shard.
+
+        Parameters
+        ----------
+        name : str
+            Table name.
+        width : int
+            float32 values per row: 1 for a linear model, 1 + k for an FM.
+        optimizer : {"delta", "sgd", "adagrad", "ftrl", "adam"}
+            Update rule the shards apply to pushed values.
+        init : {"zeros", "normal"}
+            Value of a row never pushed; ``normal`` draws N(0, sigma)
+            deterministically per (key, seed, column).
+        dim : int, optional
+            If set, keys must lie in ``[0, dim)``. Memory never depends on it.
+        **hyper
+            Optimizer hyper-parameters (``alpha``, ``beta``, ``l1``, ``l2``, ``lr``, ...).
+        """
+        self._check_open()
+        init_params = {k: v for k, v in (("sigma", sigma), ("seed", seed)) if v is not None}
+        self._admin.create_table(name, width=width, optimizer=optimizer, hyper=hyper,
+                                 init=init, init_params=init_params, dim=dim)
+        with self._lock:
+            self._own_tables.add(name)
+
+    def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
+        """Drop table ``name`` from every shard."""
+        self._check_open()
+        self._admin.drop_table(name, missing_ok=missing_ok)
+        with self._lock:
+            self._own_tables.discard(name)
+
+    def describe(self, name: str) -> list[dict[str, Any]]:
+        """Per-shard spec, row count and bytes of ``name`` (small: one dict per shard)."""
+        self._check_open()
+        return self._admin.describe(name)
+
+    def shutdown(self) -> None:
+        """Drop the tables this handle created and close its connections. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            tables = sorted(self._own_tables)
+            self._own_tables.clear()
+        try:
+            for name in tables:
+                self._admin.drop_table(name, missing_ok=True)
+        except ConnectionError as exc:
+            # Shards die with their executors (e.g. after spark.stop()); their
+            # tables are gone with them, so there is nothing left to drop.
+            log.info("shards unreachable at shutdown, tables already gone: %s", exc)
+        finally:
+            self._admin.close()

@@ -1,0 +1,82 @@
+"""Exception hierarchy shared by the client, the server and the protocol.
+
+Errors raised on a shard travel back as an error frame carrying the exception
+kind and message. The client re-raises them as :class:`RemoteError` subclasses
+that *also* derive from the matching builtin (``ValueError``, ``KeyError``, ...)
+so callers can keep writing ``except ValueError`` around a push.
+"""
+
+from __future__ import annotations
+
+
+class PSError(Exception):
+    """Base class of every error raised by spark-ps."""
+
+
+class ProtocolError(PSError):
+    """A frame is malformed, truncated, oversized or of an unknown version."""
+
+
+class AuthenticationError(PSError):
+    """The peer did not prove knowledge of the per-application secret."""
+
+
+class PSConnectionError(PSError, ConnectionError):
+    """A shard could not be reached, even after one reconnect."""
+
+
+class RemoteError(PSError):
+    """An error raised on a shard while it served a request.
+
+    Attributes
+    ----------
+    kind : str
+        Name of the exception type raised on the shard.
+    shard : str
+        ``host:port`` of the shard that raised it.
+    """
+
+    def __init__(self, message: str, kind: str = "RemoteError", shard: str = "?"):
+        super().__init__(message)
+        self.kind = kind
+        self.shard = shard
+
+
+class RemoteValueError(RemoteError, ValueError):
+    """A shard rejected a request's values (NaN, width mismatch, bad option)."""
+
+
+class RemoteKeyError(RemoteError, KeyError):
+    """A shard does not know the named table or clock."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0])
+
+
+class RemoteTypeError(RemoteError, TypeError):
+    """A shard received an array of the wrong dtype."""
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """A blocking shard operation (a clock wait) passed its deadline."""
+
+
+_REMOTE_BY_KIND: dict[str, type[RemoteError]] = {
+    "ValueError": RemoteValueError,
+    "KeyError": RemoteKeyError,
+    "TypeError": RemoteTypeError,
+    "TimeoutError": RemoteTimeoutError,
+}
+
+
+def remote_error(kind: str, message: str, shard: str) -> RemoteError:
+    """Build the client-side exception for an error frame from ``shard``.
+
+    Examples
+    --------
+    >>> err = remote_error("ValueError", "NaN gradient", "127.0.0.1:4000")
+    >>> isinstance(err, ValueError), err.shard
+    (True, '127.0.0.1:4000')
+    """
+    cls = _REMOTE_BY_KIND.get(kind, RemoteError)
+    return cls(f"{message} [shard {shard}]", kind=kind, shard=shard)

@@ -1,0 +1,287 @@
+"""Private bases of the public estimators, in the style of xgboost.spark.
+
+:class:`_PSEstimator` owns the whole fit; a public estimator only supplies
+hooks: :meth:`_objective` (what is computed), :meth:`_table_spec` (how the
+shards store and update it), and :meth:`_create_model`. :class:`_PSModel`
+owns scoring and persistence; public models add their output columns
+through :meth:`_output_columns` and their typed accessors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.ml import Estimator, Model
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import DoubleType, StructField, StructType
+
+from spark_ps.ml import weights as weight_store
+from spark_ps.ml.csr import record_batch_to_csr
+from spark_ps.ml.fitting import FitResult, fit_on_ps, require_columns
+from spark_ps.ml.objectives import Objective
+
+log = logging.getLogger("spark_ps.ml")
+
+_MARGIN_COL = "__spark_ps_margin"
+
+#: Above this many non-zero rows, scoring without shards refuses to broadcast.
+BROADCAST_MAX_ROWS = 1_000_000
+
+#: Learning rates that work for hashed sparse CTR data with each optimizer.
+DEFAULT_LEARNING_RATE = {"ftrl": 0.1, "adagrad": 0.1, "sgd": 0.01, "adam": 0.001}
+
+
+def _reg_to_l1_l2(reg_param: float, elastic_net: float, num_rows: int) -> tuple[float, float]:
+    """MLlib's penalty ``regParam * (a*|w|_1 + (1-a)/2*|w|^2)`` on the *mean* loss, as FTRL's per-coordinate
+    l1/l2 on the *summed* loss: both scale by the number of training rows."""
+    return reg_param * elastic_net * num_rows, reg_param * (1.0 - elastic_net) * num_rows
+
+
+class _PSEstimator(Estimator, MLReadable, MLWritable):
+    """Fit on the parameter server; subclasses provide the hooks below."""
+
+    _label = "spark-ps"
+    _binary_labels = True
+
+    # --- hooks -------------------------------------------------------------
+    def _objective(self) -> Objective:
+        raise NotImplementedError
+
+    def _table_init(self) -> dict[str, Any]:
+        return {"init": "zeros", "init_params": {}}
+
+    def _create_model(self, fit: FitResult) -> "_PSModel":
+        raise NotImplementedError
+
+    def _validate_params(self) -> None:
+        """Refuse MLlib Param values we do not support (never ignore them silently)."""
+        self._validate_ps_params()
+
+    # --- shared machinery --------------------------------------------------
+    def _learning_rate(self) -> float:
+        """``alpha`` if set; else ``stepSize`` if the user set it; else the optimizer's default.
+
+        MLlib's own ``stepSize`` default (1.0 for FM) is tuned for its solver,
+        not for a per-coordinate online optimizer, so it is only honoured when
+        set explicitly.
+        """
+        if self.isSet(self.alpha):
+            return self.getAlpha()
+        if self.hasParam("stepSize") and self.isSet(self.getParam("stepSize")):
+            return self.getOrDefault("stepSize")
+        return DEFAULT_LEARNING_RATE[self.getOptimizer()]
+
+    def _hyper(self, num_rows: int) -> dict[str, float]:
+        opt = self.getOptimizer()
+        l1, l2 = _reg_to_l1_l2(self.getRegParam(), self._elastic_net(), num_rows)
+        lr = self._learning_rate()
+        if opt == "ftrl":
+            return {"alpha": lr, "beta": self.getBeta(), "l1": l1, "l2": l2}
+        return {"lr": lr}
+
+    def _elastic_net(self) -> float:
+        return self.getElasticNetParam() if self.hasParam("elasticNetParam") else 0.0
+
+    def _table_spec(self, num_rows: int) -> dict[str, Any]:
+        return {"width": self._objective().width, "optimizer": self.getOptimizer(),
+                "hyper": self._hyper(num_rows), "dim": None, **self._table_init()}
+
+    def _num_epochs(self) -> int:
+        return max(1, min(self.getNumEpochs(), self.getMaxIter()))
+
+    def _fit(self, dataset: DataFrame) -> "_PSModel":
+        self._validate_params()
+        spark = dataset.sparkSession
+        weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+        require_columns(dataset, features=self.getFeaturesCol(), label=self.getLabelCol(), weight=weight_col)
+        # The table spec needs the row count (regularisation scales with it); fit_on_ps counts again
+        # on the selected columns, which Spark serves from the same scan plan.
+        num_rows = dataset.count()
+        fit = fit_on_ps(
+            spark, dataset, label=f"{self._label}[{self.uid}]", objective=self._objective(),
+            table_spec=self._table_spec(num_rows), features_col=self.getFeaturesCol(),
+            label_col=self.getLabelCol(), weight_col=weight_col, num_features=None,
+            fit_intercept=self.getFitIntercept(), batch_size=self.getBatchSize(), num_epochs=self._num_epochs(),
+            sync_mode=self.getSyncMode(), staleness=self.getStaleness(), num_workers=self.getNumWorkers(),
+            timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
+            if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
+        model = self._create_model(fit)
+        model._resetUid(self.uid)
+        model._training_data = dataset  # for model.summary, evaluated lazily on the executors
+        return self._copyValues(model)
+
+    def write(self) -> MLWriter:
+        return DefaultParamsWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return DefaultParamsReader(cls)
+
+
+class _PSModel(Model, MLReadable, MLWritable):
+    """A fitted model whose weights live in Delta (and, while training's shards live, on them)."""
+
+    def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0,
+                 nnz: int = 0, objective_history: list[float] | None = None, table: str | None = None):
+        super().__init__()
+        self._weights_path = weights_path
+        self._intercept = float(intercept)
+        self._num_rows = num_rows
+        self._nnz = nnz
+        self._objective_history = list(objective_history or [])
+        self._table = table  # live table on the shards, if this session trained the model
+
+    # --- hooks -------------------------------------------------------------
+    def _objective(self) -> Objective:
+        raise NotImplementedError
+
+    def _output_columns(self, scored: DataFrame) -> DataFrame:
+        """Turn the raw margin column into the model's public output columns."""
+        raise NotImplementedError
+
+    # --- facts -------------------------------------------------------------
+    @property
+    def intercept(self) -> float:
+        return self._intercept
+
+    @property
+    def weightsPath(self) -> str:
+        """Delta table holding the sparse weights (``key, value``)."""
+        return self._weights_path
+
+    @property
+    def numNonZeros(self) -> int:
+        return self._nnz
+
+    def _weights_frame(self) -> DataFrame:
+        return SparkSession.active().read.format("delta").load(self._weights_path)
+
+    def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """All non-zero (key >= 0) rows. O(nnz) on the driver: only for explicit accessors."""
+        table = self._weights_frame().where("key >= 0").orderBy("key").toArrow()
+        keys = table.column("key").to_numpy()
+        values = table.column("value").combine_chunks()
+        width = self._objective().width
+        return keys, values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float64)
+
+    # --- scoring -----------------------------------------------------------
+    def _ensure_live_table(self, spark: SparkSession):
+        """A client and table name to pull weights from; loads Delta into the shards if needed."""
+        from spark_ps.context import PSContext
+
+        ps = PSContext.get(spark)
+        client = ps.client()
+        if self._table is not None and any(d.get("width") for d in _describe_or_empty(client, self._table)):
+            return client, self._table
+        name = f"serve_{self.uid}_{os.urandom(4).hex()}"
+        ps.create_table(name, width=self._objective().width, optimizer="delta")
+        rows = weight_store.load_table(spark, client, name, self._weights_path)
+        log.info("loaded %d weight rows from %s into shard table %s", rows, self._weights_path, name)
+        self._table = name
+        return client, name
+
+    def _row_source(self, spark: SparkSession):
+        """How tasks get weight rows: ``(client, table)`` on the shards, or a broadcast table.
+
+        With the plugin running, rows come from a shard table (the one
+        training filled, or one loaded from Delta by the executors). Without
+        it (a session that only loads and scores), the Delta rows are
+        broadcast, but only when the saved non-zero count proves them small.
+        """
+        from spark_ps.registry import PluginNotRunningError
+
+        try:
+            return self._ensure_live_table(spark)
+        except PluginNotRunningError:
+            limit = int(spark.conf.get("spark.ps.broadcastMaxRows", str(BROADCAST_MAX_ROWS)))
+            if self._nnz > limit:
+                raise RuntimeError(
+                    f"scoring without parameter-server shards needs the {self._nnz} weight rows in every task, "
+                    f"more than spark.ps.broadcastMaxRows={limit}; start the session with "
+                    "spark_ps.configure_spark_with_ps so the shards serve them") from None
+            keys, values = self._sparse_rows()
+            return None, spark.sparkContext.broadcast((keys, values.astype(np.float32)))
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        features_col = self.getFeaturesCol()
+        require_columns(dataset, features=features_col)
+        client, source = self._row_source(dataset.sparkSession)
+        objective = self._objective()
+        bias = self._intercept if self.getFitIntercept() else 0.0
+
+        def lookup(keys: np.ndarray) -> np.ndarray:
+            if client is not None:
+                return client.pull(source, keys)
+            stored_keys, stored_rows = source.value
+            pos = np.minimum(np.searchsorted(stored_keys, keys), max(len(stored_keys) - 1, 0))
+            found = (stored_keys[pos] == keys) if len(stored_keys) else np.zeros(len(keys), bool)
+            return np.where(found[:, None], stored_rows[pos] if len(stored_keys) else 0.0,
+                            np.float32(0.0)).astype(np.float32)
+
+        def score(batches):
+            offset = 0
+            try:
+                for batch in batches:
+                    csr = record_batch_to_csr(batch, features_col, row_offset=offset)
+                    offset += batch.num_rows
+                    keys, col = objective.keys_of(csr, fit_intercept=False)
+                    margin = objective.margins(csr, col, lookup(keys), bias)
+                    yield batch.append_column(_MARGIN_COL, pa.array(margin, pa.float64()))
+            finally:
+                if client is not None:
+                    client.close()
+
+        schema = StructType(dataset.schema.fields + [StructField(_MARGIN_COL, DoubleType(), False)])
+        return self._output_columns(dataset.mapInArrow(score, schema)).drop(_MARGIN_COL)
+
+    # --- persistence ---------------------------------------------------------
+    def _extra_metadata(self) -> dict[str, Any]:
+        return {"intercept": self._intercept, "numRows": self._num_rows, "nnz": self._nnz,
+                "objectiveHistory": self._objective_history, "weightsFormat": "delta:key,value"}
+
+    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
+        self._weights_path = weights_path
+        self._intercept = float(metadata["intercept"])
+        self._num_rows = int(metadata["numRows"])
+        self._nnz = int(metadata["nnz"])
+        self._objective_history = list(metadata["objectiveHistory"])
+        self._table = None
+
+    def write(self) -> MLWriter:
+        return _PSModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _PSModelReader(cls)
+
+
+def _describe_or_empty(client, table: str) -> list[dict[str, Any]]:
+    try:
+        return client.describe(table)
+    except KeyError:
+        return []
+
+
+class _PSModelWriter(DefaultParamsWriter):
+    """Params as MLlib metadata JSON; weights copied by executors into ``<path>/weights`` (Delta)."""
+
+    def saveImpl(self, path: str) -> None:
+        model: _PSModel = self.instance
+        spark = self.sparkSession
+        DefaultParamsWriter.saveMetadata(model, path, spark, extraMetadata=model._extra_metadata())
+        target = os.path.join(path, "weights")
+        (spark.read.format("delta").load(model.weightsPath)
+         .write.format("delta").mode("overwrite").save(target))
+
+
+class _PSModelReader(DefaultParamsReader):
+    def load(self, path: str) -> _PSModel:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        instance = DefaultParamsReader.load(self, path)
+        instance._restore(metadata, os.path.join(path, "weights"))
+        return instance

@@ -1,0 +1,394 @@
+"""Drop-in replacements for ``pyspark.ml.classification`` trained on the parameter server.
+
+Swap the import; Params, defaults, output columns and persistence behave as in
+MLlib. Differences, all deliberate and documented on each class:
+
+* Training is online (FTRL by default) over ``numEpochs`` passes
+  (``maxIter`` caps the passes), not L-BFGS to convergence.
+* ``regParam``/``elasticNetParam`` map onto the optimizer's per-coordinate
+  L1/L2 exactly: ``l1 = regParam * elasticNetParam * N`` and
+  ``l2 = regParam * (1 - elasticNetParam) * N`` for N training rows, because
+  MLlib penalises the *mean* loss and FTRL the *summed* loss.
+* ``standardization`` is accepted and has no effect: the per-coordinate
+  learning rates of FTRL/AdaGrad/Adam already adapt to each feature's scale.
+  ``aggregationDepth`` and ``maxBlockSizeInMB`` are accepted and have no
+  effect: nothing is tree-aggregated or blocked on the driver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml.classification import _FactorizationMachinesParams, _LogisticRegressionParams
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.linalg import DenseMatrix, SparseVector, Vector, Vectors
+from pyspark.ml.param.shared import HasProbabilityCol, HasRawPredictionCol, HasSeed, HasThresholds
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from spark_ps.ml.base import _MARGIN_COL, _PSEstimator, _PSModel
+from spark_ps.ml.fitting import FitResult
+from spark_ps.ml.objectives import Objective
+from spark_ps.ml.params import _PSTrainingParams, _SharedSetters
+from spark_ps.ml.summary import BinaryClassificationSummary
+
+__all__ = ["LogisticRegression", "LogisticRegressionModel", "FMClassifier", "FMClassificationModel"]
+
+
+class _BinaryClassifierMixin:
+    """Output columns and thresholds shared by the binary classifiers."""
+
+    def _decision(self) -> tuple[float, float] | float:
+        """MLlib's rule: thresholds [t0, t1] if set (argmax p_i / t_i), else threshold (default 0.5)."""
+        if self.isSet(self.thresholds):
+            t0, t1 = self.getOrDefault(self.thresholds)
+            return float(t0), float(t1)
+        return float(self.getThreshold()) if self.hasParam("threshold") else 0.5
+
+    def _threshold_margin_column(self, margin: Column) -> Column:
+        rule = self._decision()
+        p1 = 1.0 / (1.0 + F.exp(-margin))
+        if isinstance(rule, tuple):
+            t0, t1 = rule
+            if t1 == 0:
+                return F.lit(1.0)
+            if t0 == 0:
+                return F.lit(0.0)
+            return F.when(p1 / t1 > (1.0 - p1) / t0, 1.0).otherwise(0.0)
+        return F.when(p1 > rule, 1.0).otherwise(0.0)
+
+    def _output_columns(self, scored: DataFrame) -> DataFrame:
+        margin = F.col(_MARGIN_COL)
+        if self.getRawPredictionCol():
+            scored = scored.withColumn(self.getRawPredictionCol(), array_to_vector(F.array(-margin, margin)))
+        if self.getProbabilityCol():
+            p1 = 1.0 / (1.0 + F.exp(-margin))
+            scored = scored.withColumn(self.getProbabilityCol(), array_to_vector(F.array(1.0 - p1, p1)))
+        if self.getPredictionCol():
+            scored = scored.withColumn(self.getPredictionCol(), self._threshold_margin_column(margin))
+        return scored
+
+    def _validate_thresholds(self) -> None:
+        if self.isSet(self.thresholds):
+            ts = self.getOrDefault(self.thresholds)
+            if len(ts) != 2:
+                raise ValueError(f"only binary classification is supported: thresholds must have length 2, got {ts}")
+            if min(ts) < 0 or max(ts) == 0:
+                raise ValueError(f"thresholds must be >= 0 with at least one > 0, got {ts}")
+
+    @property
+    def numClasses(self) -> int:
+        return 2
+
+    def _summary(self, fit_predictions: DataFrame | None, history: list[float]) -> BinaryClassificationSummary:
+        weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+        return BinaryClassificationSummary(fit_predictions, history, self.getRawPredictionCol() or "rawPrediction",
+                                           self.getLabelCol(), weight_col)
+
+    def evaluate(self, dataset: DataFrame) -> BinaryClassificationSummary:
+        """Metrics (areaUnderROC, areaUnderPR) of this model on ``dataset``, computed on the executors."""
+        return self._summary(self.transform(dataset), self._objective_history)
+
+    @property
+    def summary(self) -> BinaryClassificationSummary:
+        """Training summary: ``objectiveHistory``, ``totalIterations``, ``areaUnderROC`` on the training data."""
+        if self._training_data is None:
+            raise RuntimeError("no training summary: this model was loaded, not fitted; use evaluate(df)")
+        return self._summary(self.transform(self._training_data), self._objective_history)
+
+    @property
+    def hasSummary(self) -> bool:
+        return self._training_data is not None
+
+    def predictRaw(self, value: Vector) -> Vector:
+        """Raw prediction ``[-margin, margin]`` of one feature vector."""
+        m = self._margin_of(value)
+        return Vectors.dense([-m, m])
+
+    def predictProbability(self, value: Vector) -> Vector:
+        """Class probabilities ``[1 - p, p]`` of one feature vector."""
+        p = 1.0 / (1.0 + np.exp(-self._margin_of(value)))
+        return Vectors.dense([1.0 - p, p])
+
+    def predict(self, value: Vector) -> float:
+        """Predicted label (0.0 or 1.0) of one feature vector."""
+        p = 1.0 / (1.0 + np.exp(-self._margin_of(value)))
+        rule = self._decision()
+        if isinstance(rule, tuple):
+            t0, t1 = rule
+            return 1.0 if (t1 == 0 or (t0 != 0 and p / t1 > (1 - p) / t0)) else 0.0
+        return 1.0 if p > rule else 0.0
+
+
+class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams, _PSTrainingParams, HasSeed):
+    """Binomial logistic regression trained on the parameter server.
+
+    Same Params as :class:`pyspark.ml.classification.LogisticRegression`, plus
+    ``optimizer`` (ftrl), ``alpha`` (learning rate, default 0.1), ``beta``,
+    ``batchSize``, ``numEpochs`` (5), ``syncMode`` (ssp), ``staleness`` (4),
+    ``numWorkers``, ``psTimeout`` and ``checkpointDir``.
+    ``family="multinomial"`` and coefficient bounds raise ``ValueError``.
+
+    Examples
+    --------
+    >>> from spark_ps.ml.classification import LogisticRegression
+    >>> lr = LogisticRegression(regParam=1e-4, numEpochs=3)
+    >>> lr.getMaxIter(), lr.getOptimizer(), lr.getNumEpochs()
+    (100, 'ftrl', 3)
+    """
+
+    _label = "LogisticRegression"
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
+                 predictionCol: str = "prediction", maxIter: int = 100, regParam: float = 0.0,
+                 elasticNetParam: float = 0.0, tol: float = 1e-6, fitIntercept: bool = True,
+                 threshold: float = 0.5, thresholds: list[float] | None = None,
+                 probabilityCol: str = "probability", rawPredictionCol: str = "rawPrediction",
+                 standardization: bool = True, weightCol: str | None = None, aggregationDepth: int = 2,
+                 family: str = "auto", lowerBoundsOnCoefficients: DenseMatrix | None = None,
+                 upperBoundsOnCoefficients: DenseMatrix | None = None,
+                 lowerBoundsOnIntercepts: Vector | None = None, upperBoundsOnIntercepts: Vector | None = None,
+                 maxBlockSizeInMB: float = 0.0, optimizer: str = "ftrl", alpha: float | None = None,
+                 beta: float = 1.0, batchSize: int = 1024, numEpochs: int = 5, syncMode: str = "ssp",
+                 staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
+                 checkpointDir: str | None = None, seed: int | None = None):
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> "LogisticRegression":
+        """Set any of the constructor's Params; returns ``self``."""
+        self._set(**{k: v for k, v in kwargs.items() if v is not None})
+        self._checkThresholdConsistency()
+        return self
+
+    def setFamily(self, value: str) -> "LogisticRegression":
+        return self._set(family=value)
+
+    def setLowerBoundsOnCoefficients(self, value: DenseMatrix) -> "LogisticRegression":
+        return self._set(lowerBoundsOnCoefficients=value)
+
+    def setUpperBoundsOnCoefficients(self, value: DenseMatrix) -> "LogisticRegression":
+        return self._set(upperBoundsOnCoefficients=value)
+
+    def setLowerBoundsOnIntercepts(self, value: Vector) -> "LogisticRegression":
+        return self._set(lowerBoundsOnIntercepts=value)
+
+    def setUpperBoundsOnIntercepts(self, value: Vector) -> "LogisticRegression":
+        return self._set(upperBoundsOnIntercepts=value)
+
+    def _objective(self) -> Objective:
+        return Objective("logistic")
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.getFamily() not in ("auto", "binomial"):
+            raise ValueError(f"family={self.getFamily()!r} is not supported yet: spark-ps LogisticRegression "
+                             "is binomial only (labels 0/1)")
+        for bound in ("lowerBoundsOnCoefficients", "upperBoundsOnCoefficients", "lowerBoundsOnIntercepts",
+                      "upperBoundsOnIntercepts"):
+            if self.isSet(bound):
+                raise ValueError(f"{bound} is not supported by spark-ps LogisticRegression")
+        if not 0.0 <= self.getElasticNetParam() <= 1.0:
+            raise ValueError(f"elasticNetParam must be in [0, 1], got {self.getElasticNetParam()}")
+        if self.getRegParam() < 0:
+            raise ValueError(f"regParam must be >= 0, got {self.getRegParam()}")
+        _BinaryClassifierMixin._validate_thresholds(self)
+
+    def _create_model(self, fit: FitResult) -> "LogisticRegressionModel":
+        return LogisticRegressionModel(fit.weights_path, fit.intercept, fit.num_rows, fit.nnz,
+                                       fit.objective_history, fit.table, num_features=fit.extra.get("num_features"))
+
+
+class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _LogisticRegressionParams,
+                              _PSTrainingParams, HasSeed):
+    """Model fitted by :class:`LogisticRegression`; scores through the shards, persists to Delta."""
+
+    def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
+                 objective_history: list[float] | None = None, table: str | None = None,
+                 num_features: int | None = None):
+        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table)
+        self._num_features = num_features
+        self._training_data = None
+
+    def setThreshold(self, value: float) -> "LogisticRegressionModel":
+        self._set(threshold=value)
+        self.clear(self.thresholds)
+        return self
+
+    def setThresholds(self, value: list[float]) -> "LogisticRegressionModel":
+        self._set(thresholds=value)
+        self.clear(self.threshold)
+        return self
+
+    def _objective(self) -> Objective:
+        return Objective("logistic")
+
+    @property
+    def numFeatures(self) -> int:
+        """Size of the training feature vectors."""
+        return int(self._num_features or 0)
+
+    @property
+    def coefficients(self) -> SparseVector:
+        """Non-zero coefficients as a SparseVector (read from Delta on the executors, O(nnz) here)."""
+        keys, values = self._sparse_rows()
+        size = max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
+        return SparseVector(size, keys.astype(np.int32), values[:, 0])
+
+    def _margin_of(self, value: Vector) -> float:
+        return _margin_from_delta(self, value)
+
+    def _extra_metadata(self) -> dict[str, Any]:
+        return {**super()._extra_metadata(), "numFeatures": self.numFeatures}
+
+    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
+        super()._restore(metadata, weights_path)
+        self._num_features = metadata.get("numFeatures")
+        self._training_data = None
+
+
+class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, HasProbabilityCol,
+                   HasRawPredictionCol, HasThresholds, _PSTrainingParams):
+    """Factorization-machine classifier trained on the parameter server.
+
+    Same Params as :class:`pyspark.ml.classification.FMClassifier`. Each
+    feature's row on the shards is ``[w_i, v_i1..v_ik]`` (width 1 + factorSize),
+    initialised N(0, initStd) deterministically from ``seed``.
+    ``stepSize`` (MLlib default 1.0) is the learning rate only when set
+    explicitly; otherwise ``alpha`` or the optimizer's default (0.1) is used.
+    ``solver`` is accepted (gd, adamW) but ``optimizer`` decides the update;
+    ``miniBatchFraction`` must be 1.0 (``batchSize`` sets the mini-batch).
+    """
+
+    _label = "FMClassifier"
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
+                 predictionCol: str = "prediction", probabilityCol: str = "probability",
+                 rawPredictionCol: str = "rawPrediction", factorSize: int = 8, fitIntercept: bool = True,
+                 fitLinear: bool = True, regParam: float = 0.0, miniBatchFraction: float = 1.0,
+                 initStd: float = 0.01, maxIter: int = 100, stepSize: float = 1.0, tol: float = 1e-6,
+                 solver: str = "adamW", thresholds: list[float] | None = None, seed: int | None = None,
+                 weightCol: str | None = None, optimizer: str = "ftrl", alpha: float | None = None,
+                 beta: float = 1.0, batchSize: int = 1024, numEpochs: int = 5, syncMode: str = "ssp",
+                 staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
+                 checkpointDir: str | None = None):
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> "FMClassifier":
+        """Set any of the constructor's Params; returns ``self``."""
+        self._set(**{k: v for k, v in kwargs.items() if v is not None})
+        return self
+
+    def setFactorSize(self, value: int) -> "FMClassifier":
+        return self._set(factorSize=value)
+
+    def setFitLinear(self, value: bool) -> "FMClassifier":
+        return self._set(fitLinear=value)
+
+    def setMiniBatchFraction(self, value: float) -> "FMClassifier":
+        return self._set(miniBatchFraction=value)
+
+    def setInitStd(self, value: float) -> "FMClassifier":
+        return self._set(initStd=value)
+
+    def setThresholds(self, value: list[float]) -> "FMClassifier":
+        return self._set(thresholds=value)
+
+    def _objective(self) -> Objective:
+        return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())
+
+    def _table_init(self) -> dict[str, Any]:
+        seed = self.getSeed() if self.isDefined(self.seed) and self.getSeed() is not None else 0
+        return {"init": "normal", "init_params": {"sigma": self.getInitStd(), "seed": int(seed) & 0x7FFFFFFF}}
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.getFactorSize() < 1:
+            raise ValueError(f"factorSize must be >= 1, got {self.getFactorSize()}")
+        if self.getMiniBatchFraction() != 1.0:
+            raise ValueError("miniBatchFraction other than 1.0 is not supported: set batchSize instead")
+        if self.getSolver() not in ("gd", "adamW"):
+            raise ValueError(f"solver must be 'gd' or 'adamW', got {self.getSolver()!r}")
+        if self.getInitStd() < 0:
+            raise ValueError(f"initStd must be >= 0, got {self.getInitStd()}")
+        _BinaryClassifierMixin._validate_thresholds(self)
+
+    def _create_model(self, fit: FitResult) -> "FMClassificationModel":
+        return FMClassificationModel(fit.weights_path, fit.intercept, fit.num_rows, fit.nnz,
+                                     fit.objective_history, fit.table, num_features=fit.extra.get("num_features"))
+
+
+class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _FactorizationMachinesParams,
+                            HasProbabilityCol, HasRawPredictionCol, HasThresholds, _PSTrainingParams):
+    """Model fitted by :class:`FMClassifier`."""
+
+    def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
+                 objective_history: list[float] | None = None, table: str | None = None,
+                 num_features: int | None = None):
+        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table)
+        self._num_features = num_features
+        self._training_data = None
+
+    def _objective(self) -> Objective:
+        return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())
+
+    @property
+    def numFeatures(self) -> int:
+        return int(self._num_features or 0)
+
+    @property
+    def linear(self) -> SparseVector:
+        """Linear weights (non-zero entries)."""
+        keys, values = self._sparse_rows()
+        return SparseVector(max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0),
+                            keys.astype(np.int32), values[:, 0])
+
+    @property
+    def factors(self) -> DenseMatrix:
+        """Factor matrix (numFeatures x factorSize); O(numFeatures * k) on the driver, as in MLlib."""
+        keys, values = self._sparse_rows()
+        k = self.getFactorSize()
+        dense = np.zeros((max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0), k))
+        dense[keys] = values[:, 1:]
+        return DenseMatrix(dense.shape[0], k, dense.ravel(order="F").tolist())
+
+    def _margin_of(self, value: Vector) -> float:
+        return _margin_from_delta(self, value)
+
+    def _extra_metadata(self) -> dict[str, Any]:
+        return {**super()._extra_metadata(), "numFeatures": self.numFeatures}
+
+    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
+        super()._restore(metadata, weights_path)
+        self._num_features = metadata.get("numFeatures")
+        self._training_data = None
+
+
+def _margin_from_delta(model: _PSModel, value: Vector) -> float:
+    """Margin of one vector, reading only its features' rows from Delta."""
+    from spark_ps.ml import weights as weight_store
+    from spark_ps.ml.csr import CSRBatch
+
+    sparse = value.toArray() if not isinstance(value, SparseVector) else None
+    if sparse is not None:
+        idx = np.flatnonzero(sparse)
+        vals = sparse[idx]
+    else:
+        idx, vals = np.asarray(value.indices, np.int64), np.asarray(value.values, np.float64)
+    if not np.all(np.isfinite(vals)):
+        raise ValueError("feature vector has NaN or infinite values")
+    from pyspark.sql import SparkSession
+    rows = weight_store.read_rows(SparkSession.active(), model.weightsPath, idx.tolist()) if len(idx) else {}
+    width = model._objective().width
+    pulled = np.array([rows.get(int(k), [0.0] * width) for k in idx], dtype=np.float32).reshape(-1, width)
+    batch = CSRBatch(np.array([0, len(idx)]), np.arange(len(idx), dtype=np.int64), vals,
+                     np.zeros(1), None)
+    bias = model.intercept if model.getFitIntercept() else 0.0
+    return float(model._objective().margins(batch, np.arange(len(idx)), pulled, bias)[0])

@@ -1,0 +1,178 @@
+"""Driver side of a fit: plan, launch the barrier stage, watch, persist.
+
+The driver creates the model table on the shards, starts one barrier stage
+whose tasks do all the training (see :mod:`spark_ps.ml.training`), prints one
+progress line per epoch from a tiny statistics table on the shards, and
+finally has executors stream the weights from the sidecars into Delta. What
+reaches the driver is O(workers x epochs) numbers, never O(d).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql.types import StructType
+
+from spark_ps.context import PSContext
+from spark_ps.ml import weights as weight_store
+from spark_ps.ml.objectives import BIAS_KEY
+from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, TrainSpec, make_train_fn
+
+log = logging.getLogger("spark_ps.ml")
+
+_TRAIN_RESULT_SPARK_SCHEMA = StructType.fromJson({"type": "struct", "fields": [
+    {"name": f.name, "type": {"int32": "integer", "int64": "long", "double": "double"}[str(f.type)],
+     "nullable": True, "metadata": {}} for f in TASK_RESULT_SCHEMA]})
+
+
+@dataclass
+class FitResult:
+    """What a fit produced: where the weights are, and small statistics."""
+
+    weights_path: str
+    table: str
+    intercept: float
+    objective_history: list[float]
+    epoch_seconds: list[float]
+    num_rows: int
+    nnz: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def require_columns(dataset: DataFrame, **columns: str | None) -> None:
+    """Raise ``ValueError`` naming a missing column and listing the available ones."""
+    available = dataset.columns
+    for role, name in columns.items():
+        if name and name not in available:
+            raise ValueError(f"{role} column {name!r} not found in the DataFrame; available columns: {available}")
+
+
+def checkpoint_root(spark, configured: str | None) -> str:
+    root = configured or spark.conf.get("spark.ps.checkpointDir", None)
+    if not root:
+        warehouse = spark.conf.get("spark.sql.warehouse.dir", "spark-warehouse")
+        root = os.path.join(warehouse.removeprefix("file:"), "spark_ps")
+    return root
+
+
+class _ProgressPrinter:
+    """Polls the statistics table and logs one line per finished epoch."""
+
+    def __init__(self, client, stats_table: str, num_epochs: int, total_rows: int, label: str):
+        self._client, self._table = client, stats_table
+        self._num_epochs, self._total_rows, self._label = num_epochs, total_rows, label
+        self._stop = threading.Event()
+        self._reported = 0
+        self._start = time.perf_counter()
+        self._last = self._start
+        self._thread = threading.Thread(target=self._run, name="ps-progress", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._poll()  # report epochs that finished after the last poll
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            self._poll()
+
+    def _poll(self):
+        if self._reported >= self._num_epochs:
+            return
+        try:
+            stats = self._client.pull(self._table, np.arange(self._num_epochs, dtype=np.int64))
+        except (ConnectionError, KeyError) as exc:
+            log.debug("progress poll failed: %s", exc)
+            return
+        while self._reported < self._num_epochs and stats[self._reported, 2] >= self._total_rows:
+            loss_sum, weight_sum, rows = stats[self._reported]
+            now = time.perf_counter()
+            log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s", self._label, self._reported + 1,
+                     self._num_epochs, loss_sum / max(weight_sum, 1e-300), rows / max(now - self._last, 1e-9))
+            self._last = now
+            self._reported += 1
+
+
+def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: dict[str, Any],
+              features_col: str, label_col: str, weight_col: str | None, num_features: int | None,
+              fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str, staleness: int,
+              num_workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
+              uid: str) -> FitResult:
+    """Train ``objective`` on ``dataset`` through the parameter server."""
+    require_columns(dataset, features=features_col, label=label_col, weight=weight_col)
+    columns = [c for c in (features_col, label_col, weight_col) if c]
+    data = dataset.select(*columns)
+    num_rows = data.count()
+    if num_rows == 0:
+        raise ValueError("cannot fit on an empty DataFrame (0 rows)")
+
+    slots = spark.sparkContext.defaultParallelism
+    workers = min(num_workers or slots, slots, data.rdd.getNumPartitions() or 1)
+    if data.rdd.getNumPartitions() != workers:
+        # Barrier stages need every task running at once: at most one per slot.
+        data = data.coalesce(workers) if data.rdd.getNumPartitions() > workers else data.repartition(workers)
+
+    ps = PSContext.get(spark)
+    client = ps.client(timeout=timeout)
+    run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
+    table, stats_table = f"model_{run_id}", f"stats_{run_id}"
+    clock = None if sync_mode == "asp" else f"clock_{run_id}"
+    stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
+    ps.create_table(table, **_context_spec(table_spec))
+    ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
+    if clock is not None:
+        client.clock_create(clock, workers, stale)
+
+    spec = TrainSpec(client=client, table=table, table_spec=table_spec, stats_table=stats_table, clock=clock,
+                     staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
+                     label_col=label_col, weight_col=weight_col, num_features=num_features,
+                     fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
+                     timeout=timeout, binary_labels=binary_labels)
+    log.info("%s: training %d rows on %d workers x %d shards, %d epochs, %s", label, num_rows, workers,
+             client.num_shards, num_epochs, sync_mode)
+    try:
+        with _ProgressPrinter(client, stats_table, num_epochs, num_rows, label):
+            task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
+        history, seconds = _epoch_summary(task_stats, num_epochs)
+        path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
+        weight_store.save_table(spark, client, table, path)
+        intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
+        nnz = weight_store.count_rows(spark, path)
+    finally:
+        ps.drop_table(stats_table, missing_ok=True)
+        if clock is not None:
+            client.clock_drop(clock)
+    if not np.all(np.isfinite(history)):
+        raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
+    num_features = max((row["num_features"] for row in task_stats), default=0)
+    return FitResult(path, table, intercept, history, seconds, num_rows, nnz, {"num_features": num_features})
+
+
+def _context_spec(table_spec: dict[str, Any]) -> dict[str, Any]:
+    """Translate a client-level table spec into ``PSContext.create_table`` keywords."""
+    init_params = table_spec.get("init_params", {})
+    return {"width": table_spec["width"], "optimizer": table_spec["optimizer"], "init": table_spec["init"],
+            "dim": table_spec.get("dim"), **init_params, **table_spec.get("hyper", {})}
+
+
+def _epoch_summary(task_stats, num_epochs: int) -> tuple[list[float], list[float]]:
+    loss = np.zeros(num_epochs)
+    weight = np.zeros(num_epochs)
+    seconds = np.zeros(num_epochs)
+    for row in task_stats:
+        loss[row["epoch"]] += row["loss_sum"]
+        weight[row["epoch"]] += row["weight_sum"]
+        seconds[row["epoch"]] = max(seconds[row["epoch"]], row["seconds"])
+    return (loss / np.maximum(weight, 1e-300)).tolist(), seconds.tolist()

@@ -1,0 +1,87 @@
+"""Model weights in Delta, moved by executors, never through the driver.
+
+A fitted model's weights live in a Delta table of sparse rows
+``key: long, value: array<float>`` (only rows with a non-zero value). Export
+runs one Spark task per shard, each streaming its shard's rows straight from
+the sidecar into the Delta writer; import runs tasks that read Delta files
+and push the rows to the shards. The driver only schedules the jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
+
+from spark_ps.client import PSClient
+
+WEIGHTS_SCHEMA = StructType([StructField("key", LongType(), False),
+                             StructField("value", ArrayType(FloatType(), False), False)])
+_ARROW_SCHEMA = pa.schema([pa.field("key", pa.int64(), False),
+                           pa.field("value", pa.list_(pa.field("element", pa.float32(), False)), False)])
+
+
+def _nonzero_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
+    keys = batch.column("key")
+    values = batch.column("value")
+    width = values.type.list_size
+    flat = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    keep = np.flatnonzero(np.any(flat != 0.0, axis=1))
+    return pa.RecordBatch.from_arrays(
+        [pa.array(keys.to_numpy()[keep]),
+         pa.ListArray.from_arrays(pa.array(np.arange(len(keep) + 1, dtype=np.int32) * width),
+                                  pa.array(flat[keep].ravel()))],
+        schema=_ARROW_SCHEMA)
+
+
+def table_to_dataframe(spark: SparkSession, client: PSClient, table: str) -> DataFrame:
+    """A DataFrame whose tasks (one per shard) stream ``table``'s non-zero rows from the sidecars."""
+    shards = client.num_shards
+
+    def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for shard in batch.column("id").to_numpy().tolist():
+                for rows in client.export(table, shards=[int(shard)]):
+                    yield _nonzero_rows(rows.select(["key", "value"]))
+        client.close()
+
+    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, WEIGHTS_SCHEMA)
+
+
+def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True) -> None:
+    """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version)."""
+    (table_to_dataframe(spark, client, table).write.format("delta")
+     .mode("overwrite" if overwrite else "errorifexists").save(path))
+
+
+def load_table(spark: SparkSession, client: PSClient, table: str, path: str) -> int:
+    """Push the Delta weights at ``path`` into the (fresh, ``delta``-optimizer) ``table``; return rows."""
+
+    def push(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        total = 0
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            keys = batch.column("key").to_numpy()
+            values = batch.column("value")
+            width = len(values[0])
+            client.push(table, keys, values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width))
+            total += batch.num_rows
+        client.close()
+        yield pa.RecordBatch.from_pydict({"rows": [total]})
+
+    counted = spark.read.format("delta").load(path).mapInArrow(push, "rows long")
+    return int(counted.agg({"rows": "sum"}).first()[0] or 0)
+
+
+def read_rows(spark: SparkSession, path: str, keys: list[int]) -> dict[int, list[float]]:
+    """Rows for a handful of ``keys`` (e.g. the intercept); filtered on the executors."""
+    rows = spark.read.format("delta").load(path).where(f"key in ({','.join(str(int(k)) for k in keys)})").collect()
+    return {r["key"]: list(r["value"]) for r in rows}
+
+
+def count_rows(spark: SparkSession, path: str) -> int:
+    return spark.read.format("delta").load(path).count()

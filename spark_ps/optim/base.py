@@ -1,0 +1,181 @@
+"""The interface of a server-side update rule.
+
+In a parameter server the *server* applies the optimizer (ps-lite, Angel):
+workers push raw gradients and the shard turns them into new weights, so
+optimizer state such as Adagrad's accumulators never leaves the shard.
+
+An :class:`Optimizer` is stateless itself, like river's ``optim`` rules but
+with the per-coordinate state held by the caller: the table gathers the rows
+touched by one push, the weights and every state array in :attr:`state_names`
+all of shape ``(n, width)``, calls :meth:`Optimizer.step` on them, and scatters
+them back. A rule therefore touches only the keys present in the push, which
+is what makes sparse training affordable, and keeps no memory of its own
+between calls.
+
+Arrays are stored as float32 (half the memory of a shard); rules compute in
+float64 where rounding would otherwise accumulate (square roots of small
+accumulators, bias corrections), and store the result once.
+
+The numba kernels of the rules use ``error_model="numpy"``: a division by
+zero yields inf/NaN as in numpy instead of raising half-way through the rows
+(the Python error model's checks also stop the loops from vectorising, a 3x
+slowdown). The table rejects any non-finite result before storing it.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+import numbers
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["Optimizer", "real_hyper"]
+
+
+def real_hyper(optimizer: str, name: str, value: Any, *, gt: float | None = None, ge: float | None = None,
+               lt: float | None = None) -> float:
+    """Validate one real-valued hyper-parameter and return it as a float.
+
+    Parameters
+    ----------
+    optimizer : str
+        Name of the optimizer, for the error message.
+    name : str
+        Name of the hyper-parameter, for the error message.
+    value : Any
+        The value to check: a finite real number (``bool`` is rejected).
+    gt, ge, lt : float, optional
+        Bounds: ``value > gt``, ``value >= ge``, ``value < lt``.
+
+    Raises
+    ------
+    ValueError
+        Naming the optimizer, the hyper-parameter, the bound and the value.
+
+    Examples
+    --------
+    >>> real_hyper("sgd", "lr", 0.5, gt=0)
+    0.5
+    >>> real_hyper("sgd", "lr", 0, gt=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: sgd: hyper-parameter 'lr' must be > 0, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{optimizer}: hyper-parameter {name!r} must be a finite real number, got {value!r}")
+    bound = None
+    if gt is not None and not value > gt:
+        bound = f"> {gt}"
+    elif ge is not None and not value >= ge:
+        bound = f">= {ge}"
+    elif lt is not None and not value < lt:
+        bound = f"< {lt}"
+    if bound is not None:
+        raise ValueError(f"{optimizer}: hyper-parameter {name!r} must be {bound}, got {value!r}")
+    return float(value)
+
+
+class Optimizer(abc.ABC):
+    """A per-coordinate update rule applied by the server to gathered rows.
+
+    Subclasses set :attr:`name` and :attr:`state_names`, validate their
+    hyper-parameters in ``__init__`` (keeping each one as an attribute of the
+    same name, which is what :meth:`params` reports), and implement
+    :meth:`_step`.
+    """
+
+    #: Name accepted by :func:`spark_ps.optim.make_optimizer`.
+    name: ClassVar[str]
+    #: Names of the per-coordinate state arrays, each shaped like the weights.
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
+        """Apply one update to the rows of one push, in place.
+
+        Parameters
+        ----------
+        weights : ndarray of float32, shape (n, width)
+            Current weights of the pushed keys; overwritten with the new ones.
+        state : dict of str to ndarray of float32, shape (n, width)
+            One array per name in :attr:`state_names`; updated in place.
+        grads : ndarray of float32, shape (n, width)
+            The pushed gradients (already summed per key by the client).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> opt = make_optimizer("adagrad", lr=0.1, initial_accumulator_value=0.0, eps=1e-12)
+        >>> w = np.zeros((1, 2), np.float32)
+        >>> state = opt.init_state(w)
+        >>> opt.step(w, state, np.array([[2.0, -0.5]], np.float32))
+        >>> w.astype(float).round(6).tolist(), state["n"].tolist()
+        ([[-0.1, 0.1]], [[4.0, 0.25]])
+        """
+        self._check_step_args(weights, state, grads)
+        self._step(weights, state, grads)
+
+    @abc.abstractmethod
+    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
+        """The update itself; arguments are already checked by :meth:`step`."""
+
+    def init_state(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """State of rows that start out with ``weights``: zeros unless a rule says otherwise.
+
+        The table calls this for rows it creates (their weights come from the
+        row initialiser) and for imported rows that carry no state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> make_optimizer("adam").init_state(np.ones((1, 2), np.float32))["m"].tolist()
+        [[0.0, 0.0]]
+        """
+        return {name: np.zeros(weights.shape, dtype=np.float32) for name in self.state_names}
+
+    def params(self) -> dict[str, float]:
+        """Hyper-parameters; ``make_optimizer(opt.name, **opt.params())`` rebuilds the rule.
+
+        Examples
+        --------
+        >>> from spark_ps.optim import make_optimizer
+        >>> make_optimizer("sgd", lr=0.25).params()
+        {'lr': 0.25}
+        """
+        return {name: getattr(self, name) for name in self.hyper_names()}
+
+    @classmethod
+    def hyper_names(cls) -> tuple[str, ...]:
+        """Names of the hyper-parameters, i.e. the keyword arguments of ``__init__``."""
+        return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.params() == self.params()
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(self.params().items())))
+
+    def _check_step_args(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
+        # Cheap O(1) checks: a wrong dtype or shape here would otherwise be a
+        # silent numba re-specialisation or an out-of-bounds write.
+        if set(state) != set(self.state_names):
+            raise ValueError(f"{self.name}: state must have exactly the arrays {list(self.state_names)}, "
+                             f"got {sorted(state)}")
+        for label, array in (("weights", weights), ("grads", grads), *((f"state {k!r}", v) for k, v in state.items())):
+            if not isinstance(array, np.ndarray) or array.dtype != np.float32:
+                raise TypeError(f"{self.name}: {label} must be a float32 ndarray, got "
+                                f"{getattr(array, 'dtype', type(array).__name__)}")
+            if array.ndim != 2 or array.shape != weights.shape:
+                raise ValueError(f"{self.name}: {label} has shape {array.shape}, "
+                                 f"expected the weights' 2-D shape {weights.shape}")
+        for label, array in (("weights", weights), *((f"state {k!r}", v) for k, v in state.items())):
+            if not array.flags.writeable:
+                raise ValueError(f"{self.name}: {label} must be writeable (it is updated in place)")

@@ -1,0 +1,168 @@
+"""Configure a ``SparkSession.Builder`` for spark-ps (plugin, jars, Delta).
+
+Modelled on Delta's ``configure_spark_with_delta_pip``: it only sets options on
+the builder, so the caller still owns ``.master(...)``, ``.getOrCreate()`` and
+everything else. The JVM side is ``spark_ps/jars/spark-ps-plugin.jar`` (built
+from ``plugin/`` by ``make plugin``); Delta's JVM jars come from
+``spark_ps/jars/`` (``make jars``) or, if absent, from Maven through
+``spark.jars.packages``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+PLUGIN_CLASS = "io.sparkps.PSPlugin"
+DELTA_VERSION = "4.0.0"
+SCALA_BINARY_VERSION = "2.13"
+DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{DELTA_VERSION}"
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+JARS_DIR = Path(__file__).resolve().parent / "jars"
+PLUGIN_JAR_NAME = "spark-ps-plugin.jar"
+DELTA_JAR_NAMES = (f"delta-spark_{SCALA_BINARY_VERSION}-{DELTA_VERSION}.jar", f"delta-storage-{DELTA_VERSION}.jar")
+
+
+def plugin_jar_path() -> Path:
+    """Absolute path of the spark-ps plugin jar.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the jar has not been built; ``make plugin`` builds it.
+
+    Examples
+    --------
+    >>> plugin_jar_path().name                                    # doctest: +SKIP
+    'spark-ps-plugin.jar'
+    """
+    path = JARS_DIR / PLUGIN_JAR_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the spark-ps plugin jar {path} does not exist; build it with `make plugin` "
+            "(it is compiled from plugin/src against the installed pyspark's jars)")
+    return path
+
+
+def delta_jar_paths() -> list[Path]:
+    """Absolute paths of Delta's JVM jars in ``spark_ps/jars``, or ``[]`` if any is missing.
+
+    An empty list makes :func:`configure_spark_with_ps` fetch Delta with
+    ``spark.jars.packages`` instead (``make jars`` avoids that download).
+
+    Examples
+    --------
+    >>> [p.name for p in delta_jar_paths()]                        # doctest: +SKIP
+    ['delta-spark_2.13-4.0.0.jar', 'delta-storage-4.0.0.jar']
+    """
+    paths = [JARS_DIR / name for name in DELTA_JAR_NAMES]
+    return paths if all(p.is_file() for p in paths) else []
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _conf_value(value: Any) -> str:
+    if isinstance(value, bool):  # Spark spells booleans in lower case
+        return "true" if value else "false"
+    return str(value)
+
+
+def _append_csv(current: str | None, items: Iterable[str]) -> str:
+    values = [v.strip() for v in (current or "").split(",") if v.strip()]
+    values += [item for item in items if item not in values]
+    return ",".join(values)
+
+
+def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: str | None = None,
+                            startup_timeout: float = 60, extra_packages: Iterable[str] | None = None,
+                            **options: Any):
+    """Add the spark-ps plugin, its jar and Delta to a ``SparkSession.Builder``.
+
+    Sets ``spark.plugins`` (appended to any existing value), ``spark.jars``
+    (plugin jar and Delta's jars from ``spark_ps/jars``, appended), Delta's SQL
+    extension and catalog, ``spark.driver.host=127.0.0.1`` unless already set,
+    and the ``spark.ps.*`` options the executor plugin reads.
+
+    Parameters
+    ----------
+    builder : pyspark.sql.SparkSession.Builder
+        Builder to configure; the same object is returned.
+    servers_per_executor : int
+        Sidecars (shards) per executor, ``spark.ps.serversPerExecutor``; 0 disables them.
+    python : str, optional
+        Interpreter for the sidecars, ``spark.ps.python``. Defaults to the
+        PySpark workers' Python: ``spark.pyspark.python`` on the builder, else
+        ``$PYSPARK_PYTHON``, else this interpreter (``sys.executable``).
+    startup_timeout : float
+        Seconds an executor waits for each sidecar's handshake, ``spark.ps.startupTimeout``.
+    extra_packages : iterable of str, optional
+        More Maven coordinates for ``spark.jars.packages``, as in Delta's helper.
+    **options
+        Further ``spark.ps.*`` settings; snake_case names are camelCased
+        (``expected_servers=4`` sets ``spark.ps.expectedServers``).
+
+    Returns
+    -------
+    pyspark.sql.SparkSession.Builder
+
+    Raises
+    ------
+    FileNotFoundError
+        If the plugin jar is missing (run ``make plugin``).
+
+    Examples
+    --------
+    >>> from pyspark.sql import SparkSession                       # doctest: +SKIP
+    >>> builder = SparkSession.builder.master("local[2]").appName("ps")  # doctest: +SKIP
+    >>> spark = configure_spark_with_ps(builder, servers_per_executor=2).getOrCreate()  # doctest: +SKIP
+    >>> spark.conf.get("spark.ps.serversPerExecutor")              # doctest: +SKIP
+    '2'
+    """
+    if isinstance(servers_per_executor, bool) or not isinstance(servers_per_executor, int) \
+            or servers_per_executor < 0:
+        raise ValueError(f"servers_per_executor must be a non-negative int, got {servers_per_executor!r}")
+    if not startup_timeout > 0:
+        raise ValueError(f"startup_timeout must be positive, got {startup_timeout!r}")
+    # Builder keeps its settings in `_options` (pyspark 3.x/4.x); we read it only
+    # to append to list-valued settings instead of clobbering the caller's.
+    current: dict[str, str] = dict(getattr(builder, "_options", {}))
+
+    plugin_jar = plugin_jar_path()
+    delta_jars = delta_jar_paths()
+    builder.config("spark.plugins", _append_csv(current.get("spark.plugins"), [PLUGIN_CLASS]))
+    builder.config("spark.jars", _append_csv(current.get("spark.jars"),
+                                             [str(p) for p in [plugin_jar, *delta_jars]]))
+    packages = list(extra_packages or [])
+    if not delta_jars:
+        packages.insert(0, DELTA_PACKAGE)
+    if packages:
+        builder.config("spark.jars.packages", _append_csv(current.get("spark.jars.packages"), packages))
+
+    builder.config("spark.sql.extensions", _append_csv(current.get("spark.sql.extensions"), [DELTA_EXTENSION]))
+    if "spark.sql.catalog.spark_catalog" not in current:
+        builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    if "spark.driver.host" not in current:
+        builder.config("spark.driver.host", "127.0.0.1")
+
+    if python is None:
+        python = current.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    builder.config("spark.ps.python", python)
+    # The directory holding the spark_ps package: sidecars import it from there
+    # even where spark-ps is not pip-installed (e.g. a source checkout).
+    builder.config("spark.ps.pythonPath", str(Path(__file__).resolve().parent.parent))
+    builder.config("spark.ps.serversPerExecutor", str(servers_per_executor))
+    # A plain number: the plugin reads it as seconds (fractions allowed).
+    builder.config("spark.ps.startupTimeout", _conf_value(startup_timeout))
+    for key, value in options.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+            raise ValueError(f"option names must be identifiers, got {key!r}")
+        builder.config(f"spark.ps.{_camel(key)}", _conf_value(value))
+    return builder

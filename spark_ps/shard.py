@@ -1,0 +1,218 @@
+"""One shard's state and request dispatch, independent of sockets.
+
+:class:`Shard` owns the named tables and clocks of one sidecar and turns a
+request :class:`~spark_ps.protocol.Frame` into reply frames. Keeping it free of
+I/O lets the benchmark call the very same code in-process (the no-network
+floor) and lets tests drive it without a server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ps.clock import ClockTable
+from spark_ps.optim import make_optimizer
+from spark_ps.protocol import Frame, Op
+from spark_ps.rowinit import make_init
+from spark_ps.table import Table
+
+#: Rows per exported Arrow batch: big enough to amortise framing, small enough
+#: that one batch of a wide table stays a few MB.
+EXPORT_BATCH_ROWS = 65536
+
+
+def table_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    """Normalise a CREATE_TABLE request into the spec that defines a table."""
+    width = meta.get("width", 1)
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"table width must be a positive integer, got {width!r}")
+    dim = meta.get("dim")
+    if dim is not None and (not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"table dim must be a positive integer or None, got {dim!r}")
+    return {
+        "width": width,
+        "dim": dim,
+        "optimizer": str(meta.get("optimizer", "delta")),
+        "hyper": dict(meta.get("hyper", {})),
+        "init": str(meta.get("init", "zeros")),
+        "init_params": dict(meta.get("init_params", {})),
+    }
+
+
+def _sorted_unique_keys(arrays: list[np.ndarray], op: str) -> np.ndarray:
+    if not arrays:
+        raise ValueError(f"{op} needs a key array")
+    keys = arrays[0]
+    if keys.dtype != np.int64 or keys.ndim != 1:
+        raise TypeError(f"{op} keys must be a 1-D int64 array, got {keys.dtype} with shape {keys.shape}")
+    # The wire contract (ps-lite style) is sorted unique keys: the client does
+    # the sort once, so the shard can trust ranges and skip a hash pass.
+    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        raise ValueError(f"{op} keys must be sorted and unique on the wire")
+    return keys
+
+
+def _require_str(meta: dict[str, Any], name: str) -> str:
+    value = meta.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"request needs a non-empty string {name!r}")
+    return value
+
+
+class Shard:
+    """Tables and clocks of one parameter-server shard.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spark_ps.protocol import Frame, Op
+    >>> shard = Shard()
+    >>> _ = list(shard.handle(Frame(Op.CREATE_TABLE, {"table": "w", "width": 1})))
+    >>> keys = np.array([3, 7], dtype=np.int64)
+    >>> _ = list(shard.handle(Frame(Op.PUSH, {"table": "w"}, [keys, np.ones((2, 1), np.float32)])))
+    >>> next(shard.handle(Frame(Op.PULL, {"table": "w"}, [keys]))).arrays[0].ravel().tolist()
+    [1.0, 1.0]
+    """
+
+    def __init__(self) -> None:
+        self._tables: dict[str, Table] = {}
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._clocks: dict[str, ClockTable] = {}
+        self._lock = threading.Lock()  # guards the two dicts, not the tables
+
+    # --- tables ----------------------------------------------------------
+    def table(self, name: str) -> Table:
+        try:
+            return self._tables[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tables)) or "none"
+            raise KeyError(f"unknown table {name!r} (tables on this shard: {known})") from None
+
+    def create_table(self, name: str, spec: dict[str, Any]) -> bool:
+        """Create ``name``; return False if an identical table already exists."""
+        with self._lock:
+            if name in self._tables:
+                if self._specs[name] != spec:
+                    raise ValueError(f"table {name!r} already exists with a different spec: "
+                                     f"{self._specs[name]} != {spec}")
+                return False
+            table = Table(name, spec["width"], make_optimizer(spec["optimizer"], **spec["hyper"]),
+                          make_init(spec["init"], **spec["init_params"]), spec["dim"])
+            self._tables[name] = table
+            self._specs[name] = spec
+            return True
+
+    def drop_table(self, name: str) -> bool:
+        with self._lock:
+            self._specs.pop(name, None)
+            return self._tables.pop(name, None) is not None
+
+    # --- clocks ----------------------------------------------------------
+    def clock(self, name: str) -> ClockTable:
+        try:
+            return self._clocks[name]
+        except KeyError:
+            raise KeyError(f"unknown clock {name!r}") from None
+
+    # --- dispatch --------------------------------------------------------
+    def handle(self, req: Frame) -> Iterator[Frame]:
+        """Serve one request; yields one reply, or several for a streamed export."""
+        handler = getattr(self, f"_on_{req.op.name.lower()}", None)
+        if handler is None:
+            raise ValueError(f"op {req.op.name} is not a request a shard serves")
+        result = handler(req)
+        if isinstance(result, Frame):
+            yield result
+        else:
+            yield from result
+
+    def _on_ping(self, req: Frame) -> Frame:
+        return Frame(Op.PING, {"tables": len(self._tables)})
+
+    def _on_create_table(self, req: Frame) -> Frame:
+        created = self.create_table(_require_str(req.meta, "table"), table_spec(req.meta))
+        return Frame(Op.CREATE_TABLE, {"created": created})
+
+    def _on_drop_table(self, req: Frame) -> Frame:
+        name = _require_str(req.meta, "table")
+        dropped = self.drop_table(name)
+        if not dropped and not req.meta.get("missing_ok", False):
+            raise KeyError(f"unknown table {name!r}")
+        return Frame(Op.DROP_TABLE, {"dropped": dropped})
+
+    def _on_describe_table(self, req: Frame) -> Frame:
+        name = _require_str(req.meta, "table")
+        table = self.table(name)
+        return Frame(Op.DESCRIBE_TABLE, {**self._specs[name], "rows": len(table), "nbytes": table.nbytes})
+
+    def _on_list_tables(self, req: Frame) -> Frame:
+        return Frame(Op.LIST_TABLES, {"tables": sorted(self._tables)})
+
+    def _on_pull(self, req: Frame) -> Frame:
+        table = self.table(_require_str(req.meta, "table"))
+        keys = _sorted_unique_keys(req.arrays, "pull")
+        return Frame(Op.PULL, arrays=[table.pull(keys)])
+
+    def _on_push(self, req: Frame) -> Frame:
+        table = self.table(_require_str(req.meta, "table"))
+        keys = _sorted_unique_keys(req.arrays, "push")
+        if len(req.arrays) != 2:
+            raise ValueError(f"push needs keys and values, got {len(req.arrays)} arrays")
+        values = req.arrays[1]
+        if values.dtype != np.float32:
+            raise TypeError(f"push values must be float32, got {values.dtype}")
+        table.push(keys, values)
+        return Frame(Op.PUSH)
+
+    def _on_export(self, req: Frame) -> Iterator[Frame]:
+        table = self.table(_require_str(req.meta, "table"))
+        max_rows = int(req.meta.get("max_rows", EXPORT_BATCH_ROWS))
+        for batch in table.export_batches(max_rows=max_rows):
+            yield Frame(Op.EXPORT, {"more": True}, [_ipc_bytes(batch)])
+        yield Frame(Op.EXPORT, {"more": False})
+
+    def _on_import(self, req: Frame) -> Frame:
+        table = self.table(_require_str(req.meta, "table"))
+        if len(req.arrays) != 1 or req.arrays[0].dtype != np.uint8:
+            raise ValueError("import needs exactly one uint8 array holding an Arrow IPC stream")
+        try:
+            reader = pa.ipc.open_stream(pa.py_buffer(req.arrays[0]))
+            batches = list(reader)
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"import payload is not a valid Arrow IPC stream: {exc}") from None
+        table.import_batches(batches)
+        return Frame(Op.IMPORT, {"rows": sum(b.num_rows for b in batches)})
+
+    def _on_clock_create(self, req: Frame) -> Frame:
+        name = _require_str(req.meta, "clock")
+        staleness = req.meta.get("staleness")
+        with self._lock:
+            if name not in self._clocks:
+                self._clocks[name] = ClockTable(int(req.meta["num_workers"]), staleness)
+        return Frame(Op.CLOCK_CREATE)
+
+    def _on_clock_advance(self, req: Frame) -> Frame:
+        clock = self.clock(_require_str(req.meta, "clock"))
+        value = clock.advance(int(req.meta["worker"]), float(req.meta.get("timeout", 600.0)))
+        return Frame(Op.CLOCK_ADVANCE, {"clock": value})
+
+    def _on_clock_finish(self, req: Frame) -> Frame:
+        self.clock(_require_str(req.meta, "clock")).finish(int(req.meta["worker"]))
+        return Frame(Op.CLOCK_FINISH)
+
+    def _on_clock_drop(self, req: Frame) -> Frame:
+        with self._lock:
+            self._clocks.pop(_require_str(req.meta, "clock"), None)
+        return Frame(Op.CLOCK_DROP)
+
+
+def _ipc_bytes(batch: pa.RecordBatch) -> np.ndarray:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return np.frombuffer(sink.getvalue(), dtype=np.uint8)

@@ -1,0 +1,485 @@
+"""Shard-local storage of one named sparse table.
+
+A :class:`Table` holds the rows of the keys that one shard owns: float32
+weights of a fixed ``width`` and, beside them, one array per state of the
+table's server-side optimizer (Adagrad's accumulator, FTRL's ``z`` and ``n``,
+...). Layout and life cycle:
+
+* **Rows exist only for keys that were pushed.** A :class:`~spark_ps.keyindex.KeyIndex`
+  maps keys to dense row ids; weights and states are append-only arrays grown
+  by doubling. Memory is proportional to the keys touched, never to ``dim``
+  (hashed feature spaces have ``dim`` up to 2**64).
+* **A pull of an absent key does not create it.** It returns the
+  initialiser's row, which is a pure function of the key, so the row that a
+  later push creates starts from exactly the values that were pulled.
+* **A push is all-or-nothing.** Keys and gradients are validated first; the
+  touched rows are then gathered into scratch arrays, the optimizer updates
+  those, and they are written back only if every result is finite. A bad
+  gradient or a diverging update leaves the table as it was.
+* **Duplicate keys in one push are rejected.** The client sums the gradients
+  of a repeated key before sending (the mini-batch gradient), so a duplicate
+  here means a broken client; summing silently would hide that, and applying
+  both would be a different, order-dependent update.
+
+One :class:`threading.Lock` per table serialises pull, push, export and import;
+the numba kernels below it release the GIL, so different tables are served in
+parallel by the server's connection threads.
+
+Arrow export/import gives checkpoints that restore *training* state: besides
+``key`` and ``value`` every optimizer state is a ``state_<name>`` column.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ps.keyindex import KeyIndex
+from spark_ps.optim.base import Optimizer
+from spark_ps.rowinit import Initializer, Zeros
+
+__all__ = ["Table"]
+
+_MIN_ROW_CAPACITY = 64
+_STATE_PREFIX = "state_"
+_META_TABLE, _META_WIDTH, _META_OPTIMIZER, _META_INIT = (
+    b"spark_ps.table", b"spark_ps.width", b"spark_ps.optimizer", b"spark_ps.init")
+
+
+class Table:
+    """Rows of one sparse table on one shard, updated by a server-side optimizer.
+
+    Parameters
+    ----------
+    name : str
+        Table name, used in error messages and export metadata.
+    width : int
+        Floats per row (1 for a linear model, ``1 + k`` for a factorization machine).
+    optimizer : Optimizer
+        The update rule applied to pushed gradients.
+    init : Initializer, optional
+        Initial value of rows never pushed; :class:`~spark_ps.rowinit.Zeros` by default.
+    dim : int, optional
+        If given, keys must lie in ``[0, dim)``; by default any int64 is a key.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spark_ps.optim import make_optimizer
+    >>> table = Table("w", 2, make_optimizer("sgd", lr=0.5))
+    >>> keys = np.array([3, 10], dtype=np.int64)
+    >>> table.push(keys, np.array([[1.0, 2.0], [4.0, 0.0]], np.float32))
+    >>> table.pull(np.array([3, 4, 10])).tolist()
+    [[-0.5, -1.0], [0.0, 0.0], [-2.0, 0.0]]
+    >>> len(table)   # the pull of key 4 created nothing
+    2
+    """
+
+    def __init__(self, name: str, width: int, optimizer: Optimizer, init: Initializer | None = None,
+                 dim: int | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"table name must be a non-empty string, got {name!r}")
+        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+            raise ValueError(f"table {name!r}: width must be a positive integer, got {width!r}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"table {name!r}: optimizer must be an Optimizer, got {type(optimizer).__name__}")
+        init = Zeros() if init is None else init
+        if not isinstance(init, Initializer):
+            raise TypeError(f"table {name!r}: init must be an Initializer, got {type(init).__name__}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1):
+            raise ValueError(f"table {name!r}: dim must be a positive integer or None, got {dim!r}")
+        self.name = name
+        self.width = int(width)
+        self.optimizer = optimizer
+        self.init = init
+        self.dim = None if dim is None else int(dim)
+        self._index = KeyIndex()
+        self._weights = np.empty((0, self.width), dtype=np.float32)
+        self._state = {s: np.empty((0, self.width), dtype=np.float32) for s in optimizer.state_names}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r}, width={self.width}, optimizer={self.optimizer!r}, rows={len(self)})"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated for the key index, the weights and the optimizer state."""
+        return self._index.nbytes + self._weights.nbytes + sum(a.nbytes for a in self._state.values())
+
+    def describe(self) -> dict[str, Any]:
+        """A small JSON-friendly summary of the table.
+
+        Examples
+        --------
+        >>> from spark_ps.optim import make_optimizer
+        >>> d = Table("w", 3, make_optimizer("adagrad")).describe()
+        >>> d["name"], d["width"], d["rows"], d["optimizer"], d["state"]
+        ('w', 3, 0, 'adagrad', ['n'])
+        """
+        return {"name": self.name, "width": self.width, "dim": self.dim, "rows": len(self), "nbytes": self.nbytes,
+                "optimizer": self.optimizer.name, "hyper": self.optimizer.params(),
+                "state": list(self.optimizer.state_names), "init": self.init.name, "init_params": self.init.params()}
+
+    # --- pull / push -----------------------------------------------------
+    def pull(self, keys: np.ndarray) -> np.ndarray:
+        """Current rows of ``keys``; the initial row for keys never pushed.
+
+        Parameters
+        ----------
+        keys : array of int64, shape (n,)
+            Any order; the server passes sorted unique keys.
+
+        Returns
+        -------
+        ndarray of float32, shape (n, width)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.rowinit import Normal
+        >>> table = Table("emb", 4, make_optimizer("delta"), Normal(0.1, seed=1))
+        >>> before = table.pull(np.array([7]))
+        >>> table.push(np.array([7]), np.ones((1, 4), np.float32))
+        >>> bool(np.allclose(table.pull(np.array([7])), before + 1))
+        True
+        """
+        keys = self._checked_keys(keys, "pull")
+        with self._lock:
+            rows = self._index.lookup(keys)
+            return self._gather_weights(keys, rows)
+
+    def push(self, keys: np.ndarray, grads: np.ndarray) -> None:
+        """Apply the optimizer to the rows of ``keys`` with gradients ``grads``.
+
+        Rows of keys pushed for the first time are created from the
+        initialiser. Nothing changes if any check fails.
+
+        Parameters
+        ----------
+        keys : array of int64, shape (n,)
+            Distinct keys (the server passes them sorted).
+        grads : array convertible to float32, shape (n, width)
+
+        Raises
+        ------
+        ValueError
+            Shape mismatch, a NaN or infinite gradient, a key outside
+            ``[0, dim)``, a duplicate key, or an update that would produce a
+            non-finite weight or state; the message names the table and the
+            first offending key.
+        TypeError
+            Keys that are not integers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> table = Table("w", 1, make_optimizer("delta"))
+        >>> table.push(np.array([1, 2]), np.array([[1.0], [np.nan]], np.float32))
+        Traceback (most recent call last):
+        ...
+        ValueError: table 'w': push has a non-finite gradient for key 2 (row 1 of 2); nothing was applied
+        >>> len(table)
+        0
+        """
+        keys = self._checked_keys(keys, "push")
+        grads = self._checked_rows(keys, grads, "push", "gradient")
+        self._reject_duplicates(keys, "push")
+        with self._lock:
+            rows = self._index.lookup(keys)
+            weights, state = self._gather_rows(keys, rows)
+            # Overflow to inf is expected for a diverging update and is
+            # rejected just below, so numpy need not warn about it.
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.optimizer.step(weights, state, grads)
+            self._reject_non_finite_update(keys, weights, state)
+            self._scatter_rows(keys, rows, weights, state)
+
+    # --- Arrow export / import --------------------------------------------
+    def arrow_schema(self) -> pa.Schema:
+        """Schema of :meth:`export_batches`: key, value, one column per optimizer state, and metadata.
+
+        Examples
+        --------
+        >>> from spark_ps.optim import make_optimizer
+        >>> Table("w", 2, make_optimizer("ftrl")).arrow_schema().names
+        ['key', 'value', 'state_z', 'state_n']
+        """
+        row_type = pa.list_(pa.float32(), self.width)
+        fields = [pa.field("key", pa.int64(), nullable=False), pa.field("value", row_type, nullable=False)]
+        fields += [pa.field(_STATE_PREFIX + s, row_type, nullable=False) for s in self.optimizer.state_names]
+        metadata = {
+            _META_TABLE: self.name.encode(),
+            _META_WIDTH: str(self.width).encode(),
+            _META_OPTIMIZER: json.dumps({"name": self.optimizer.name, "params": self.optimizer.params()}).encode(),
+            _META_INIT: json.dumps({"name": self.init.name, "params": self.init.params()}).encode(),
+        }
+        return pa.schema(fields, metadata=metadata)
+
+    def export_batches(self, max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        """Stream every row, with its optimizer state, as Arrow record batches.
+
+        The set of keys is fixed when iteration starts; each batch is copied
+        under the lock, so every row is internally consistent (value and state
+        from the same push). Rows of different batches may straddle pushes
+        that happen meanwhile: for a point-in-time checkpoint, export while no
+        worker pushes (e.g. between training stages). The lock is not held
+        while the consumer handles a batch.
+
+        Parameters
+        ----------
+        max_rows : int, default 65536
+            Rows per batch, >= 1.
+
+        Yields
+        ------
+        pyarrow.RecordBatch
+            With the schema of :meth:`arrow_schema`; nothing for an empty table.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> table = Table("w", 1, make_optimizer("adagrad", lr=0.1))
+        >>> table.push(np.arange(5), np.ones((5, 1), np.float32))
+        >>> [b.num_rows for b in table.export_batches(max_rows=2)]
+        [2, 2, 1]
+        """
+        if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 1:
+            raise ValueError(f"table {self.name!r}: max_rows must be a positive integer, got {max_rows!r}")
+        schema = self.arrow_schema()
+        with self._lock:
+            keys = self._index.keys()  # rows are append-only: these row ids stay valid
+        for start in range(0, keys.shape[0], max_rows):
+            stop = min(start + max_rows, keys.shape[0])
+            with self._lock:
+                blocks = [self._weights[start:stop].copy()]
+                blocks += [self._state[s][start:stop].copy() for s in self.optimizer.state_names]
+            columns = [pa.array(keys[start:stop])]
+            columns += [pa.FixedSizeListArray.from_arrays(pa.array(b.reshape(-1)), self.width) for b in blocks]
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    def import_batches(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Upsert rows (value and optimizer state) from Arrow record batches.
+
+        Every batch is validated before anything is written, so a bad batch
+        leaves the table unchanged. A key present in several batches takes
+        the value of the last one.
+
+        Optimizer state comes from the ``state_<name>`` columns of this
+        table's optimizer. Where the batch carries none, or its metadata names
+        a *different* optimizer (whose state would be meaningless here), each
+        row gets the state the optimizer gives a fresh row with that value
+        (:meth:`~spark_ps.optim.base.Optimizer.init_state`: zeros for most
+        rules, the accumulator's initial value for Adagrad, and for FTRL the
+        ``z`` that reproduces the imported weight), so training continues
+        from the imported weights.
+
+        Parameters
+        ----------
+        batches : iterable of pyarrow.RecordBatch
+            Columns ``key: int64`` and ``value: fixed_size_list<float32>[width]``,
+            optionally ``state_<name>`` columns of the same type.
+
+        Returns
+        -------
+        int
+            Number of rows read.
+
+        Raises
+        ------
+        ValueError
+            Missing or mistyped column, wrong width, null, NaN or infinite
+            entry, key outside ``[0, dim)`` or repeated within a batch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> src = Table("w", 2, make_optimizer("ftrl", alpha=0.5))
+        >>> src.push(np.array([4, 9]), np.ones((2, 2), np.float32))
+        >>> dst = Table("w", 2, make_optimizer("ftrl", alpha=0.5))
+        >>> dst.import_batches(src.export_batches())
+        2
+        >>> bool((dst.pull(np.array([4, 9])) == src.pull(np.array([4, 9]))).all())
+        True
+        """
+        parsed = [self._parse_batch(i, batch) for i, batch in enumerate(batches)]
+        with self._lock:
+            for keys, values, state in parsed:
+                self._upsert(keys, values, state)
+        return sum(keys.shape[0] for keys, _, _ in parsed)
+
+    # --- storage helpers (called with the lock held) ----------------------
+    def _gather_weights(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        absent = rows < 0
+        if not absent.any():
+            return self._weights.take(rows, axis=0)
+        weights = np.empty((keys.shape[0], self.width), dtype=np.float32)
+        present = ~absent
+        weights[present] = self._weights.take(rows[present], axis=0)
+        weights[absent] = self.init.rows(keys[absent], self.width)
+        return weights
+
+    def _gather_rows(self, keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Copies of the weights and state of ``keys``; fresh rows for absent keys."""
+        weights = self._gather_weights(keys, rows)
+        absent = rows < 0
+        if not absent.any():
+            return weights, {s: array.take(rows, axis=0) for s, array in self._state.items()}
+        fresh = self.optimizer.init_state(weights[absent])
+        state = {}
+        for s, array in self._state.items():
+            state[s] = np.empty_like(weights)
+            state[s][~absent] = array.take(rows[~absent], axis=0)
+            state[s][absent] = fresh[s]
+        return weights, state
+
+    def _scatter_rows(self, keys: np.ndarray, rows: np.ndarray, weights: np.ndarray,
+                      state: dict[str, np.ndarray]) -> None:
+        """Write rows back, creating the rows of absent keys (``rows == -1``)."""
+        absent = rows < 0
+        if absent.any():
+            self._reserve(len(self._index) + int(absent.sum()))  # before inserting: allocation may fail
+            rows = rows.copy()
+            rows[absent] = self._index.lookup_or_insert(keys[absent])
+        self._weights[rows] = weights
+        for s, array in self._state.items():
+            array[rows] = state[s]
+
+    def _upsert(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray] | None) -> None:
+        if state is None:
+            state = self.optimizer.init_state(values)
+        self._scatter_rows(keys, self._index.lookup(keys), values, state)
+
+    def _reserve(self, n_rows: int) -> None:
+        """Grow the row arrays to hold ``n_rows``, doubling so appends are amortised O(1)."""
+        capacity = self._weights.shape[0]
+        if n_rows <= capacity:
+            return
+        new_capacity = max(n_rows, 2 * capacity, _MIN_ROW_CAPACITY)
+        used = len(self._index)
+
+        def grown(array: np.ndarray) -> np.ndarray:
+            new = np.empty((new_capacity, self.width), dtype=np.float32)
+            new[:used] = array[:used]
+            return new
+
+        self._weights = grown(self._weights)
+        self._state = {s: grown(array) for s, array in self._state.items()}
+
+    # --- validation (no lock needed: inputs only) -------------------------
+    def _checked_keys(self, keys: Any, op: str) -> np.ndarray:
+        keys = np.asarray(keys)
+        if keys.ndim != 1:
+            raise ValueError(f"table {self.name!r}: {op} keys must be 1-D, got shape {keys.shape}")
+        if keys.dtype != np.int64:
+            if keys.size and (keys.dtype.kind not in "iu" or not np.can_cast(keys.dtype, np.int64)):
+                raise TypeError(f"table {self.name!r}: {op} keys must be int64, got {keys.dtype}")
+            keys = keys.astype(np.int64)
+        if self.dim is not None and keys.size:
+            outside = (keys < 0) | (keys >= self.dim)
+            if outside.any():
+                first = int(np.argmax(outside))
+                raise ValueError(f"table {self.name!r}: {op} key {keys[first]} is outside [0, dim={self.dim}); "
+                                 f"nothing was applied")
+        return keys
+
+    def _checked_rows(self, keys: np.ndarray, rows: Any, op: str, what: str) -> np.ndarray:
+        try:
+            # A float64 beyond float32's range becomes inf here and is rejected below by key.
+            with np.errstate(over="ignore"):
+                rows = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"table {self.name!r}: {op} {what} array is not convertible to float32: {exc}") from None
+        expected = (keys.shape[0], self.width)
+        if rows.shape != expected:
+            raise ValueError(f"table {self.name!r}: {op} {what} array has shape {rows.shape}, expected {expected} "
+                             f"(one row of width {self.width} per key)")
+        if not np.isfinite(rows).all():  # whole-array test first: the per-row pass only runs to name the key
+            first = int(np.argmin(np.isfinite(rows).all(axis=1)))
+            raise ValueError(f"table {self.name!r}: {op} has a non-finite {what} for key {keys[first]} "
+                             f"(row {first} of {keys.shape[0]}); nothing was applied")
+        return rows
+
+    def _reject_duplicates(self, keys: np.ndarray, op: str) -> None:
+        if keys.shape[0] < 2 or bool(np.all(keys[1:] > keys[:-1])):  # sorted unique: the wire contract
+            return
+        ordered = np.sort(keys)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if repeated.size:
+            raise ValueError(f"table {self.name!r}: {op} has duplicate key {repeated[0]}; sum the values of a "
+                             f"repeated key before sending (the client does); nothing was applied")
+
+    def _reject_non_finite_update(self, keys: np.ndarray, weights: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        if np.isfinite(weights).all() and all(np.isfinite(array).all() for array in state.values()):
+            return
+        finite = np.isfinite(weights).all(axis=1)
+        for array in state.values():
+            finite &= np.isfinite(array).all(axis=1)
+        first = int(np.argmin(finite))
+        raise ValueError(f"table {self.name!r}: optimizer {self.optimizer!r} produced a non-finite weight or "
+                         f"state for key {keys[first]} (gradient too large for the step size?); "
+                         f"the push was rejected and the table is unchanged")
+
+    def _parse_batch(self, index: int, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray,
+                                                                      dict[str, np.ndarray] | None]:
+        """Validate one import batch and convert it to numpy: keys, values, state (None = fresh)."""
+        where = f"table {self.name!r}: import batch {index}"
+        if not isinstance(batch, pa.RecordBatch):
+            raise TypeError(f"{where} must be a pyarrow.RecordBatch, got {type(batch).__name__}")
+        schema = batch.schema
+        for required in ("key", "value"):
+            if schema.get_field_index(required) < 0:
+                raise ValueError(f"{where} has no {required!r} column (columns: {schema.names})")
+        if schema.field("key").type != pa.int64():
+            raise ValueError(f"{where}: column 'key' must be int64, got {schema.field('key').type}")
+        metadata = schema.metadata or {}
+        if _META_WIDTH in metadata and metadata[_META_WIDTH] != str(self.width).encode():
+            raise ValueError(f"{where} was exported from a table of width {metadata[_META_WIDTH].decode()}, "
+                             f"this table has width {self.width}")
+        state_columns = {s: _STATE_PREFIX + s for s in self.optimizer.state_names}
+        for name in schema.names:
+            if name not in ("key", "value") and not name.startswith(_STATE_PREFIX):
+                raise ValueError(f"{where} has unexpected column {name!r}; expected key, value and "
+                                 f"{_STATE_PREFIX}<name> columns")
+        key_column = batch.column("key")
+        if key_column.null_count:
+            raise ValueError(f"{where}: column 'key' has {key_column.null_count} null(s)")
+        keys = self._checked_keys(key_column.to_numpy(), "import")
+        self._reject_duplicates(keys, "import")
+        values = self._column_rows(batch, "value", keys, where)
+
+        source = json.loads(metadata[_META_OPTIMIZER])["name"] if _META_OPTIMIZER in metadata else None
+        present = [s for s, column in state_columns.items() if column in schema.names]
+        if (source is not None and source != self.optimizer.name) or not present:
+            return keys, values, None
+        fresh = self.optimizer.init_state(values) if len(present) < len(state_columns) else {}
+        state = {s: self._column_rows(batch, column, keys, where) if column in schema.names else fresh[s]
+                 for s, column in state_columns.items()}
+        return keys, values, state
+
+    def _column_rows(self, batch: pa.RecordBatch, column: str, keys: np.ndarray, where: str) -> np.ndarray:
+        array = batch.column(column)
+        kind = array.type
+        if not (pa.types.is_fixed_size_list(kind) and kind.value_type == pa.float32()):
+            raise ValueError(f"{where}: column {column!r} must be fixed_size_list<float32>[{self.width}], got {kind}")
+        if kind.list_size != self.width:
+            raise ValueError(f"{where}: column {column!r} has rows of width {kind.list_size}, "
+                             f"this table has width {self.width}")
+        if array.null_count:
+            raise ValueError(f"{where}: column {column!r} has {array.null_count} null row(s)")
+        flat = array.flatten()  # honours the slice offset, unlike .values
+        # Null entries inside a row become NaN here and are rejected as non-finite.
+        rows = flat.to_numpy(zero_copy_only=False).reshape(-1, self.width)
+        return self._checked_rows(keys, rows, "import", f"entry in column {column!r}")

@@ -1,0 +1,91 @@
+"""The real sidecar process: handshake line, secret on stdin, dies with its parent."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from spark_ps.client import PSClient
+from spark_ps.sidecar import READY_PREFIX
+
+SECRET = os.urandom(16)
+
+
+def start_sidecar(secret: bytes | None = SECRET):
+    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.sidecar", "--host", "127.0.0.1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if secret is not None:
+        proc.stdin.write(secret.hex().encode() + b"\n")
+        proc.stdin.flush()
+    return proc
+
+
+def read_ready_line(proc, deadline: float = 60.0) -> dict[str, int]:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    assert sel.select(deadline), "sidecar did not report ready in time"
+    line = proc.stdout.readline().decode()
+    assert line.startswith(READY_PREFIX), line
+    return {k: int(v) for k, v in (part.split("=") for part in line.split()[1:])}
+
+
+def test_sidecar_serves_then_exits_on_stdin_eof():
+    proc = start_sidecar()
+    try:
+        ready = read_ready_line(proc)
+        assert ready["pid"] == proc.pid and ready["port"] > 0
+        with PSClient([("127.0.0.1", ready["port"])], SECRET) as client:
+            client.create_table("w", optimizer="sgd", hyper={"lr": 0.5})
+            client.push("w", [10, 20], np.ones((2, 1), np.float32))
+            np.testing.assert_array_equal(client.pull("w", [20, 10]).ravel(), [-0.5, -0.5])
+        proc.stdin.close()  # what the kernel does when the executor JVM dies
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+
+
+def test_sidecar_stops_on_sigterm():
+    proc = start_sidecar()
+    try:
+        read_ready_line(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+
+
+def test_sidecar_without_secret_refuses_to_start():
+    proc = start_sidecar(secret=None)
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 2
+    assert proc.stdout.read() == b""  # never claimed to be ready
+
+
+def test_secret_is_not_in_argv():
+    proc = start_sidecar()
+    try:
+        read_ready_line(proc)
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert SECRET.hex().encode() not in f.read()
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("wrong", [b"nope", b""])
+def test_client_with_wrong_secret_is_refused(wrong):
+    from spark_ps.errors import AuthenticationError
+    proc = start_sidecar()
+    try:
+        port = read_ready_line(proc)["port"]
+        with pytest.raises((AuthenticationError, ValueError)):
+            PSClient([("127.0.0.1", port)], wrong).pull("w", [1])
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)

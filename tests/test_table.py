@@ -1,0 +1,326 @@
+"""Table: lazy rows, all-or-nothing pushes, Arrow checkpoints, thread safety."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from spark_ps import table as table_module
+from spark_ps.optim import make_optimizer
+from spark_ps.rowinit import Normal, Zeros
+from spark_ps.table import Table
+from test_optim import FTRLRef  # the scalar per-coordinate reference
+
+INT64 = np.iinfo(np.int64)
+FTRL = {"alpha": 0.3, "beta": 1.0, "l1": 0.2, "l2": 0.1}
+
+
+def snapshot(table: Table) -> dict:
+    """Everything observable about a table's contents, keyed by key."""
+    batches = list(table.export_batches())
+    out = {}
+    for batch in batches:
+        keys = batch.column("key").to_numpy()
+        for name in batch.schema.names[1:]:
+            rows = batch.column(name).flatten().to_numpy().reshape(len(keys), -1)
+            for key, row in zip(keys, rows):
+                out.setdefault(int(key), {})[name] = row.copy()
+    return out
+
+
+def assert_same_contents(a: Table, b: Table):
+    sa, sb = snapshot(a), snapshot(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        for column in sa[key]:
+            np.testing.assert_array_equal(sa[key][column], sb[key][column], err_msg=f"key {key} {column}")
+
+
+def sparse_pushes(rng, universe, width, n_pushes, size):
+    for _ in range(n_pushes):
+        keys = np.unique(rng.choice(universe, size=size))
+        yield keys, rng.normal(size=(len(keys), width)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- pull / push
+def test_push_then_pull_follows_a_dict_reference_with_hashed_keys():
+    # sgd with a Normal init: the reference starts every key at init.rows([key]).
+    rng = np.random.default_rng(0)
+    width, lr = 4, 0.1
+    init = Normal(0.05, seed=3)
+    table = Table("emb", width, make_optimizer("sgd", lr=lr), init)
+    universe = np.concatenate([[INT64.min, -1, 0, INT64.max], rng.integers(INT64.min, INT64.max, 300)])
+    reference: dict[int, np.ndarray] = {}
+    for keys, grads in sparse_pushes(rng, universe, width, n_pushes=20, size=60):
+        table.push(keys, grads)
+        for key, g in zip(keys, grads):
+            start = reference.get(int(key), init.rows(np.array([key]), width)[0].astype(np.float64))
+            reference[int(key)] = start - lr * g.astype(np.float64)
+    assert len(table) == len(reference)
+    probe = np.unique(np.concatenate([universe, rng.integers(INT64.min, INT64.max, 50)]))
+    expected = np.array([reference.get(int(k), init.rows(np.array([k]), width)[0]) for k in probe])
+    np.testing.assert_allclose(table.pull(probe), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("width", [1, 9])
+def test_ftrl_table_matches_per_key_reference(width):
+    rng = np.random.default_rng(width)
+    table = Table("ftrl", width, make_optimizer("ftrl", **FTRL))
+    ref = FTRLRef(**FTRL)
+    universe = rng.integers(0, 2**40, 200)
+    for keys, grads in sparse_pushes(rng, universe, width, n_pushes=12, size=80):
+        table.push(keys, grads)
+        for key, row in zip(keys, grads):
+            for col in range(width):
+                ref.update(ref.coord(int(key), col), float(row[col]))
+    keys = np.unique(universe)
+    expected = np.array([[ref.weight(int(k), c) for c in range(width)] for k in keys])
+    np.testing.assert_allclose(table.pull(keys), expected, rtol=2e-4, atol=2e-6)
+
+
+def test_pull_of_absent_keys_creates_nothing_and_is_consistent_with_first_push():
+    table = Table("w", 3, make_optimizer("delta"), Normal(1.0, seed=9), dim=10**12)
+    keys = np.array([5, 10**12 - 1], dtype=np.int64)
+    first = table.pull(keys)
+    assert len(table) == 0 and table.nbytes < 4096  # memory is independent of dim
+    np.testing.assert_array_equal(first, Normal(1.0, seed=9).rows(keys, 3))
+    np.testing.assert_array_equal(table.pull(keys[::-1]), first[::-1])
+    table.push(keys[:1], np.zeros((1, 3), np.float32))
+    assert len(table) == 1
+    np.testing.assert_array_equal(table.pull(keys), first)
+
+
+def test_unsorted_keys_work_and_duplicates_are_rejected():
+    table = Table("w", 1, make_optimizer("delta"))
+    table.push(np.array([9, 2, 5]), np.array([[1.0], [2.0], [3.0]], np.float32))
+    assert table.pull(np.array([2, 5, 9])).ravel().tolist() == [2.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="table 'w': push has duplicate key 5"):
+        table.push(np.array([5, 1, 5]), np.ones((3, 1), np.float32))
+    assert table.pull(np.array([1, 5])).ravel().tolist() == [0.0, 3.0] and len(table) == 3
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e39])  # 1e39 overflows float32
+def test_non_finite_gradient_is_rejected_naming_table_and_key(bad):
+    table = Table("ctr", 2, make_optimizer("adagrad", lr=0.1))
+    table.push(np.array([1, 2]), np.ones((2, 2), np.float32))
+    before = snapshot(table)
+    grads = np.ones((3, 2))
+    grads[1, 1] = bad
+    with pytest.raises(ValueError, match=r"table 'ctr': push has a non-finite gradient for key 7 "):
+        table.push(np.array([2, 7, 8]), grads)
+    assert snapshot(table).keys() == before.keys() and len(table) == 2
+    for key in before:
+        for column in before[key]:
+            np.testing.assert_array_equal(snapshot(table)[key][column], before[key][column])
+
+
+def test_diverging_update_is_rejected_and_table_unchanged():
+    table = Table("w", 1, make_optimizer("sgd", lr=1e30))
+    table.push(np.array([3]), np.array([[1.0]], np.float32))
+    with pytest.raises(ValueError, match=r"table 'w': optimizer SGD\(lr=1e\+30\) produced a non-finite .* key 4"):
+        table.push(np.array([3, 4]), np.array([[1.0], [1e10]], np.float32))
+    assert len(table) == 1
+    np.testing.assert_array_equal(table.pull(np.array([3, 4])), np.array([[-1e30], [0.0]], np.float32))
+
+
+def test_shape_dim_and_dtype_errors_leave_table_unchanged():
+    table = Table("t", 2, make_optimizer("delta"), dim=100)
+    table.push(np.array([1]), np.ones((1, 2), np.float32))
+    cases = [
+        ((np.array([1, 2]), np.ones((2, 3))), ValueError, r"table 't': push gradient array has shape \(2, 3\), "
+                                                          r"expected \(2, 2\)"),
+        ((np.array([1, 2]), np.ones((2,))), ValueError, "expected"),
+        ((np.array([1, 100]), np.ones((2, 2))), ValueError, r"key 100 is outside \[0, dim=100\)"),
+        ((np.array([-1, 5]), np.ones((2, 2))), ValueError, "key -1 is outside"),
+        ((np.array([[1, 2]]), np.ones((2, 2))), ValueError, "keys must be 1-D"),
+        ((np.array([1.0, 2.0]), np.ones((2, 2))), TypeError, "keys must be int64"),
+        ((np.array([1, 2]), [["a", "b"], ["c", "d"]]), ValueError, "not convertible to float32"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            table.push(*args)
+    with pytest.raises(ValueError, match="outside"):
+        table.pull(np.array([100]))
+    assert len(table) == 1 and table.pull(np.array([1, 2])).tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
+def test_constructor_validation():
+    opt = make_optimizer("sgd")
+    for kwargs, message in [({"name": ""}, "name"), ({"width": 0}, "width"), ({"width": 2.0}, "width"),
+                            ({"dim": 0}, "dim"), ({"optimizer": "sgd"}, "Optimizer"), ({"init": "zeros"}, "Initializer")]:
+        args = {"name": "w", "width": 1, "optimizer": opt, **kwargs}
+        with pytest.raises((ValueError, TypeError), match=message):
+            Table(**args)
+
+
+def test_growth_keeps_rows_and_describe_reports_them():
+    rng = np.random.default_rng(5)
+    table = Table("big", 3, make_optimizer("delta"))
+    keys = np.unique(rng.integers(INT64.min, INT64.max, 20_000))
+    values = rng.normal(size=(len(keys), 3)).astype(np.float32)
+    for chunk in np.array_split(np.arange(len(keys)), 7):  # several doublings of rows and index
+        table.push(keys[chunk], values[chunk])
+    np.testing.assert_array_equal(table.pull(keys), values)
+    info = table.describe()
+    assert info["rows"] == len(keys) == len(table)
+    assert info["optimizer"] == "delta" and info["width"] == 3 and info["init"] == "zeros"
+    assert len(keys) * 3 * 4 <= table.nbytes <= 4 * (len(keys) * 3 * 4) + 16 * 4 * len(keys)
+    json.dumps(info)  # JSON-friendly
+
+
+# --------------------------------------------------------------------------- Arrow checkpoints
+@pytest.mark.parametrize("opt, hyper", [("ftrl", FTRL), ("adam", {"lr": 0.05}), ("adagrad", {"lr": 0.1}),
+                                        ("delta", {})])
+def test_export_import_round_trip_then_training_continues_identically(opt, hyper):
+    rng = np.random.default_rng(1)
+    width = 3
+    universe = rng.integers(-2**62, 2**62, 500)
+    pushes = list(sparse_pushes(rng, universe, width, n_pushes=16, size=120))
+
+    def new():
+        return Table("m", width, make_optimizer(opt, **hyper), Normal(0.1, seed=4))
+
+    uninterrupted, original = new(), new()
+    for keys, grads in pushes[:8]:
+        uninterrupted.push(keys, grads)
+        original.push(keys, grads)
+    batches = list(original.export_batches(max_rows=97))
+    assert len(batches) == math.ceil(len(original) / 97) and sum(b.num_rows for b in batches) == len(original)
+    schema = batches[0].schema
+    assert schema.names == ["key", "value"] + [f"state_{s}" for s in make_optimizer(opt).state_names]
+    assert schema.field("value").type == pa.list_(pa.float32(), width)
+    meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    assert meta["spark_ps.table"] == "m" and meta["spark_ps.width"] == "3"
+    assert json.loads(meta["spark_ps.optimizer"]) == {"name": opt, "params": make_optimizer(opt, **hyper).params()}
+
+    restored = new()
+    assert restored.import_batches(iter(batches)) == len(original)
+    assert_same_contents(restored, original)
+    for keys, grads in pushes[8:]:
+        uninterrupted.push(keys, grads)
+        restored.push(keys, grads)
+    probe = np.unique(np.concatenate([universe, [0, 1]]))
+    np.testing.assert_array_equal(restored.pull(probe), uninterrupted.pull(probe))
+    assert_same_contents(restored, uninterrupted)
+
+
+def test_import_upserts_and_fills_missing_state_like_a_fresh_row():
+    src = Table("w", 2, make_optimizer("adagrad", lr=0.1, initial_accumulator_value=0.5))
+    src.push(np.array([1, 2, 3]), np.ones((3, 2), np.float32))
+    batch = next(src.export_batches())
+    dst = Table("w", 2, make_optimizer("adagrad", lr=0.1, initial_accumulator_value=0.5))
+    dst.push(np.array([3, 4]), np.full((2, 2), 7.0, np.float32))
+    weights_only = batch.select(["key", "value"])
+    assert dst.import_batches([weights_only]) == 3
+    assert len(dst) == 4
+    np.testing.assert_array_equal(dst.pull(np.array([1, 2, 3])), src.pull(np.array([1, 2, 3])))
+    state_n = {k: v["state_n"] for k, v in snapshot(dst).items()}
+    np.testing.assert_array_equal(state_n[1], [0.5, 0.5])  # fresh accumulator, not src's 1.5
+    np.testing.assert_array_equal(state_n[4], [0.5 + 49, 0.5 + 49])  # untouched by the import
+
+
+def test_import_of_another_optimizers_checkpoint_warm_starts_ftrl():
+    src = Table("w", 1, make_optimizer("adam", lr=0.1))
+    src.push(np.array([1, 2]), np.array([[1.0], [-1.0]], np.float32))
+    dst = Table("w", 1, make_optimizer("ftrl", alpha=0.1, l1=0.0))
+    dst.import_batches(src.export_batches())
+    np.testing.assert_array_equal(dst.pull(np.array([1, 2])), src.pull(np.array([1, 2])))
+    # FTRL's z was derived from the imported weights: a zero gradient keeps them.
+    dst.push(np.array([1, 2]), np.zeros((2, 1), np.float32))
+    np.testing.assert_allclose(dst.pull(np.array([1, 2])), src.pull(np.array([1, 2])), rtol=1e-6)
+
+
+def fsl(rows, width):
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(rows, np.float32).reshape(-1)), width)
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"value": fsl([[1, 2]], 2)}, "no 'key' column"),
+    ({"key": pa.array([1], pa.int64())}, "no 'value' column"),
+    ({"key": pa.array([1], pa.int32()), "value": fsl([[1, 2]], 2)}, "'key' must be int64"),
+    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2, 3]], 3)}, "rows of width 3, this table has width 2"),
+    ({"key": pa.array([1], pa.int64()), "value": pa.array([[1.0, 2.0]])}, "must be fixed_size_list<float32>"),
+    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, np.nan]], 2)}, "non-finite entry in column 'value' "
+                                                                        "for key 1"),
+    ({"key": pa.array([None], pa.int64()), "value": fsl([[1, 2]], 2)}, "'key' has 1 null"),
+    ({"key": pa.array([1, 1], pa.int64()), "value": fsl([[1, 2], [3, 4]], 2)}, "duplicate key 1"),
+    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2]], 2), "bias": pa.array([0.0])}, "unexpected column 'bias'"),
+    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2]], 2), "state_n": fsl([[1, 2, 3]], 3)}, "'state_n' has rows "
+                                                                                                   "of width 3"),
+])
+def test_import_validation_is_atomic_and_clear(columns, message):
+    table = Table("w", 2, make_optimizer("adagrad"))
+    table.push(np.array([1]), np.ones((1, 2), np.float32))
+    before = snapshot(table)
+    good = pa.RecordBatch.from_pydict({"key": pa.array([50], pa.int64()), "value": fsl([[5, 5]], 2)})
+    bad = pa.RecordBatch.from_pydict(columns)
+    with pytest.raises(ValueError, match=message):
+        table.import_batches([good, bad])  # the good batch must not be applied either
+    assert len(table) == 1
+    np.testing.assert_array_equal(snapshot(table)[1]["value"], before[1]["value"])
+
+
+def test_import_checks_width_metadata_and_batch_type():
+    src = Table("w", 2, make_optimizer("sgd"))
+    src.push(np.array([1]), np.ones((1, 2), np.float32))
+    batch = next(src.export_batches())
+    meta = dict(batch.schema.metadata)
+    meta[b"spark_ps.width"] = b"4"
+    with pytest.raises(ValueError, match="width 4, this table has width 2"):
+        Table("w", 2, make_optimizer("sgd")).import_batches([batch.replace_schema_metadata(meta)])
+    with pytest.raises(TypeError, match="RecordBatch"):
+        Table("w", 2, make_optimizer("sgd")).import_batches([{"key": [1]}])
+
+
+def test_export_of_sliced_batches_and_empty_table():
+    table = Table("w", 2, make_optimizer("delta"), Zeros())
+    assert list(table.export_batches()) == []
+    assert table.arrow_schema().names == ["key", "value"]
+    table.push(np.arange(10), np.arange(20, dtype=np.float32).reshape(10, 2))
+    batch = next(table.export_batches())
+    other = Table("w", 2, make_optimizer("delta"))
+    other.import_batches([batch.slice(3, 4)])  # a non-zero offset into the child values
+    np.testing.assert_array_equal(other.pull(np.arange(3, 7)), table.pull(np.arange(3, 7)))
+    assert len(other) == 4
+    with pytest.raises(ValueError, match="max_rows"):
+        next(table.export_batches(max_rows=0))
+
+
+# --------------------------------------------------------------------------- threads
+def test_concurrent_pushes_and_exports_lose_no_update():
+    table = Table("acc", 2, make_optimizer("delta"))
+    keys = np.arange(0, 2000, dtype=np.int64)
+    n_threads, rounds = 4, 25
+    errors: list[BaseException] = []
+
+    def pusher(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(rounds):
+                # New keys appear during the run, so rows grow while others read.
+                chosen = np.unique(rng.choice(keys, 300))
+                table.push(chosen, np.ones((len(chosen), 2), np.float32))
+                counts[seed][chosen] += 1
+                sum(b.num_rows for b in table.export_batches(max_rows=128))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    counts = [np.zeros(len(keys)) for _ in range(n_threads)]
+    threads = [threading.Thread(target=pusher, args=(s,)) for s in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    total = sum(counts)
+    np.testing.assert_array_equal(table.pull(keys), np.stack([total, total], axis=1))
+
+
+def test_docstring_examples():
+    assert doctest.testmod(table_module, raise_on_error=False).failed == 0
