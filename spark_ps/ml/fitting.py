@@ -66,13 +66,11 @@ def checkpoint_root(spark, configured: str | None) -> str:
 class _ProgressPrinter:
     """Polls the statistics table and logs one line per finished epoch."""
 
-    def __init__(self, client, stats_table: str, num_epochs: int, total_rows: int, label: str):
-        self._client, self._table = client, stats_table
+    def __init__(self, client, stats_table: str, num_epochs: int, total_rows: int, num_workers: int, label: str):
+        self._client, self._table, self._num_workers = client, stats_table, num_workers
         self._num_epochs, self._total_rows, self._label = num_epochs, total_rows, label
         self._stop = threading.Event()
         self._reported = 0
-        self._start = time.perf_counter()
-        self._last = self._start
         self._thread = threading.Thread(target=self._run, name="ps-progress", daemon=True)
 
     def __enter__(self):
@@ -97,11 +95,11 @@ class _ProgressPrinter:
             log.debug("progress poll failed: %s", exc)
             return
         while self._reported < self._num_epochs and stats[self._reported, 2] >= self._total_rows:
-            loss_sum, weight_sum, rows = stats[self._reported]
-            now = time.perf_counter()
-            log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s", self._label, self._reported + 1,
-                     self._num_epochs, loss_sum / max(weight_sum, 1e-300), rows / max(now - self._last, 1e-9))
-            self._last = now
+            loss_sum, weight_sum, rows, task_seconds = stats[self._reported]
+            # Workers run side by side: the epoch took about the mean task time.
+            seconds = task_seconds / self._num_workers
+            log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s)", self._label, self._reported + 1,
+                     self._num_epochs, loss_sum / max(weight_sum, 1e-300), rows / max(seconds, 1e-9), seconds)
             self._reported += 1
 
 
@@ -119,23 +117,28 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
         raise ValueError("cannot fit on an empty DataFrame (0 rows)")
 
     slots = spark.sparkContext.defaultParallelism
-    workers = min(num_workers or slots, slots, data.rdd.getNumPartitions() or 1)
-    if data.rdd.getNumPartitions() != workers:
+    workers = max(1, min(num_workers or slots, slots, num_rows))
+    partitions = data.rdd.getNumPartitions()
+    if partitions > workers:
         # Barrier stages need every task running at once: at most one per slot.
-        data = data.coalesce(workers) if data.rdd.getNumPartitions() > workers else data.repartition(workers)
+        data = data.coalesce(workers)
+    elif partitions < workers:
+        data = data.repartition(workers)  # one shuffle, paid once: the epochs run on the task's copy
 
     ps = PSContext.get(spark)
     client = ps.client(timeout=timeout)
     run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
-    table, stats_table = f"model_{run_id}", f"stats_{run_id}"
+    table, stats_table, attempts_table = f"model_{run_id}", f"stats_{run_id}", f"attempts_{run_id}"
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
     ps.create_table(table, **_context_spec(table_spec))
     ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
+    ps.create_table(attempts_table, width=1, optimizer="delta")
     if clock is not None:
         client.clock_create(clock, workers, stale)
 
-    spec = TrainSpec(client=client, table=table, table_spec=table_spec, stats_table=stats_table, clock=clock,
+    spec = TrainSpec(client=client, table=table, table_spec=table_spec, stats_table=stats_table,
+                     attempts_table=attempts_table, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                      label_col=label_col, weight_col=weight_col, num_features=num_features,
                      fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
@@ -143,7 +146,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
     log.info("%s: training %d rows on %d workers x %d shards, %d epochs, %s", label, num_rows, workers,
              client.num_shards, num_epochs, sync_mode)
     try:
-        with _ProgressPrinter(client, stats_table, num_epochs, num_rows, label):
+        with _ProgressPrinter(client, stats_table, num_epochs, num_rows, workers, label):
             task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
         history, seconds = _epoch_summary(task_stats, num_epochs)
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
@@ -152,6 +155,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
         nnz = weight_store.count_rows(spark, path)
     finally:
         ps.drop_table(stats_table, missing_ok=True)
+        ps.drop_table(attempts_table, missing_ok=True)
         if clock is not None:
             client.clock_drop(clock)
     if not np.all(np.isfinite(history)):

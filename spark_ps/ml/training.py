@@ -8,10 +8,11 @@ present, computes the gradient, pushes it to the shard optimizers and ticks
 the consistency clock. Only per-epoch statistics go back to the driver.
 
 Retry semantics: training runs as a Spark *barrier* stage, so a failed task
-restarts every task. A restarted attempt first resets the model table, the
-clock and the statistics to their initial state, then trains from scratch:
-the final model has seen every row exactly ``numEpochs`` times, never a
-partial mix of two attempts.
+restarts every task. Worker 0 counts its starts in a tiny ``attempts`` table
+on the shards; on any start after the first it resets the model table, the
+clock and the statistics to their initial state while the other workers wait
+at a barrier, then everyone trains from scratch: the final model has seen
+every row exactly ``numEpochs`` times, never a partial mix of two attempts.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from spark_ps.client import PSClient
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.objectives import Objective
 
-#: Per-epoch statistics row: [loss sum, weight sum, rows].
-STATS_WIDTH = 3
+#: Per-epoch statistics row: [loss sum, weight sum, rows, task seconds].
+STATS_WIDTH = 4
 
 TASK_RESULT_SCHEMA = pa.schema([
     ("worker", pa.int32()), ("epoch", pa.int32()), ("loss_sum", pa.float64()),
@@ -47,6 +48,7 @@ class TrainSpec:
     table: str
     table_spec: dict[str, Any]
     stats_table: str
+    attempts_table: str
     clock: str | None
     staleness: int | None
     num_workers: int
@@ -120,9 +122,10 @@ def run_epochs(data: CSRBatch | None, spec: TrainSpec, client: PSClient, worker:
             weight_sum += batch.num_rows if batch.weights is None else float(batch.weights.sum())
             if spec.clock is not None:
                 client.clock_advance(spec.clock, worker, timeout=spec.timeout)
-        client.push(spec.stats_table, [epoch], [[loss_sum, weight_sum, rows]])
+        seconds = time.perf_counter() - start
+        client.push(spec.stats_table, [epoch], [[loss_sum, weight_sum, rows, seconds]])
         results.append({"worker": worker, "epoch": epoch, "loss_sum": loss_sum, "weight_sum": weight_sum,
-                        "rows": rows, "seconds": time.perf_counter() - start})
+                        "rows": rows, "seconds": seconds})
     if spec.clock is not None:
         client.clock_finish(spec.clock, worker)
     return results
@@ -136,10 +139,12 @@ def make_train_fn(spec: TrainSpec):
         worker = ctx.partitionId()
         client = spec.client
         try:
-            if ctx.stageAttemptNumber() > 0:
-                if worker == 0:
+            if worker == 0:
+                starts = client.pull(spec.attempts_table, [0])[0, 0]
+                client.push(spec.attempts_table, [0], [[1.0]])
+                if starts > 0:
                     _reset_for_retry(spec, client)
-                ctx.barrier()  # nobody trains before the reset is done
+            ctx.barrier()  # nobody trains before a possible reset is done
             data, size = load_partition(batches, spec)
             results = [{**r, "num_features": size} for r in run_epochs(data, spec, client, worker)]
         finally:
