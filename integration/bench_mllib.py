@@ -57,7 +57,6 @@ import math
 import os
 import pathlib
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -131,10 +130,10 @@ def fit_spark_ps(train, params: dict[str, Any], data_format: str):
 
     Examples
     --------
-    >>> fit_spark_ps(None, {}, "keys")
+    >>> fit_spark_ps(None, {}, "keys")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    NotImplementedError: spark-ps LogisticRegression takes a VectorUDT features column only; raw int64 keys (d > 2**31 - 1) need an estimator input for them
+    NotImplementedError: spark-ps LogisticRegression takes a VectorUDT features column only; ...
     """
     if data_format != "vector":
         raise NotImplementedError("spark-ps LogisticRegression takes a VectorUDT features column only; raw int64 "
@@ -381,8 +380,9 @@ def run_child(cfg_path: str) -> None:
     peaks = sampler.by_role()
     record["driver_jvm_peak_mb"] = peaks.get("driver_jvm")
     record["executor_side_peak_mb"] = peaks.get("executor_side_sum")
-    # ru_maxrss is this process's own high-water mark (KB on Linux).
-    record["driver_python_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM of our own mm, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec,
+    # so it would report the harness's footprint at launch whenever that is larger.
+    record["driver_python_peak_mb"] = _vm_hwm_mb(os.getpid())
     record["child_wall_s"] = time.perf_counter() - start
     pathlib.Path(cfg["result"]).write_text(json.dumps(record))
     if spark is not None and record["status"] != "OOM":
@@ -626,7 +626,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Synthetic CTR data (`integration/ctr_data.py`: {meta['n_fields']} hashed Zipf fields, ~30 binary "
         f"non-zeros per row, CTR ≈ {meta['ctr']:.2f}), {meta['rows']:,} training / {meta['test_rows']:,} "
         f"held-out rows; master `{meta['master']}`, driver memory {meta['driver_memory']}, "
-        f"{meta['cores']} cores, {meta['date']}, {meta.get('wall_s', 0) / 60:.1f} min in all. Each configuration runs in its own Python + JVM; "
+        f"{meta['cores']} cores, {meta['date']}, {meta.get('wall_s', 0) / 60:.1f} min in all. "
+        f"Each configuration runs in its own Python + JVM; "
         f"the training DataFrame is cached before the fit clock starts. AUC (exact, `numBins=0`) and "
         f"log-loss are on the held-out rows, computed by Spark. *Time to target*: wall time of the "
         f"cheapest fit (MLlib: smallest `maxIter` of {meta['ladder']} on the best grid setting; "
@@ -699,7 +700,8 @@ def markdown(results: dict[str, Any]) -> str:
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "—"
-    return f"{a / b:.2f}×"
+    r = a / b
+    return f"{r:.2f}×" if r >= 0.01 else f"{r:.1e}×"
 
 
 def write_doc(text: str) -> None:

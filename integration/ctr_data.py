@@ -66,7 +66,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import math
 import pathlib
 import time
 from collections.abc import Iterator, Sequence

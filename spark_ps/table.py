@@ -363,7 +363,7 @@ class Table:
         if absent.any():
             self._reserve(len(self._index) + int(absent.sum()))  # before inserting: allocation may fail
             rows = rows.copy()
-            rows[absent] = self._index.lookup_or_insert(keys[absent][::-1])
+            rows[absent] = self._index.lookup_or_insert(keys[absent])
         _scatter_kernel(self._weights, rows, weights)
         for s, array in self._state.items():
             _scatter_kernel(array, rows, state[s])

@@ -99,11 +99,12 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
         spark = dataset.sparkSession
         weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         require_columns(dataset, features=self.getFeaturesCol(), label=self.getLabelCol(), weight=weight_col)
-        # The table spec needs the row count (regularisation scales with it); fit_on_ps counts again
-        # on the selected columns, which Spark serves from the same scan plan.
+        # The table spec needs the row count: regularisation scales with it.
         num_rows = dataset.count()
+        if num_rows == 0:
+            raise ValueError("cannot fit on an empty DataFrame (0 rows)")
         fit = fit_on_ps(
-            spark, dataset, label=f"{self._label}[{self.uid}]", objective=self._objective(),
+            spark, dataset, num_rows=num_rows, label=f"{self._label}[{self.uid}]", objective=self._objective(),
             table_spec=self._table_spec(num_rows), features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol(), weight_col=weight_col, num_features=None,
             fit_intercept=self.getFitIntercept(), batch_size=self.getBatchSize(), num_epochs=self._num_epochs(),

@@ -103,27 +103,24 @@ class _ProgressPrinter:
             self._reported += 1
 
 
-def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: dict[str, Any],
+def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective, table_spec: dict[str, Any],
               features_col: str, label_col: str, weight_col: str | None, num_features: int | None,
               fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str, staleness: int,
               num_workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
               uid: str) -> FitResult:
-    """Train ``objective`` on ``dataset`` through the parameter server."""
+    """Train ``objective`` on the ``num_rows`` rows of ``dataset`` through the parameter server."""
     require_columns(dataset, features=features_col, label=label_col, weight=weight_col)
-    columns = [c for c in (features_col, label_col, weight_col) if c]
-    data = dataset.select(*columns)
-    num_rows = data.count()
     if num_rows == 0:
         raise ValueError("cannot fit on an empty DataFrame (0 rows)")
+    data = dataset.select(*[c for c in (features_col, label_col, weight_col) if c])
 
     slots = spark.sparkContext.defaultParallelism
     workers = max(1, min(num_workers or slots, slots, num_rows))
-    partitions = data.rdd.getNumPartitions()
-    if partitions > workers:
-        # Barrier stages need every task running at once: at most one per slot.
-        data = data.coalesce(workers)
-    elif partitions < workers:
-        data = data.repartition(workers)  # one shuffle, paid once: the epochs run on the task's copy
+    if data.rdd.getNumPartitions() != workers:
+        # A barrier stage runs all its tasks at once, so at most one per slot; and
+        # it cannot sit behind a coalesce, hence a shuffle, paid once per fit
+        # since every epoch runs on the task's in-memory copy.
+        data = data.repartition(workers)
 
     ps = PSContext.get(spark)
     client = ps.client(timeout=timeout)
@@ -146,13 +143,16 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
     log.info("%s: training %d rows on %d workers x %d shards, %d epochs, %s", label, num_rows, workers,
              client.num_shards, num_epochs, sync_mode)
     try:
+        start = time.perf_counter()
         with _ProgressPrinter(client, stats_table, num_epochs, num_rows, workers, label):
             task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
+        trained = time.perf_counter()
         history, seconds = _epoch_summary(task_stats, num_epochs)
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
-        weight_store.save_table(spark, client, table, path)
+        nnz = weight_store.save_table(spark, client, table, path)
         intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
-        nnz = weight_store.count_rows(spark, path)
+        log.info("%s: trained in %.1f s, %d weight rows saved to %s in %.1f s", label, trained - start, nnz,
+                 path, time.perf_counter() - trained)
     finally:
         ps.drop_table(stats_table, missing_ok=True)
         ps.drop_table(attempts_table, missing_ok=True)

@@ -51,10 +51,22 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str) -> Dat
     return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, WEIGHTS_SCHEMA)
 
 
-def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True) -> None:
-    """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version)."""
+def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True) -> int:
+    """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version); return the row count.
+
+    The count comes from the Delta commit's own metrics, so nothing is read back.
+    """
     (table_to_dataframe(spark, client, table).write.format("delta")
      .mode("overwrite" if overwrite else "errorifexists").save(path))
+    return committed_rows(spark, path)
+
+
+def committed_rows(spark: SparkSession, path: str) -> int:
+    """Rows written by the latest commit of the Delta table at ``path`` (from its log, not its data)."""
+    from delta.tables import DeltaTable
+
+    metrics = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()[0]
+    return int(metrics["numOutputRows"])
 
 
 def load_table(spark: SparkSession, client: PSClient, table: str, path: str) -> int:
@@ -82,6 +94,3 @@ def read_rows(spark: SparkSession, path: str, keys: list[int]) -> dict[int, list
     rows = spark.read.format("delta").load(path).where(f"key in ({','.join(str(int(k)) for k in keys)})").collect()
     return {r["key"]: list(r["value"]) for r in rows}
 
-
-def count_rows(spark: SparkSession, path: str) -> int:
-    return spark.read.format("delta").load(path).count()
