@@ -2,7 +2,8 @@
 #
 #   make build     venv + plugin jar + Delta jars
 #   make test      build, then the fast tests and the local-cluster integration tests
-#   make demo      build, then jobs/run_demo.sh (spark-submit with conf/spark-defaults.conf)
+#   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
+#   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
 #   make bench-ps  build, then the shard throughput benchmark
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
@@ -29,7 +30,7 @@ JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
 DELTA_VERSION := 4.0.0
 DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
 
-.PHONY: venv plugin jars build test demo bench-ps bench clean distclean
+.PHONY: venv plugin jars build test demo smoke bench-ps bench clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -68,6 +69,9 @@ test: build
 
 demo: build
 	bash jobs/run_demo.sh
+
+smoke: build
+	SPARK_PS_DEMO_MASTER='local-cluster[2,1,1024]' SPARK_PS_DEMO_JOB=jobs/ps_smoke.py bash jobs/run_demo.sh
 
 bench-ps: build
 	$(VPY) integration/bench_ps.py

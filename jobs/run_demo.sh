@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: spark-submit the demo job on a local-cluster with conf/spark-defaults.conf.
-# Placeholder job for now (jobs/ps_smoke.py); extra arguments go to the job.
-# SPARK_PS_DEMO_MASTER overrides the master (default local-cluster[2,1,1024]).
+# `make demo`: spark-submit jobs/train.py on the embedded default (local Spark with
+# our plugin) using conf/spark-defaults.conf. Extra arguments go to the job.
+# SPARK_PS_DEMO_MASTER overrides the master (default local[2]; try
+# local-cluster[2,1,1024] for two executor JVMs with a sidecar each).
+# SPARK_PS_DEMO_JOB picks another job (jobs/ps_smoke.py: push/pull smoke test).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,9 +16,10 @@ export PYSPARK_PYTHON="$python"
 export PYSPARK_DRIVER_PYTHON="$python"
 
 exec "$root/.venv/bin/spark-submit" \
-    --master "${SPARK_PS_DEMO_MASTER:-local-cluster[2,1,1024]}" \
+    --master "${SPARK_PS_DEMO_MASTER:-local[2]}" \
     --properties-file conf/spark-defaults.conf \
     --conf "spark.pyspark.python=$python" \
     --conf "spark.ps.python=$python" \
     --conf "spark.ps.pythonPath=$root" \
-    jobs/ps_smoke.py "$@"
+    --conf spark.ui.showConsoleProgress=false \
+    "${SPARK_PS_DEMO_JOB:-jobs/train.py}" "$@"

@@ -154,7 +154,7 @@ class ClockTable:
         if self.staleness is None:
             return True
         # The default covers a waiter whose own id another thread finished meanwhile.
-        slowest = min((c for c, done in zip(self._clocks, self._finished) if not done), default=clock)
+        slowest = min((c for c, done in zip(self._clocks, self._finished, strict=True) if not done), default=clock)
         return clock - slowest <= self.staleness
 
     def _check_worker(self, worker: int, op: str) -> None:

@@ -155,6 +155,10 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
     if python is None:
         python = current.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
     builder.config("spark.ps.python", python)
+    if "spark.pyspark.python" not in current and "PYSPARK_PYTHON" not in os.environ:
+        # PySpark's workers default to `python3` on the PATH, which need not have
+        # pyarrow or spark_ps; the driver's interpreter does, so use it there too.
+        builder.config("spark.pyspark.python", python)
     # The directory holding the spark_ps package: sidecars import it from there
     # even where spark-ps is not pip-installed (e.g. a source checkout).
     builder.config("spark.ps.pythonPath", str(Path(__file__).resolve().parent.parent))

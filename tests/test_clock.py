@@ -38,7 +38,7 @@ def run_workers(clock: ClockTable, work_seconds: list[float], iterations: int) -
                 admitted = clock.advance(w, timeout=20)
                 with lock:
                     assert admitted == entered[w]
-                    slowest = min(e for e, done in zip(entered, finished) if not done)
+                    slowest = min(e for e, done in zip(entered, finished, strict=True) if not done)
                     gaps.append(admitted - slowest)
             with lock:
                 finished[w] = True

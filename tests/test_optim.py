@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import spark_ps.optim as optim_pkg
-from spark_ps.optim import OPTIMIZERS, make_optimizer
-from spark_ps.optim import adagrad, adam, base, delta, ftrl, sgd
+from spark_ps.optim import OPTIMIZERS, adagrad, adam, base, delta, ftrl, make_optimizer, sgd
 
 
 # --------------------------------------------------------------------------- references

@@ -28,7 +28,7 @@ def test_normal_row_depends_only_on_key_seed_and_column():
     for _ in range(5):
         subset = rng.choice(len(keys), size=rng.integers(1, len(keys)), replace=False)
         np.testing.assert_array_equal(init.rows(keys[subset], 6), whole[subset])
-    for key, row in zip(keys[:20], whole[:20]):
+    for key, row in zip(keys[:20], whole[:20], strict=True):
         np.testing.assert_array_equal(init.rows(np.array([key]), 6)[0], row)
     # Column c does not depend on the width asked for.
     np.testing.assert_array_equal(init.rows(keys, 2), whole[:, :2])

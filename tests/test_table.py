@@ -5,17 +5,18 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import sys
 import threading
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from test_optim import FTRLRef  # the scalar per-coordinate reference
 
 from spark_ps import table as table_module
 from spark_ps.optim import make_optimizer
 from spark_ps.rowinit import Normal, Zeros
 from spark_ps.table import Table
-from test_optim import FTRLRef  # the scalar per-coordinate reference
 
 INT64 = np.iinfo(np.int64)
 FTRL = {"alpha": 0.3, "beta": 1.0, "l1": 0.2, "l2": 0.1}
@@ -29,7 +30,7 @@ def snapshot(table: Table) -> dict:
         keys = batch.column("key").to_numpy()
         for name in batch.schema.names[1:]:
             rows = batch.column(name).flatten().to_numpy().reshape(len(keys), -1)
-            for key, row in zip(keys, rows):
+            for key, row in zip(keys, rows, strict=True):
                 out.setdefault(int(key), {})[name] = row.copy()
     return out
 
@@ -59,7 +60,7 @@ def test_push_then_pull_follows_a_dict_reference_with_hashed_keys():
     reference: dict[int, np.ndarray] = {}
     for keys, grads in sparse_pushes(rng, universe, width, n_pushes=20, size=60):
         table.push(keys, grads)
-        for key, g in zip(keys, grads):
+        for key, g in zip(keys, grads, strict=True):
             start = reference.get(int(key), init.rows(np.array([key]), width)[0].astype(np.float64))
             reference[int(key)] = start - lr * g.astype(np.float64)
     assert len(table) == len(reference)
@@ -76,7 +77,7 @@ def test_ftrl_table_matches_per_key_reference(width):
     universe = rng.integers(0, 2**40, 200)
     for keys, grads in sparse_pushes(rng, universe, width, n_pushes=12, size=80):
         table.push(keys, grads)
-        for key, row in zip(keys, grads):
+        for key, row in zip(keys, grads, strict=True):
             for col in range(width):
                 ref.update(ref.coord(int(key), col), float(row[col]))
     keys = np.unique(universe)
@@ -153,7 +154,8 @@ def test_shape_dim_and_dtype_errors_leave_table_unchanged():
 def test_constructor_validation():
     opt = make_optimizer("sgd")
     for kwargs, message in [({"name": ""}, "name"), ({"width": 0}, "width"), ({"width": 2.0}, "width"),
-                            ({"dim": 0}, "dim"), ({"optimizer": "sgd"}, "Optimizer"), ({"init": "zeros"}, "Initializer")]:
+                            ({"dim": 0}, "dim"), ({"optimizer": "sgd"}, "Optimizer"),
+                            ({"init": "zeros"}, "Initializer")]:
         args = {"name": "w", "width": 1, "optimizer": opt, **kwargs}
         with pytest.raises((ValueError, TypeError), match=message):
             Table(**args)
@@ -250,9 +252,10 @@ def fsl(rows, width):
                                                                         "for key 1"),
     ({"key": pa.array([None], pa.int64()), "value": fsl([[1, 2]], 2)}, "'key' has 1 null"),
     ({"key": pa.array([1, 1], pa.int64()), "value": fsl([[1, 2], [3, 4]], 2)}, "duplicate key 1"),
-    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2]], 2), "bias": pa.array([0.0])}, "unexpected column 'bias'"),
-    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2]], 2), "state_n": fsl([[1, 2, 3]], 3)}, "'state_n' has rows "
-                                                                                                   "of width 3"),
+    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2]], 2), "bias": pa.array([0.0])},
+     "unexpected column 'bias'"),
+    ({"key": pa.array([1], pa.int64()), "value": fsl([[1, 2]], 2), "state_n": fsl([[1, 2, 3]], 3)},
+     "'state_n' has rows of width 3"),
 ])
 def test_import_validation_is_atomic_and_clear(columns, message):
     table = Table("w", 2, make_optimizer("adagrad"))
@@ -295,28 +298,35 @@ def test_export_of_sliced_batches_and_empty_table():
 # --------------------------------------------------------------------------- threads
 def test_concurrent_pushes_and_exports_lose_no_update():
     table = Table("acc", 2, make_optimizer("delta"))
-    keys = np.arange(0, 2000, dtype=np.int64)
-    n_threads, rounds = 4, 25
+    keys = np.arange(0, 600, dtype=np.int64)
+    n_threads, rounds = 4, 60
+    counts = [np.zeros(len(keys)) for _ in range(n_threads)]
     errors: list[BaseException] = []
 
     def pusher(seed):
         rng = np.random.default_rng(seed)
         try:
             for _ in range(rounds):
-                # New keys appear during the run, so rows grow while others read.
-                chosen = np.unique(rng.choice(keys, 300))
+                # Overlapping keys, some new each time, so rows grow while others read.
+                chosen = np.unique(rng.choice(keys, 200))
                 table.push(chosen, np.ones((len(chosen), 2), np.float32))
                 counts[seed][chosen] += 1
                 sum(b.num_rows for b in table.export_batches(max_rows=128))
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
-    counts = [np.zeros(len(keys)) for _ in range(n_threads)]
-    threads = [threading.Thread(target=pusher, args=(s,)) for s in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # Switch threads as often as possible, so that an unguarded read-modify-write
+    # of a push would be interleaved with another one and lose an update.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=pusher, args=(s,)) for s in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors
     total = sum(counts)
     np.testing.assert_array_equal(table.pull(keys), np.stack([total, total], axis=1))

@@ -22,7 +22,7 @@ from spark_ps.optim.delta import Delta
 from spark_ps.optim.ftrl import FTRL
 from spark_ps.optim.sgd import SGD
 
-__all__ = ["FTRL", "SGD", "Adagrad", "Adam", "Delta", "OPTIMIZERS", "Optimizer", "make_optimizer"]
+__all__ = ["FTRL", "OPTIMIZERS", "SGD", "Adagrad", "Adam", "Delta", "Optimizer", "make_optimizer"]
 
 #: Optimizer classes by the name :func:`make_optimizer` accepts.
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (Delta, SGD, Adagrad, FTRL, Adam)}
