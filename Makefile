@@ -76,7 +76,15 @@ smoke: build
 bench-ps: build
 	$(VPY) integration/bench_ps.py
 
+# Head-to-head with MLlib on synthetic CTR data (400k train / 100k test rows),
+# d = 2^18 .. 2^30, in local[2] and local-cluster[2,1,2048]. Long: about an
+# hour on 2 cores. BENCH_DIMS / BENCH_ROWS narrow it for a quick look.
+BENCH_DIMS ?= 18,22,26,30
+BENCH_ROWS ?= 400000
+BENCH_TEST_ROWS ?= 100000
 bench: bench-ps
+	$(VPY) integration/bench_mllib.py --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) --master 'local[2]'
+	$(VPY) integration/bench_mllib.py --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) --master 'local-cluster[2,1,2048]' --skip-mllib
 
 clean:
 	rm -rf build $(JARS_DIR) .pytest_cache integration/out spark-warehouse metastore_db derby.log

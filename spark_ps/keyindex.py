@@ -36,6 +36,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from spark_ps.hashing import mix64
+
 __all__ = ["KeyIndex"]
 
 #: Row id of an empty slot. Row ids are >= 0, so this cannot collide.
@@ -48,11 +50,8 @@ _MIN_CAPACITY = 16
 @numba.njit(cache=True, nogil=True, inline="always")
 def _slot_of(key: np.int64, mask: np.int64) -> np.int64:
     """Home slot of ``key``: the splitmix64 finaliser of its bits, masked."""
-    z = np.uint64(key)  # reinterprets the two's-complement bits; negative keys are fine
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return np.int64(z & np.uint64(mask))
+    # np.uint64 reinterprets the two's-complement bits; negative keys are fine.
+    return np.int64(mix64(np.uint64(key)) & np.uint64(mask))
 
 
 @numba.njit(cache=True, nogil=True)

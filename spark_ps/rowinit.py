@@ -26,29 +26,23 @@ from typing import Any
 import numba
 import numpy as np
 
+from spark_ps.hashing import GOLDEN, mix64
+
 __all__ = ["Initializer", "Normal", "Zeros", "make_init"]
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's stream increment (2**64 / golden ratio)
 _SEED_SALT = 0x5DEECE66D  # keeps seed 0 from hashing to key 0's stream
 _TWO_PI = 2.0 * math.pi
 _INV_2_53 = 1.0 / 9007199254740992.0  # 2**-53: a 53-bit integer to a double in [0, 1)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _splitmix64(z: np.uint64) -> np.uint64:
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 @numba.njit(cache=True, nogil=True)
 def _normal_kernel(keys: np.ndarray, seed_hash: np.uint64, sigma: float, out: np.ndarray) -> None:
     for i in range(out.shape[0]):
-        stream = _splitmix64(np.uint64(keys[i]) ^ seed_hash)
+        stream = mix64(np.uint64(keys[i]) ^ seed_hash)
         for c in range(out.shape[1]):
             # Two counters per column: entry (key, c) owns the stream positions 2c+1 and 2c+2.
-            h1 = _splitmix64(stream + np.uint64(2 * c + 1) * _GOLDEN)
-            h2 = _splitmix64(stream + np.uint64(2 * c + 2) * _GOLDEN)
+            h1 = mix64(stream + np.uint64(2 * c + 1) * GOLDEN)
+            h2 = mix64(stream + np.uint64(2 * c + 2) * GOLDEN)
             u1 = (np.float64(h1 >> np.uint64(11)) + 1.0) * _INV_2_53  # (0, 1]: log(u1) is finite
             u2 = np.float64(h2 >> np.uint64(11)) * _INV_2_53  # [0, 1)
             out[i, c] = sigma * math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
@@ -142,7 +136,7 @@ class Normal(Initializer):
             raise ValueError(f"normal init: seed must be an integer, got {seed!r}")
         self.sigma = float(sigma)
         self.seed = int(seed)
-        self._seed_hash = np.uint64(int(_splitmix64(np.uint64((self.seed ^ _SEED_SALT) & (2**64 - 1)))))
+        self._seed_hash = np.uint64(int(mix64(np.uint64((self.seed ^ _SEED_SALT) & (2**64 - 1)))))
 
     def rows(self, keys: np.ndarray, width: int) -> np.ndarray:
         keys = _check_rows_args(keys, width)

@@ -11,25 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+from spark_ps.hashing import GOLDEN, mix64_array
 
-
-def splitmix64(keys: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser of int64 keys, as uint64 (vectorised, wraps mod 2**64).
+def routing_hash(keys: np.ndarray) -> np.ndarray:
+    """uint64 hash of int64 keys used for shard routing (see :mod:`spark_ps.hashing`).
 
     Examples
     --------
     >>> import numpy as np
-    >>> h = splitmix64(np.array([0, 1, -1], dtype=np.int64))
+    >>> h = routing_hash(np.array([0, 1, -1], dtype=np.int64))
     >>> h.dtype, len(set(h.tolist()))
     (dtype('uint64'), 3)
     """
-    z = keys.astype(np.int64, copy=False).view(np.uint64) + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    return mix64_array(keys.astype(np.int64, copy=False).view(np.uint64) + GOLDEN)
 
 
 def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
@@ -46,7 +40,7 @@ def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
         raise ValueError(f"num_shards must be at least 1, got {num_shards}")
     if num_shards == 1:
         return np.zeros(len(keys), dtype=np.int64)
-    return (splitmix64(keys) % np.uint64(num_shards)).astype(np.int64)
+    return (routing_hash(keys) % np.uint64(num_shards)).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,11 @@ def reference_fit(rows, optimizer: str, reg: float):
                 state["z"][k] += g[k] - sigma * w[k]
                 state["n"][k] = n_new
                 z = state["z"][k]
-                w[k] = np.where(np.abs(z) <= l1, 0.0,
-                                -(z - np.sign(z) * l1) / ((1.0 + np.sqrt(n_new)) / ALPHA + l2))
+                # MLlib never penalises the intercept (coordinate DIM).
+                k_l1 = np.where(k == DIM, 0.0, l1)
+                k_l2 = np.where(k == DIM, 0.0, l2)
+                w[k] = np.where(np.abs(z) <= k_l1, 0.0,
+                                -(z - np.sign(z) * k_l1) / ((1.0 + np.sqrt(n_new)) / ALPHA + k_l2))
             elif optimizer == "adagrad":
                 state["acc"][k] += g[k] ** 2
                 w[k] -= ALPHA * g[k] / (np.sqrt(state["acc"][k]) + 1e-7)

@@ -23,7 +23,7 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.classification import _FactorizationMachinesParams, _LogisticRegressionParams
 from pyspark.ml.functions import array_to_vector
-from pyspark.ml.linalg import DenseMatrix, SparseVector, Vector, Vectors
+from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseMatrix, SparseVector, Vector, Vectors
 from pyspark.ml.param.shared import HasProbabilityCol, HasRawPredictionCol, HasSeed, HasThresholds
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -41,8 +41,15 @@ class _BinaryClassifierMixin:
     """Output columns and thresholds shared by the binary classifiers."""
 
     def _decision(self) -> tuple[float, float] | float:
-        """MLlib's rule: thresholds [t0, t1] if set (argmax p_i / t_i), else threshold (default 0.5)."""
+        """MLlib's rule: thresholds [t0, t1] if set (argmax p_i / t_i), else threshold (default 0.5).
+
+        Raises
+        ------
+        ValueError
+            If ``thresholds`` does not have length 2 or is not valid (see :meth:`_validate_thresholds`).
+        """
         if self.isSet(self.thresholds):
+            self._validate_thresholds()
             t0, t1 = self.getOrDefault(self.thresholds)
             return float(t0), float(t1)
         return float(self.getThreshold()) if self.hasParam("threshold") else 0.5
@@ -61,13 +68,18 @@ class _BinaryClassifierMixin:
 
     def _output_columns(self, scored: DataFrame) -> DataFrame:
         margin = F.col(_MARGIN_COL)
+        # The same ML attributes as MLlib's columns (2 classes), for stages that read them.
+        vector_meta, label_meta = {"ml_attr": {"num_attrs": 2}}, {"ml_attr": {"num_vals": 2, "type": "nominal"}}
         if self.getRawPredictionCol():
             scored = scored.withColumn(self.getRawPredictionCol(), array_to_vector(F.array(-margin, margin)))
+            scored = scored.withMetadata(self.getRawPredictionCol(), vector_meta)
         if self.getProbabilityCol():
             p1 = 1.0 / (1.0 + F.exp(-margin))
             scored = scored.withColumn(self.getProbabilityCol(), array_to_vector(F.array(1.0 - p1, p1)))
+            scored = scored.withMetadata(self.getProbabilityCol(), vector_meta)
         if self.getPredictionCol():
             scored = scored.withColumn(self.getPredictionCol(), self._threshold_margin_column(margin))
+            scored = scored.withMetadata(self.getPredictionCol(), label_meta)
         return scored
 
     def _validate_thresholds(self) -> None:
@@ -82,21 +94,29 @@ class _BinaryClassifierMixin:
     def numClasses(self) -> int:
         return 2
 
-    def _summary(self, fit_predictions: DataFrame | None, history: list[float]) -> BinaryClassificationSummary:
+    def _summary_of(self, dataset: DataFrame) -> BinaryClassificationSummary:
+        """Metrics of this model on ``dataset``; scores with a raw-prediction column even when the user's is ""."""
+        model = self
+        if not self.getRawPredictionCol():  # as MLlib's findSummaryModel: score into a temporary column
+            model = self.copy().setRawPredictionCol(f"rawPrediction_{self.uid}")
         weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-        return BinaryClassificationSummary(fit_predictions, history, self.getRawPredictionCol() or "rawPrediction",
-                                           self.getLabelCol(), weight_col)
+        return BinaryClassificationSummary(model.transform(dataset), self._objective_history,
+                                           model.getRawPredictionCol(), self.getLabelCol(), weight_col)
 
     def evaluate(self, dataset: DataFrame) -> BinaryClassificationSummary:
         """Metrics (areaUnderROC, areaUnderPR) of this model on ``dataset``, computed on the executors."""
-        return self._summary(self.transform(dataset), self._objective_history)
+        return self._summary_of(dataset)
+
+    def _training_summary(self) -> BinaryClassificationSummary:
+        if self._training_data is None:
+            raise RuntimeError(f"no training summary available for this {type(self).__name__}: it was loaded, "
+                               "not fitted; use evaluate(df)")
+        return self._summary_of(self._training_data)
 
     @property
     def summary(self) -> BinaryClassificationSummary:
         """Training summary: ``objectiveHistory``, ``totalIterations``, ``areaUnderROC`` on the training data."""
-        if self._training_data is None:
-            raise RuntimeError("no training summary: this model was loaded, not fitted; use evaluate(df)")
-        return self._summary(self.transform(self._training_data), self._objective_history)
+        return self._training_summary()
 
     @property
     def hasSummary(self) -> bool:
@@ -152,7 +172,7 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
                  upperBoundsOnCoefficients: DenseMatrix | None = None,
                  lowerBoundsOnIntercepts: Vector | None = None, upperBoundsOnIntercepts: Vector | None = None,
                  maxBlockSizeInMB: float = 0.0, optimizer: str = "ftrl", alpha: float | None = None,
-                 beta: float = 1.0, batchSize: int = 1024, numEpochs: int = 5, syncMode: str = "ssp",
+                 beta: float = 1.0, batchSize: int = 256, numEpochs: int = 5, syncMode: str = "ssp",
                  staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None, seed: int | None = None):
         super().__init__()
@@ -185,7 +205,7 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        if self.getFamily() not in ("auto", "binomial"):
+        if self.getFamily().lower() not in ("auto", "binomial"):
             raise ValueError(f"family={self.getFamily()!r} is not supported yet: spark-ps LogisticRegression "
                              "is binomial only (labels 0/1)")
         for bound in ("lowerBoundsOnCoefficients", "upperBoundsOnCoefficients", "lowerBoundsOnIntercepts",
@@ -239,6 +259,20 @@ class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, 
         size = max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
         return SparseVector(size, keys.astype(np.int32), values[:, 0])
 
+    @property
+    def coefficientMatrix(self) -> SparseMatrix:
+        """Coefficients as a 1 x numFeatures matrix (binomial), as MLlib's; its non-zeros only."""
+        coef = self.coefficients
+        col_ptrs = np.zeros(coef.size + 1, dtype=np.int32)
+        col_ptrs[coef.indices + 1] = 1
+        return SparseMatrix(1, coef.size, np.cumsum(col_ptrs), np.zeros(len(coef.indices), np.int32),
+                            coef.values)
+
+    @property
+    def interceptVector(self) -> DenseVector:
+        """The intercept as a vector of length 1 (binomial), as MLlib's."""
+        return Vectors.dense([self.intercept])
+
     def _margin_of(self, value: Vector) -> float:
         return _margin_from_delta(self, value)
 
@@ -274,7 +308,7 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
                  initStd: float = 0.01, maxIter: int = 100, stepSize: float = 1.0, tol: float = 1e-6,
                  solver: str = "adamW", thresholds: list[float] | None = None, seed: int | None = None,
                  weightCol: str | None = None, optimizer: str = "ftrl", alpha: float | None = None,
-                 beta: float = 1.0, batchSize: int = 1024, numEpochs: int = 5, syncMode: str = "ssp",
+                 beta: float = 1.0, batchSize: int = 256, numEpochs: int = 5, syncMode: str = "ssp",
                  staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None):
         super().__init__()
@@ -335,6 +369,14 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
         super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table)
         self._num_features = num_features
         self._training_data = None
+
+    def setThresholds(self, value: list[float]) -> "FMClassificationModel":
+        return self._set(thresholds=value)
+
+    def summary(self) -> BinaryClassificationSummary:
+        """Training summary (a method, as MLlib's ``FMClassificationModel.summary()``): ``objectiveHistory``,
+        ``totalIterations``, ``areaUnderROC`` on the training data."""
+        return self._training_summary()
 
     def _objective(self) -> Objective:
         return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())

@@ -24,7 +24,7 @@ from pyspark.sql.types import StructType
 from spark_ps.context import PSContext
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
-from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, TrainSpec, make_train_fn
+from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, TrainSpec, bias_table_spec, make_train_fn
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -53,6 +53,17 @@ def require_columns(dataset: DataFrame, **columns: str | None) -> None:
     for role, name in columns.items():
         if name and name not in available:
             raise ValueError(f"{role} column {name!r} not found in the DataFrame; available columns: {available}")
+
+
+def task_slots(spark) -> int:
+    """Tasks the cluster can run at once: the most a barrier stage may ask for.
+
+    Not ``defaultParallelism``, which is only a partitioning hint (and a
+    setting): a barrier stage wider than the slots waits forever for them.
+    """
+    jsc = spark.sparkContext._jsc.sc()
+    profile = jsc.resourceProfileManager().defaultResourceProfile()
+    return max(1, int(jsc.maxNumConcurrentTasks(profile)))
 
 
 def checkpoint_root(spark, configured: str | None) -> str:
@@ -114,7 +125,8 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
         raise ValueError("cannot fit on an empty DataFrame (0 rows)")
     data = dataset.select(*[c for c in (features_col, label_col, weight_col) if c])
 
-    slots = spark.sparkContext.defaultParallelism
+    ps = PSContext.get(spark)  # waits for the executors' shards, so their slots count too
+    slots = task_slots(spark)
     workers = max(1, min(num_workers or slots, slots, num_rows))
     if data.rdd.getNumPartitions() != workers:
         # A barrier stage runs all its tasks at once, so at most one per slot; and
@@ -122,20 +134,23 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
         # since every epoch runs on the task's in-memory copy.
         data = data.repartition(workers)
 
-    ps = PSContext.get(spark)
     client = ps.client(timeout=timeout)
     run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
     table, stats_table, attempts_table = f"model_{run_id}", f"stats_{run_id}", f"attempts_{run_id}"
+    penalised = any(table_spec["hyper"].get(k, 0.0) > 0 for k in ("l1", "l2"))
+    bias_table = f"bias_{run_id}" if fit_intercept and penalised else None
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
     ps.create_table(table, **_context_spec(table_spec))
+    if bias_table is not None:
+        ps.create_table(bias_table, **_context_spec(bias_table_spec(table_spec)))
     ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
     ps.create_table(attempts_table, width=1, optimizer="delta")
     if clock is not None:
         client.clock_create(clock, workers, stale)
 
     spec = TrainSpec(client=client, table=table, table_spec=table_spec, stats_table=stats_table,
-                     attempts_table=attempts_table, clock=clock,
+                     attempts_table=attempts_table, bias_table=bias_table, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                      label_col=label_col, weight_col=weight_col, num_features=num_features,
                      fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
@@ -150,12 +165,14 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
         history, seconds = _epoch_summary(task_stats, num_epochs)
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
         nnz = weight_store.save_table(spark, client, table, path)
-        intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
+        intercept = float(client.pull(bias_table or table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
         log.info("%s: trained in %.1f s, %d weight rows saved to %s in %.1f s", label, trained - start, nnz,
                  path, time.perf_counter() - trained)
     finally:
         ps.drop_table(stats_table, missing_ok=True)
         ps.drop_table(attempts_table, missing_ok=True)
+        if bias_table is not None:
+            ps.drop_table(bias_table, missing_ok=True)
         if clock is not None:
             client.clock_drop(clock)
     if not np.all(np.isfinite(history)):

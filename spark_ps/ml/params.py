@@ -14,6 +14,23 @@ OPTIMIZERS = ("ftrl", "adagrad", "sgd", "adam")
 SYNC_MODES = ("bsp", "ssp", "asp")
 
 
+#: MLlib's ``ParamValidators`` for the MLlib Params our estimators share: (name, rule, check).
+_MLLIB_RANGES = (
+    ("maxIter", ">= 0", lambda v: v >= 0),
+    ("regParam", ">= 0", lambda v: v >= 0),
+    ("elasticNetParam", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("tol", ">= 0", lambda v: v >= 0),
+    ("threshold", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("aggregationDepth", ">= 2", lambda v: v >= 2),
+    ("maxBlockSizeInMB", ">= 0", lambda v: v >= 0),
+    ("stepSize", "> 0", lambda v: v > 0),
+    ("factorSize", "> 0", lambda v: v > 0),
+    ("initStd", ">= 0", lambda v: v >= 0),
+    ("miniBatchFraction", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("epsilon", "> 1", lambda v: v > 1),
+)
+
+
 class HasOptimizer(Params):
     optimizer: Param[str] = Param(
         Params._dummy(), "optimizer",
@@ -107,7 +124,7 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasBatchSize, HasNumEpo
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(optimizer="ftrl", beta=1.0, batchSize=1024, numEpochs=5, syncMode="ssp",
+        self._setDefault(optimizer="ftrl", beta=1.0, batchSize=256, numEpochs=5, syncMode="ssp",
                          staleness=4, numWorkers=0, psTimeout=600.0)
 
     # Setters live here once for every estimator; each returns self (pyspark style).
@@ -141,8 +158,23 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasBatchSize, HasNumEpo
     def setCheckpointDir(self, value: str):
         return self._set(checkpointDir=value)
 
+    def _validate_mllib_params(self) -> None:
+        """Raise ``ValueError`` naming the first MLlib Param outside the range MLlib's own validators allow.
+
+        MLlib checks these on the JVM side when it fits; without a JVM
+        estimator we check them here, so a value MLlib refuses is never
+        silently trained with (a negative ``regParam`` would flip the penalty).
+        Only Params this instance has are checked.
+        """
+        for name, rule, ok in _MLLIB_RANGES:
+            if self.hasParam(name) and self.isDefined(name):
+                value = self.getOrDefault(name)
+                if value is not None and not ok(value):
+                    raise ValueError(f"{name} must be {rule} (as in pyspark.ml), got {value!r}")
+
     def _validate_ps_params(self) -> None:
-        """Raise ``ValueError`` naming the first invalid PS Param."""
+        """Raise ``ValueError`` naming the first invalid Param: MLlib's ranges first, then the PS knobs."""
+        self._validate_mllib_params()
         if self.getOptimizer() not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.getOptimizer()!r}")
         if self.getSyncMode() not in SYNC_MODES:

@@ -50,7 +50,7 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
                  standardization: bool = True, solver: str = "auto", weightCol: str | None = None,
                  aggregationDepth: int = 2, loss: str = "squaredError", epsilon: float = 1.35,
                  maxBlockSizeInMB: float = 0.0, optimizer: str = "adagrad", alpha: float | None = None,
-                 beta: float = 1.0, batchSize: int = 1024, numEpochs: int = 5, syncMode: str = "ssp",
+                 beta: float = 1.0, batchSize: int = 256, numEpochs: int = 5, syncMode: str = "ssp",
                  staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None, seed: int | None = None):
         super().__init__()
@@ -76,6 +76,9 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
         super()._validate_params()
         if self.getLoss() != "squaredError":
             raise ValueError(f"loss={self.getLoss()!r} is not supported: spark-ps LinearRegression uses squaredError")
+        if self.getSolver() not in ("auto", "normal", "l-bfgs"):
+            raise ValueError(f"solver must be 'auto', 'normal' or 'l-bfgs' (as in pyspark.ml; it has no effect "
+                             f"here), got {self.getSolver()!r}")
         if self.getRegParam() < 0 or not 0.0 <= self.getElasticNetParam() <= 1.0:
             raise ValueError("regParam must be >= 0 and elasticNetParam in [0, 1]")
         if self.getRegParam() > 0 and self.getOptimizer() != "ftrl":
@@ -104,6 +107,8 @@ class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _
     def _output_columns(self, scored: DataFrame) -> DataFrame:
         if self.getPredictionCol():
             scored = scored.withColumn(self.getPredictionCol(), F.col(_MARGIN_COL))
+            # MLlib tags it a numeric ML attribute (empty), as here.
+            scored = scored.withMetadata(self.getPredictionCol(), {"ml_attr": {}})
         return scored
 
     @property
@@ -123,19 +128,26 @@ class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _
     def predict(self, value: Vector) -> float:
         return _margin_from_delta(self, value)
 
-    def _summary(self, predictions: DataFrame | None) -> RegressionSummary:
+    def _summary_of(self, dataset: DataFrame) -> RegressionSummary:
+        """Metrics of this model on ``dataset``; scores with a prediction column even when the user's is ""."""
+        model = self
+        if not self.getPredictionCol():  # as MLlib's findSummaryModel: score into a temporary column
+            model = self.copy().setPredictionCol(f"prediction_{self.uid}")
         weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-        return RegressionSummary(predictions, self._objective_history, self.getPredictionCol() or "prediction",
+        return RegressionSummary(model.transform(dataset), self._objective_history, model.getPredictionCol(),
                                  self.getLabelCol(), weight_col)
 
     def evaluate(self, dataset: DataFrame) -> RegressionSummary:
-        return self._summary(self.transform(dataset))
+        """Metrics (rootMeanSquaredError, r2, ...) of this model on ``dataset``, computed on the executors."""
+        return self._summary_of(dataset)
 
     @property
     def summary(self) -> RegressionSummary:
+        """Training summary: ``objectiveHistory``, ``totalIterations`` and metrics on the training data."""
         if self._training_data is None:
-            raise RuntimeError("no training summary: this model was loaded, not fitted; use evaluate(df)")
-        return self._summary(self.transform(self._training_data))
+            raise RuntimeError(f"no training summary available for this {type(self).__name__}: it was loaded, "
+                               "not fitted; use evaluate(df)")
+        return self._summary_of(self._training_data)
 
     @property
     def hasSummary(self) -> bool:

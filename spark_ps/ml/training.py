@@ -49,6 +49,9 @@ class TrainSpec:
     table_spec: dict[str, Any]
     stats_table: str
     attempts_table: str
+    #: Separate unregularised table for the intercept (MLlib never penalises it), or None
+    #: to keep the intercept in ``table`` when there is no penalty to avoid.
+    bias_table: str | None
     clock: str | None
     staleness: int | None
     num_workers: int
@@ -65,9 +68,17 @@ class TrainSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def bias_table_spec(table_spec: dict[str, Any]) -> dict[str, Any]:
+    """The model table's spec without its L1/L2 penalty: the intercept is not regularised."""
+    return {**table_spec, "hyper": {**table_spec["hyper"], "l1": 0.0, "l2": 0.0}}
+
+
 def _reset_for_retry(spec: TrainSpec, client: PSClient) -> None:
     client.drop_table(spec.table, missing_ok=True)
     client.create_table(spec.table, **spec.table_spec)
+    if spec.bias_table is not None:
+        client.drop_table(spec.bias_table, missing_ok=True)
+        client.create_table(spec.bias_table, **bias_table_spec(spec.table_spec))
     client.drop_table(spec.stats_table, missing_ok=True)
     client.create_table(spec.stats_table, width=STATS_WIDTH, optimizer="delta")
     if spec.clock is not None:
@@ -101,6 +112,24 @@ def load_partition(batches: Iterator[pa.RecordBatch], spec: TrainSpec) -> tuple[
     return (CSRBatch.concat(parts) if parts else None), size
 
 
+def _pull(client: PSClient, spec: TrainSpec, keys: np.ndarray) -> np.ndarray:
+    if spec.bias_table is None:
+        return client.pull(spec.table, keys)
+    # keys[0] is the bias key (see Objective.keys_of): it lives in its own table.
+    rows = np.empty((len(keys), spec.objective.width), dtype=np.float32)
+    rows[:1] = client.pull(spec.bias_table, keys[:1])
+    rows[1:] = client.pull(spec.table, keys[1:])
+    return rows
+
+
+def _push(client: PSClient, spec: TrainSpec, keys: np.ndarray, grads: np.ndarray) -> None:
+    if spec.bias_table is None:
+        client.push(spec.table, keys, grads)
+        return
+    client.push(spec.bias_table, keys[:1], grads[:1])
+    client.push(spec.table, keys[1:], grads[1:])
+
+
 def run_epochs(data: CSRBatch | None, spec: TrainSpec, client: PSClient, worker: int) -> list[dict]:
     """Train ``spec.num_epochs`` passes over ``data``; return per-epoch statistics."""
     results = []
@@ -111,13 +140,13 @@ def run_epochs(data: CSRBatch | None, spec: TrainSpec, client: PSClient, worker:
         for lo in range(0, rows, spec.batch_size):
             batch = data.slice_rows(lo, min(lo + spec.batch_size, rows))
             keys, col = spec.objective.keys_of(batch, spec.fit_intercept)
-            pulled = client.pull(spec.table, keys)
+            pulled = _pull(client, spec, keys)
             bias = float(pulled[0, 0]) if spec.fit_intercept else 0.0
             loss, grads, g_bias = spec.objective.step(batch, col, pulled, bias)
             if spec.fit_intercept:
                 grads[0, :] = 0.0
                 grads[0, 0] = g_bias
-            client.push(spec.table, keys, grads)
+            _push(client, spec, keys, grads)
             loss_sum += loss
             weight_sum += batch.num_rows if batch.weights is None else float(batch.weights.sum())
             if spec.clock is not None:

@@ -1,0 +1,576 @@
+"""Our estimators are drop-in replacements for pyspark.ml's classes of the same name.
+
+The reference is MLlib itself, introspected and run in the same session on
+the same data: its Params (names, defaults, converters), getters and
+setters, constructor keywords, output columns (names, types, ML attributes),
+its validators' ranges and its model accessors' shapes. What MLlib cannot
+tell (our accessors' values) is checked against our own ``transform`` output
+and against formulas written here from their definitions.
+
+Persistence is in ``test_ml_api_persistence.py``, pipelines and tuning in
+``test_ml_api_pipelines.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from pyspark.ml.linalg import DenseMatrix, DenseVector, Matrices, SparseVector, Vectors
+
+from mlapikit import (A9A_DIM, CASES, PS_KWARGS, SHARED_KWARGS, a9a_rows, auc, fm_margin, log_loss,
+                      regression_rows, session_conf)
+from sparkkit import start_ps_session
+
+CLASSIFIERS = ["LogisticRegression", "FMClassifier"]
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    session = start_ps_session("local[2]", "spark-ps-ml-api", conf=session_conf(tmp_path_factory.mktemp("ckpt")))
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@dataclass
+class Fitted:
+    ours_est: object
+    ours_model: object
+    ml_est: object
+    ml_model: object
+    train: object  # DataFrame
+    test: object  # DataFrame
+
+
+@pytest.fixture(scope="module")
+def frames(spark):
+    """Train/test DataFrames: a9a rows for the classifiers, a synthetic linear target for regression."""
+    def frame(rows):
+        return spark.createDataFrame(rows, ["label", "features"]).cache()
+
+    reg = regression_rows(400)
+    return {"binary": (frame(a9a_rows(300)), frame(a9a_rows(150, skip=300))),
+            "regression": (frame(reg[:300]), frame(reg[300:]))}
+
+
+@pytest.fixture(scope="module")
+def fitted(frames):
+    """``fitted(name)``: ours and MLlib's estimator, fitted with the same MLlib Params on the same data."""
+    cache: dict[str, Fitted] = {}
+
+    def get(name: str) -> Fitted:
+        if name not in cache:
+            ours_cls, ml_cls, _, _, binary = CASES[name]
+            train, test = frames["binary" if binary else "regression"]
+            ours_est = ours_cls(**SHARED_KWARGS[name], **PS_KWARGS[name])
+            ml_est = ml_cls(**SHARED_KWARGS[name])
+            cache[name] = Fitted(ours_est, ours_est.fit(train), ml_est, ml_est.fit(train), train, test)
+        return cache[name]
+
+    return get
+
+
+def _summary(model):
+    """The training summary, called the way MLlib's model of the same name spells it."""
+    return model.summary() if inspect.ismethod(model.summary) else model.summary
+
+
+def _param_names(obj) -> list[str]:
+    return [p.name for p in obj.params]
+
+
+# Non-default values for Params that have no default (or where the default cannot be reused).
+SAMPLE_VALUES = {
+    "thresholds": [0.4, 0.6], "weightCol": "w", "seed": 7, "family": "binomial",
+    "lowerBoundsOnCoefficients": Matrices.dense(1, 2, [-1.0, -1.0]),
+    "upperBoundsOnCoefficients": Matrices.dense(1, 2, [1.0, 1.0]),
+    "lowerBoundsOnIntercepts": Vectors.dense([-1.0]), "upperBoundsOnIntercepts": Vectors.dense([1.0]),
+    "solver": {"FMClassifier": "gd", "LinearRegression": "normal"}, "loss": "squaredError",
+    "optimizer": "adagrad", "syncMode": "bsp", "checkpointDir": "/tmp/spark-ps-unused", "alpha": 0.2,
+    "threshold": 0.3, "miniBatchFraction": 1.0, "epsilon": 2.0,
+}
+
+
+def _sample(name: str, param: str, default):
+    value = SAMPLE_VALUES.get(param)
+    if isinstance(value, dict):
+        value = value[name]
+    if value is not None:
+        return value
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, str):
+        return f"{param}_x"
+    if isinstance(default, int):
+        return default + 3
+    if isinstance(default, float):
+        return default * 0.5 if default else 0.25
+    raise AssertionError(f"no sample value for {param} (default {default!r})")
+
+
+# --------------------------------------------------------------------------- 1. Params
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fresh_estimators_have_every_mllib_param_with_same_default_and_converter(spark, name):
+    ours_cls, ml_cls, *_ = CASES[name]
+    ours, ml = ours_cls(), ml_cls()
+    for p in ml.params:
+        assert ours.hasParam(p.name), f"{name} lacks MLlib Param {p.name}"
+        mine = ours.getParam(p.name)
+        assert mine.typeConverter is p.typeConverter, p.name
+        assert ours.hasDefault(mine) == ml.hasDefault(p), p.name
+        if ml.hasDefault(p):
+            assert ours.getOrDefault(mine) == ml.getOrDefault(p), p.name
+        assert not ours.isSet(mine), p.name
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("kind", ["estimator", "model"])
+def test_fitted_params_match_mllib(fitted, name, kind):
+    """Same Params, defaults and set values on both sides after the same constructor call and fit."""
+    f = fitted(name)
+    ours, ml = (f.ours_est, f.ml_est) if kind == "estimator" else (f.ours_model, f.ml_model)
+    for p in ml.params:
+        assert ours.hasParam(p.name), f"{type(ours).__name__} lacks MLlib Param {p.name}"
+        mine = ours.getParam(p.name)
+        if not getattr(p, "created_from_java_param", False):
+            assert mine.typeConverter is p.typeConverter, p.name
+        assert ours.hasDefault(mine) == ml.hasDefault(p), p.name
+        assert ours.isSet(mine) == ml.isSet(p), p.name
+        if ml.isDefined(p):
+            assert ours.getOrDefault(mine) == ml.getOrDefault(p), p.name
+
+
+def _methods(cls, prefix: str) -> set[str]:
+    return {m for m in dir(cls) if re.fullmatch(prefix + r"[A-Z]\w*", m) and callable(getattr(cls, m))}
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("kind", ["estimator", "model"])
+def test_mllib_getters_and_setters_exist_and_setters_return_self(fitted, name, kind):
+    f = fitted(name)
+    ours, ml = (f.ours_est, f.ml_est) if kind == "estimator" else (f.ours_model, f.ml_model)
+    for method in _methods(type(ml), "get") | _methods(type(ml), "set"):
+        assert hasattr(ours, method), f"{type(ours).__name__} lacks MLlib's {method}"
+    ours = ours.copy()
+    for method in sorted(_methods(type(ml), "set") - {"setParams"}):
+        param = method[3].lower() + method[4:]
+        default = ours.getOrDefault(param) if ours.isDefined(param) else None
+        value = _sample(name, param, default)
+        assert getattr(ours, method)(value) is ours, f"{method} must return self"
+        assert ours.getOrDefault(param) == ours.getParam(param).typeConverter(value), method
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("kind", ["estimator", "model"])
+def test_mllib_getters_agree_with_ours(fitted, name, kind):
+    """Every zero-argument MLlib getter gives the same value on ours (or both raise)."""
+    f = fitted(name)
+    ours, ml = (f.ours_est, f.ml_est) if kind == "estimator" else (f.ours_model, f.ml_model)
+    for method in sorted(_methods(type(ml), "get")):
+        if len(inspect.signature(getattr(ml, method)).parameters) != 0:
+            continue  # getParam, getOrDefault, ...
+        try:
+            want = getattr(ml, method)()
+        except Exception as exc:  # e.g. getThresholds with neither threshold nor thresholds set
+            with pytest.raises(type(exc) if not type(exc).__module__.startswith("py4j") else Exception):
+                getattr(ours, method)()
+            continue
+        assert getattr(ours, method)() == want, method
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_param_of_our_estimators_has_getter_and_setter(spark, name):
+    """Our parameter-server knobs follow MLlib's convention too: getX, and setX returning self."""
+    est = CASES[name][0]()
+    for param in _param_names(est):
+        cap = param[0].upper() + param[1:]
+        assert callable(getattr(est, f"get{cap}", None)), f"{name} lacks get{cap}"
+        setter = getattr(est, f"set{cap}", None)
+        assert callable(setter), f"{name} lacks set{cap}"
+        if param in ("threshold", "thresholds"):
+            continue  # covered with MLlib's clearing semantics below
+        default = est.getOrDefault(param) if est.isDefined(param) else None
+        value = _sample(name, param, default)
+        assert setter(value) is est
+        assert getattr(est, f"get{cap}")() == est.getParam(param).typeConverter(value), param
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_constructor_and_setParams_accept_every_mllib_keyword(spark, name):
+    ours_cls, ml_cls, *_ = CASES[name]
+    ml_sig = inspect.signature(ml_cls.__init__).parameters
+    ours_sig = inspect.signature(ours_cls.__init__).parameters
+    kwargs = {}
+    for key, p in ml_sig.items():
+        if key == "self":
+            continue
+        assert key in ours_sig, f"{name}() lacks MLlib keyword {key}"
+        assert ours_sig[key].kind is inspect.Parameter.KEYWORD_ONLY, key
+        assert ours_sig[key].default == p.default, key
+        if key != "thresholds" or "threshold" not in ml_sig:  # LR: threshold and thresholds must agree
+            kwargs[key] = _sample(name, key, p.default)
+    with pytest.raises(TypeError):
+        ours_cls("features")  # keyword only, like MLlib
+    constructed = ours_cls(**kwargs)
+    est = ours_cls()
+    assert est.setParams(**kwargs) is est
+    for key, value in kwargs.items():
+        want = est.getParam(key).typeConverter(value)
+        assert est.getOrDefault(key) == want, key
+        assert constructed.getOrDefault(key) == want, key
+        assert est.isSet(key) and constructed.isSet(key), key
+    with pytest.raises((TypeError, ValueError, AttributeError)):
+        est.setParams(noSuchParam=1)
+
+
+def test_threshold_and_thresholds_interplay_like_mllib(spark):
+    ours_cls, ml_cls, *_ = CASES["LogisticRegression"]
+    ours, ml = ours_cls(), ml_cls()
+    for op, arg in [("setThresholds", [0.3, 0.7]), ("getThreshold", None), ("setThreshold", 0.2),
+                    ("getThresholds", None), ("getThreshold", None)]:
+        got = getattr(ours, op)() if arg is None else getattr(ours, op)(arg)
+        want = getattr(ml, op)() if arg is None else getattr(ml, op)(arg)
+        if arg is None:
+            assert got == pytest.approx(want), op
+        for p in ("threshold", "thresholds"):
+            assert ours.isSet(p) == ml.isSet(p), (op, p)
+    with pytest.raises(ValueError, match="inconsistent"):
+        ml_cls(threshold=0.5, thresholds=[0.2, 0.8])
+    with pytest.raises(ValueError, match="inconsistent"):
+        ours_cls(threshold=0.5, thresholds=[0.2, 0.8])
+    # Deliberately kinder than MLlib, whose estimator's setThresholds (ProbabilisticClassifier's) keeps a set
+    # threshold and then fails as inconsistent: ours follows _LogisticRegressionParams' documented rule.
+    ours.setThresholds([0.5, 0.25])
+    assert not ours.isSet("threshold") and ours.getThreshold() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_model_uid_is_estimator_uid(fitted, name):
+    f = fitted(name)
+    assert f.ml_model.uid == f.ml_est.uid  # the reference behaviour
+    assert f.ours_model.uid == f.ours_est.uid
+    assert type(f.ours_model) is CASES[name][2]
+    assert all(p.parent == f.ours_model.uid for p in f.ours_model.params)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_transform_columns_types_and_attributes_match_mllib(fitted, name):
+    f = fitted(name)
+    want = f.ml_model.transform(f.test).schema
+    got = f.ours_model.transform(f.test).schema
+    assert got.names == want.names
+    for g, w in zip(got.fields, want.fields):
+        assert g.dataType == w.dataType, g.name
+        assert g.metadata == w.metadata, g.name
+
+
+OUTPUT_COLS = [(n, c) for n in CLASSIFIERS for c in ("rawPredictionCol", "probabilityCol", "predictionCol")] \
+    + [("LinearRegression", "predictionCol")]
+
+
+@pytest.mark.parametrize(("name", "col"), OUTPUT_COLS)
+def test_empty_output_column_is_dropped_like_mllib(fitted, name, col):
+    f = fitted(name)
+    setter = "set" + col[0].upper() + col[1:]
+    ml = getattr(f.ml_model.copy(), setter)("")
+    ours = getattr(f.ours_model.copy(), setter)("")
+    assert ours.transform(f.test).columns == ml.transform(f.test).columns
+    assert f.ours_model.getOrDefault(col) not in ours.transform(f.test).columns
+    # The remaining outputs are unchanged, and metrics still work (they score into a temporary column).
+    full = f.ours_model.transform(f.test).collect()
+    part = ours.transform(f.test).collect()
+    for a, b in zip(full, part):
+        for c in b.asDict():
+            assert a[c] == b[c], c
+    if name == "LinearRegression":
+        assert ours.evaluate(f.test).rootMeanSquaredError == pytest.approx(
+            f.ours_model.evaluate(f.test).rootMeanSquaredError)
+    else:
+        assert ours.evaluate(f.test).areaUnderROC == pytest.approx(f.ours_model.evaluate(f.test).areaUnderROC)
+
+
+# --------------------------------------------------------------------------- 2. unsupported values
+
+
+UNSUPPORTED = [
+    ("LogisticRegression", {"family": "multinomial"}, "family='multinomial' is not supported"),
+    ("LogisticRegression", {"lowerBoundsOnCoefficients": Matrices.dense(1, A9A_DIM, [0.0] * A9A_DIM)},
+     "lowerBoundsOnCoefficients is not supported"),
+    ("LogisticRegression", {"upperBoundsOnCoefficients": Matrices.dense(1, A9A_DIM, [1.0] * A9A_DIM)},
+     "upperBoundsOnCoefficients is not supported"),
+    ("LogisticRegression", {"lowerBoundsOnIntercepts": Vectors.dense([0.0])}, "lowerBoundsOnIntercepts"),
+    ("LogisticRegression", {"upperBoundsOnIntercepts": Vectors.dense([1.0])}, "upperBoundsOnIntercepts"),
+    ("LogisticRegression", {"thresholds": [0.2, 0.3, 0.5]}, "thresholds must have length 2"),
+    ("FMClassifier", {"thresholds": [0.2, 0.3, 0.5]}, "thresholds must have length 2"),
+    ("FMClassifier", {"miniBatchFraction": 0.5}, "miniBatchFraction other than 1.0 is not supported"),
+    ("LinearRegression", {"loss": "huber"}, "loss='huber' is not supported"),
+    ("LinearRegression", {"regParam": 0.1, "optimizer": "adagrad"}, "regParam > 0 needs optimizer='ftrl'"),
+] + [(n, {"optimizer": "lbfgs"}, "optimizer must be one of") for n in CASES] \
+  + [(n, {"syncMode": "bulk"}, "syncMode must be one of") for n in CASES] \
+  + [(n, {"numEpochs": 0}, "invalid value for numEpochs") for n in CASES]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "message"), UNSUPPORTED,
+                         ids=[f"{n}-{'-'.join(k)}" for n, k, _ in UNSUPPORTED])
+def test_unsupported_values_raise_a_clear_error(frames, name, kwargs, message):
+    ours_cls, *_, binary = CASES[name]
+    train, _ = frames["binary" if binary else "regression"]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ours_cls(**kwargs).fit(train)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_model_thresholds_of_wrong_length_raise_at_transform(fitted, name):
+    f = fitted(name)
+    model = f.ours_model.copy().setThresholds([0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="thresholds must have length 2"):
+        model.transform(f.test)
+    with pytest.raises(ValueError, match="thresholds must have length 2"):
+        model.predict(f.test.first().features)
+
+
+# Values MLlib's own ParamValidators refuse: both sides must refuse them, ours with the Param's name.
+OUT_OF_RANGE = [
+    ("LogisticRegression", "regParam", -0.1), ("LogisticRegression", "elasticNetParam", 1.5),
+    ("LogisticRegression", "threshold", 1.5), ("LogisticRegression", "maxIter", -1),
+    ("LogisticRegression", "tol", -1.0), ("LogisticRegression", "family", "poisson"),
+    ("FMClassifier", "regParam", -0.1), ("FMClassifier", "factorSize", 0), ("FMClassifier", "initStd", -1.0),
+    ("FMClassifier", "stepSize", 0.0), ("FMClassifier", "miniBatchFraction", 0.0),
+    ("FMClassifier", "solver", "sgd"), ("FMClassifier", "maxIter", -1),
+    ("LinearRegression", "regParam", -0.1), ("LinearRegression", "elasticNetParam", -0.5),
+    ("LinearRegression", "epsilon", 1.0), ("LinearRegression", "solver", "newton"),
+    ("LinearRegression", "maxIter", -1), ("LinearRegression", "tol", -1.0),
+]
+
+
+@pytest.mark.parametrize(("name", "param", "value"), OUT_OF_RANGE)
+def test_values_mllib_refuses_are_refused(frames, name, param, value):
+    ours_cls, ml_cls, *_, binary = CASES[name]
+    train, _ = frames["binary" if binary else "regression"]
+    with pytest.raises(Exception):  # the reference: MLlib refuses it (IllegalArgumentException from the JVM)
+        ml_cls(**{param: value}).fit(train)
+    with pytest.raises(ValueError, match=param):
+        ours_cls(**{param: value}).fit(train)
+
+
+# --------------------------------------------------------------------------- 3. bad input data
+
+
+def _spark_error_text(excinfo) -> str:
+    """The text a user sees: Spark wraps a task's Python exception (and its message) in its own."""
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(("name", "bad_label"), [("LogisticRegression", 2.0), ("FMClassifier", -1.0)])
+def test_labels_outside_0_1_name_the_column_and_value(spark, name, bad_label):
+    rows = [(bad_label if i == 5 else float(i % 2), Vectors.sparse(4, [i % 4], [1.0])) for i in range(20)]
+    df = spark.createDataFrame(rows, ["target", "features"])
+    with pytest.raises(Exception) as excinfo:
+        CASES[name][0](labelCol="target", numEpochs=1).fit(df)
+    text = _spark_error_text(excinfo)
+    assert "label column 'target'" in text
+    assert f"label {bad_label} is not 0 or 1" in text
+
+
+@pytest.mark.parametrize(("name", "bad"), [("LogisticRegression", float("nan")), ("LinearRegression", float("inf"))])
+def test_non_finite_features_fail_the_fit_naming_column_and_value(spark, name, bad):
+    rows = [(float(i % 2), Vectors.dense([bad if i == 7 else 1.0, float(i)])) for i in range(20)]
+    df = spark.createDataFrame(rows, ["label", "feats"])
+    with pytest.raises(Exception) as excinfo:
+        CASES[name][0](featuresCol="feats", numEpochs=1).fit(df)
+    text = _spark_error_text(excinfo)
+    assert "column 'feats'" in text
+    assert f"non-finite feature value {bad} (feature index 0)" in text
+
+
+def test_non_finite_features_fail_transform_naming_column_and_value(spark, fitted):
+    f = fitted("FMClassifier")
+    df = spark.createDataFrame([(0.0, Vectors.sparse(A9A_DIM, [3, 9], [1.0, float("nan")]))], ["label", "features"])
+    with pytest.raises(Exception) as excinfo:
+        f.ours_model.transform(df).collect()
+    assert "column 'features'" in _spark_error_text(excinfo)
+    assert "non-finite feature value nan (feature index 9)" in _spark_error_text(excinfo)
+
+
+def test_non_finite_label_fails_regression(spark):
+    rows = [(float("nan") if i == 3 else 1.0, Vectors.dense([1.0, 2.0])) for i in range(10)]
+    with pytest.raises(Exception) as excinfo:
+        CASES["LinearRegression"][0](numEpochs=1).fit(spark.createDataFrame(rows, ["label", "features"]))
+    assert "label column 'label'" in _spark_error_text(excinfo)
+    assert "non-finite label nan" in _spark_error_text(excinfo)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_missing_columns_and_empty_data_are_named(frames, name):
+    ours_cls, *_, binary = CASES[name]
+    train, _ = frames["binary" if binary else "regression"]
+    with pytest.raises(ValueError, match=r"features column 'feats' not found.*available columns: \['label', "):
+        ours_cls(featuresCol="feats").fit(train)
+    with pytest.raises(ValueError, match=r"label column 'y' not found"):
+        ours_cls(labelCol="y").fit(train)
+    with pytest.raises(ValueError, match=r"weight column 'w' not found"):
+        ours_cls(weightCol="w").fit(train)
+    with pytest.raises(ValueError, match=r"empty DataFrame \(0 rows\)"):
+        ours_cls().fit(train.limit(0))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_transform_without_features_column_names_it(fitted, name):
+    f = fitted(name)
+    with pytest.raises(ValueError, match=r"features column 'features' not found"):
+        f.ours_model.transform(f.test.select("label"))
+
+
+# --------------------------------------------------------------------------- 6. accessors
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_num_features_matches_mllib(fitted, name):
+    f = fitted(name)
+    assert f.ours_model.numFeatures == f.ml_model.numFeatures
+    if name != "LinearRegression":
+        assert f.ours_model.numClasses == f.ml_model.numClasses
+
+
+def _scored(model, df):
+    return model.transform(df).collect()
+
+
+@pytest.mark.parametrize("name", ["LogisticRegression", "LinearRegression"])
+def test_coefficients_are_the_nonzeros_and_reproduce_transform(fitted, name):
+    f = fitted(name)
+    model = f.ours_model
+    coef = model.coefficients
+    assert isinstance(coef, SparseVector)
+    assert coef.size == model.numFeatures == f.ml_model.coefficients.size
+    assert len(coef.indices) > 0 and np.all(coef.values != 0.0)
+    assert np.all(np.diff(coef.indices) > 0)
+    assert isinstance(model.intercept, float)
+    for row in _scored(model, f.test):
+        margin = coef.dot(row.features) + model.intercept
+        got = row.rawPrediction[1] if name == "LogisticRegression" else row.prediction
+        assert got == pytest.approx(margin, rel=1e-6, abs=1e-6)
+
+
+def test_logistic_coefficient_matrix_and_intercept_vector_match_mllib_shapes(fitted):
+    f = fitted("LogisticRegression")
+    ours, ml = f.ours_model, f.ml_model
+    assert (ours.coefficientMatrix.numRows, ours.coefficientMatrix.numCols) == \
+        (ml.coefficientMatrix.numRows, ml.coefficientMatrix.numCols)
+    np.testing.assert_array_equal(ours.coefficientMatrix.toArray()[0], ours.coefficients.toArray())
+    assert isinstance(ours.interceptVector, DenseVector) and len(ours.interceptVector) == len(ml.interceptVector)
+    assert ours.interceptVector[0] == ours.intercept
+
+
+def test_fm_linear_and_factors_reproduce_transform(fitted):
+    f = fitted("FMClassifier")
+    model = f.ours_model
+    linear, factors = model.linear, model.factors
+    assert isinstance(linear, SparseVector) and np.all(linear.values != 0.0)
+    assert linear.size == f.ml_model.linear.size
+    assert isinstance(factors, DenseMatrix)
+    assert (factors.numRows, factors.numCols) == (f.ml_model.factors.numRows, f.ml_model.factors.numCols)
+    dense_factors = factors.toArray()
+    assert np.any(dense_factors != 0.0)
+    for row in _scored(model, f.train):  # features seen in training (unseen ones: see the next test)
+        want = fm_margin(row.features, model.intercept, linear, dense_factors)
+        assert row.rawPrediction[1] == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def _unseen_feature(df) -> int:
+    seen = {int(i) for row in df.select("features").collect() for i in row.features.indices}
+    return min(set(range(A9A_DIM)) - seen)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "base.py: in the fitting session transform() pulls from the live training table, whose rows are "
+    "lazily initialised N(0, initStd) for FM; a feature unseen in training gets random factors there but "
+    "zero in the Delta weights that linear/factors/predictRaw/save/load use, so scores disagree"))
+def test_fm_scores_a_feature_unseen_in_training_like_its_persisted_weights(spark, fitted):
+    f = fitted("FMClassifier")
+    model = f.ours_model
+    row = f.train.first()
+    unseen = _unseen_feature(f.train)
+    entries = dict(zip(row.features.indices.tolist(), row.features.values.tolist())) | {unseen: 1.0}
+    vec = Vectors.sparse(A9A_DIM, sorted(entries), [entries[k] for k in sorted(entries)])
+    scored = model.transform(spark.createDataFrame([(row.label, vec)], ["label", "features"])).first()
+    want = fm_margin(vec, model.intercept, model.linear, model.factors.toArray())
+    assert model.predictRaw(vec)[1] == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert scored.rawPrediction[1] == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_single_vector_predictions_agree_with_transform(fitted, name):
+    f = fitted(name)
+    rows = _scored(f.ours_model, f.test)[:4]
+    dense = Vectors.dense(rows[0].features.toArray())  # a dense vector must score like its sparse twin
+    for row, vec in [(r, r.features) for r in rows] + [(rows[0], dense)]:
+        got = f.ours_model.predict(vec)
+        assert type(got) is type(f.ml_model.predict(vec)) is float
+        assert got == pytest.approx(row.prediction, rel=1e-6, abs=1e-6)
+        if name == "LinearRegression":
+            continue
+        raw, prob = f.ours_model.predictRaw(vec), f.ours_model.predictProbability(vec)
+        assert type(raw) is type(f.ml_model.predictRaw(vec))
+        assert type(prob) is type(f.ml_model.predictProbability(vec))
+        np.testing.assert_allclose(raw.toArray(), row.rawPrediction.toArray(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(prob.toArray(), row.probability.toArray(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_training_summary_and_evaluate(fitted, name):
+    f = fitted(name)
+    model = f.ours_model
+    assert inspect.ismethod(model.summary) == inspect.ismethod(f.ml_model.summary)  # FM: summary() is a method
+    assert model.hasSummary
+    summary = _summary(model)
+    epochs = f.ours_est.getNumEpochs()
+    assert summary.totalIterations == epochs == len(summary.objectiveHistory)
+    assert all(math.isfinite(v) and v >= 0 for v in summary.objectiveHistory)
+    for df, metrics in [(f.train, summary), (f.test, model.evaluate(f.test))]:
+        rows = _scored(model, df)
+        labels = np.array([r.label for r in rows])
+        if name == "LinearRegression":
+            err = np.array([r.prediction for r in rows]) - labels
+            assert metrics.rootMeanSquaredError == pytest.approx(np.sqrt(np.mean(err ** 2)), rel=1e-9)
+            assert metrics.r2 == pytest.approx(1 - np.sum(err ** 2) / np.sum((labels - labels.mean()) ** 2),
+                                               rel=1e-9)
+        else:
+            assert metrics.areaUnderROC == pytest.approx(auc(labels, [r.rawPrediction[1] for r in rows]),
+                                                         abs=1e-9)
+
+
+def test_objective_history_is_the_mean_loss_of_each_epoch(spark, frames):
+    """One worker, one mini-batch per epoch: epoch e's loss is that of the model after e - 1 epochs.
+
+    With zero initial weights the first entry is log(2); the second is the
+    training loss of a separately fitted one-epoch model, from its transform.
+    """
+    train, _ = frames["binary"]
+    kwargs = dict(numWorkers=1, syncMode="bsp", batchSize=10_000, alpha=0.5, regParam=0.0)
+    ours_cls = CASES["LogisticRegression"][0]
+    one = ours_cls(numEpochs=1, **kwargs).fit(train)
+    two = ours_cls(numEpochs=2, **kwargs).fit(train)
+    history = two.summary.objectiveHistory
+    assert history[0] == pytest.approx(math.log(2.0), rel=1e-9)
+    rows = _scored(one, train)
+    assert history[1] == pytest.approx(log_loss([r.label for r in rows], [r.rawPrediction[1] for r in rows]),
+                                       rel=1e-5)
+
+
+def test_regression_history_starts_at_half_mean_square_of_labels(spark, fitted):
+    """From zero weights, the first epoch's mean loss (one mini-batch, one worker) is mean(y^2) / 2."""
+    f = fitted("LinearRegression")
+    ours_cls = CASES["LinearRegression"][0]
+    model = ours_cls(numEpochs=1, numWorkers=1, syncMode="bsp", batchSize=10_000).fit(f.train)
+    labels = np.array([r.label for r in f.train.select("label").collect()])
+    assert model.summary.objectiveHistory[0] == pytest.approx(0.5 * np.mean(labels ** 2), rel=1e-9)
