@@ -47,6 +47,8 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
 
     _label = "spark-ps"
     _binary_labels = True
+    #: Per-estimator overrides of :data:`DEFAULT_LEARNING_RATE`.
+    _default_learning_rates: dict[str, float] = {}
 
     # --- hooks -------------------------------------------------------------
     def _objective(self) -> Objective:
@@ -74,7 +76,7 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
             return self.getAlpha()
         if self.hasParam("stepSize") and self.isSet(self.getParam("stepSize")):
             return self.getOrDefault("stepSize")
-        return DEFAULT_LEARNING_RATE[self.getOptimizer()]
+        return {**DEFAULT_LEARNING_RATE, **self._default_learning_rates}[self.getOptimizer()]
 
     def _hyper(self, num_rows: int) -> dict[str, float]:
         opt = self.getOptimizer()
