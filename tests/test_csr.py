@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import os
-import shutil
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -240,17 +237,12 @@ def test_docstring_examples():
 
 @pytest.fixture(scope="module")
 def spark():
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("no JVM available")
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers need this venv's pyarrow
-    from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[1]").appName("spark-ps-test-csr")
-               .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "1")
-               # A short-lived test JVM on 2 cores: C1-only JIT and one GC thread start faster.
-               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "4").getOrCreate())
+    # Through the shared helper, never a plain builder: the first session of a
+    # process fixes the driver JVM's classpath, and later modules need the plugin on it.
+    from sparkkit import start_ps_session
+    session = start_ps_session("local[1]", "spark-ps-test-csr", conf={
+        "spark.sql.shuffle.partitions": "1",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "4"})
     yield session
     session.stop()
 
