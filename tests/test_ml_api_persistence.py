@@ -131,9 +131,6 @@ def _delta_versions(spark, path: str) -> list[int]:
     return sorted(r.version for r in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "base.py _PSModelWriter: write().overwrite() first runs MLWriter._handleOverwrite, which deletes the whole "
-    "model directory, so the weights Delta table is re-created at version 0 instead of gaining a version"))
 def test_overwrite_adds_a_version_to_the_weights_delta_table(spark, models, tmp_path):
     _, model, _ = models["LogisticRegression"]
     path = str(tmp_path / "lr")
@@ -144,9 +141,6 @@ def test_overwrite_adds_a_version_to_the_weights_delta_table(spark, models, tmp_
     assert max(after) > max(before), (before, after)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "base.py _PSModelWriter: overwriting the path a model was loaded from deletes that directory (and the "
-    "weights the model reads from) before copying them, so the save fails and the saved model is lost"))
 def test_loaded_model_can_be_saved_over_its_own_path(models, tmp_path):
     _, model, df = models["LogisticRegression"]
     model_cls = CASES["LogisticRegression"][2]

@@ -271,15 +271,34 @@ def _describe_or_empty(client, table: str) -> list[dict[str, Any]]:
 
 
 class _PSModelWriter(DefaultParamsWriter):
-    """Params as MLlib metadata JSON; weights copied by executors into ``<path>/weights`` (Delta)."""
+    """Params as MLlib metadata JSON; weights copied by executors into ``<path>/weights`` (Delta).
+
+    ``overwrite()`` replaces the metadata but writes the weights as a new
+    version of the existing Delta table (MLlib's writer would delete the whole
+    directory, losing the table's history, and with it the weights of a
+    model loaded from that very path).
+    """
+
+    def save(self, path: str) -> None:
+        if self.shouldOverwrite:
+            self._delete(os.path.join(path, "metadata"))
+        self.saveImpl(path)
+
+    def _delete(self, path: str) -> None:
+        jvm = self.sparkSession.sparkContext._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hadoop_path.getFileSystem(self.sparkSession.sparkContext._jsc.hadoopConfiguration())
+        fs.delete(hadoop_path, True)
 
     def saveImpl(self, path: str) -> None:
         model: _PSModel = self.instance
         spark = self.sparkSession
         DefaultParamsWriter.saveMetadata(model, path, spark, extraMetadata=model._extra_metadata())
         target = os.path.join(path, "weights")
+        if os.path.abspath(model.weightsPath) == os.path.abspath(target):
+            return  # saving a loaded model onto itself: its weights are already there
         (spark.read.format("delta").load(model.weightsPath)
-         .write.format("delta").mode("overwrite").save(target))
+         .write.format("delta").mode("overwrite" if self.shouldOverwrite else "errorifexists").save(target))
 
 
 class _PSModelReader(DefaultParamsReader):

@@ -38,7 +38,7 @@ class FitResult:
     """What a fit produced: where the weights are, and small statistics."""
 
     weights_path: str
-    table: str
+    table: str | None  # live shard table holding the weights, if any (None once saved to Delta)
     intercept: float
     objective_history: list[float]
     epoch_seconds: list[float]
@@ -169,6 +169,10 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
         log.info("%s: trained in %.1f s, %d weight rows saved to %s in %.1f s", label, trained - start, nnz,
                  path, time.perf_counter() - trained)
     finally:
+        # The weights now live in Delta. Scoring loads them into a zero-initialised
+        # serving table: the training table would answer never-trained features with
+        # their (random, for FM) initial rows, which Delta does not hold.
+        ps.drop_table(table, missing_ok=True)
         ps.drop_table(stats_table, missing_ok=True)
         ps.drop_table(attempts_table, missing_ok=True)
         if bias_table is not None:
@@ -178,7 +182,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
     if not np.all(np.isfinite(history)):
         raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
     num_features = max((row["num_features"] for row in task_stats), default=0)
-    return FitResult(path, table, intercept, history, seconds, num_rows, nnz, {"num_features": num_features})
+    return FitResult(path, None, intercept, history, seconds, num_rows, nnz, {"num_features": num_features})
 
 
 def _context_spec(table_spec: dict[str, Any]) -> dict[str, Any]:
