@@ -130,14 +130,22 @@ class _PSModel(Model, MLReadable, MLWritable):
     """A fitted model whose weights live in Delta (and, while training's shards live, on them)."""
 
     def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0,
-                 nnz: int = 0, objective_history: list[float] | None = None, table: str | None = None):
+                 nnz: int = 0, objective_history: list[float] | None = None, table: str | None = None,
+                 num_features: int | None = None):
         super().__init__()
         self._weights_path = weights_path
         self._intercept = float(intercept)
         self._num_rows = num_rows
         self._nnz = nnz
         self._objective_history = list(objective_history or [])
-        self._table = table  # live table on the shards, if this session trained the model
+        self._table = table  # serving table on the shards, once scoring has loaded one
+        self._num_features = num_features
+        self._training_data = None  # set by fit, for the lazily evaluated training summary
+
+    @property
+    def numFeatures(self) -> int:
+        """Size of the training feature vectors."""
+        return int(self._num_features or 0)
 
     # --- hooks -------------------------------------------------------------
     def _objective(self) -> Objective:
@@ -245,7 +253,8 @@ class _PSModel(Model, MLReadable, MLWritable):
     # --- persistence ---------------------------------------------------------
     def _extra_metadata(self) -> dict[str, Any]:
         return {"intercept": self._intercept, "numRows": self._num_rows, "nnz": self._nnz,
-                "objectiveHistory": self._objective_history, "weightsFormat": "delta:key,value"}
+                "objectiveHistory": self._objective_history, "numFeatures": self.numFeatures,
+                "weightsFormat": "delta:key,value"}
 
     def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
         self._weights_path = weights_path
@@ -253,7 +262,9 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._num_rows = int(metadata["numRows"])
         self._nnz = int(metadata["nnz"])
         self._objective_history = list(metadata["objectiveHistory"])
+        self._num_features = metadata.get("numFeatures")
         self._table = None
+        self._training_data = None
 
     def write(self) -> MLWriter:
         return _PSModelWriter(self)

@@ -233,9 +233,7 @@ class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, 
     def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
                  objective_history: list[float] | None = None, table: str | None = None,
                  num_features: int | None = None):
-        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table)
-        self._num_features = num_features
-        self._training_data = None
+        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
 
     def setThreshold(self, value: float) -> "LogisticRegressionModel":
         self._set(threshold=value)
@@ -249,11 +247,6 @@ class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, 
 
     def _objective(self) -> Objective:
         return Objective("logistic")
-
-    @property
-    def numFeatures(self) -> int:
-        """Size of the training feature vectors."""
-        return int(self._num_features or 0)
 
     @property
     def coefficients(self) -> SparseVector:
@@ -278,14 +271,6 @@ class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, 
 
     def _margin_of(self, value: Vector) -> float:
         return _margin_from_delta(self, value)
-
-    def _extra_metadata(self) -> dict[str, Any]:
-        return {**super()._extra_metadata(), "numFeatures": self.numFeatures}
-
-    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
-        super()._restore(metadata, weights_path)
-        self._num_features = metadata.get("numFeatures")
-        self._training_data = None
 
 
 class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, HasProbabilityCol,
@@ -369,9 +354,7 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
     def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
                  objective_history: list[float] | None = None, table: str | None = None,
                  num_features: int | None = None):
-        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table)
-        self._num_features = num_features
-        self._training_data = None
+        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
 
     def setThresholds(self, value: list[float]) -> "FMClassificationModel":
         return self._set(thresholds=value)
@@ -383,10 +366,6 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
 
     def _objective(self) -> Objective:
         return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())
-
-    @property
-    def numFeatures(self) -> int:
-        return int(self._num_features or 0)
 
     @property
     def linear(self) -> SparseVector:
@@ -406,14 +385,6 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
 
     def _margin_of(self, value: Vector) -> float:
         return _margin_from_delta(self, value)
-
-    def _extra_metadata(self) -> dict[str, Any]:
-        return {**super()._extra_metadata(), "numFeatures": self.numFeatures}
-
-    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
-        super()._restore(metadata, weights_path)
-        self._num_features = metadata.get("numFeatures")
-        self._training_data = None
 
 
 def _margin_from_delta(model: _PSModel, value: Vector) -> float:

@@ -96,10 +96,8 @@ class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _
     def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
                  objective_history: list[float] | None = None, table: str | None = None,
                  num_features: int | None = None):
-        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table)
+        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
         self._setDefault(optimizer="adagrad")
-        self._num_features = num_features
-        self._training_data = None
 
     def _objective(self) -> Objective:
         return Objective("squared")
@@ -110,10 +108,6 @@ class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _
             # MLlib tags it a numeric ML attribute (empty), as here.
             scored = scored.withMetadata(self.getPredictionCol(), {"ml_attr": {}})
         return scored
-
-    @property
-    def numFeatures(self) -> int:
-        return int(self._num_features or 0)
 
     @property
     def coefficients(self) -> SparseVector:
@@ -153,10 +147,3 @@ class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _
     def hasSummary(self) -> bool:
         return self._training_data is not None
 
-    def _extra_metadata(self) -> dict[str, Any]:
-        return {**super()._extra_metadata(), "numFeatures": self.numFeatures}
-
-    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
-        super()._restore(metadata, weights_path)
-        self._num_features = metadata.get("numFeatures")
-        self._training_data = None
