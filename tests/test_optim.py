@@ -212,6 +212,35 @@ def test_step_updates_in_place_and_leaves_gradients_alone():
         np.testing.assert_array_equal(g, g_before)
 
 
+def test_step_into_out_equals_the_in_place_step_and_leaves_its_inputs_alone():
+    rng = np.random.default_rng(5)
+    for name in OPTIMIZERS:
+        opt = make_optimizer(name)
+        w = rng.normal(size=(50, 3)).astype(np.float32)
+        state = opt.init_state(w)
+        opt.step(w, state, rng.normal(size=w.shape).astype(np.float32))  # non-trivial state first
+        g = rng.normal(size=w.shape).astype(np.float32)
+        inputs = (w.copy(), {s: a.copy() for s, a in state.items()})
+        out = (np.full_like(w, np.nan), {s: np.full_like(a, np.nan) for s, a in state.items()})
+        opt.step(w, state, g, out=out)
+        np.testing.assert_array_equal(w, inputs[0], err_msg=name)
+        for s in state:
+            np.testing.assert_array_equal(state[s], inputs[1][s], err_msg=f"{name} {s}")
+        opt.step(w, state, g)
+        np.testing.assert_array_equal(out[0], w, err_msg=name)
+        for s in state:
+            np.testing.assert_array_equal(out[1][s], state[s], err_msg=f"{name} {s}")
+
+
+def test_step_rejects_arrays_it_cannot_update_through_a_flat_view():
+    opt = make_optimizer("adagrad")
+    w = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="weights must be C-contiguous"):
+        opt.step(w[:, ::2], opt.init_state(w[:, ::2]), np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"out state 'n' has shape \(2, 4\)"):
+        opt.step(w, opt.init_state(w), np.ones_like(w), out=(np.empty_like(w), {"n": np.empty((2, 4), np.float32)}))
+
+
 def test_step_checks_its_arguments():
     opt = make_optimizer("ftrl")
     w = np.zeros((2, 3), np.float32)

@@ -130,6 +130,34 @@ def test_diverging_update_is_rejected_and_table_unchanged():
     np.testing.assert_array_equal(table.pull(np.array([3, 4])), np.array([[-1e30], [0.0]], np.float32))
 
 
+def test_multi_chunk_push_equals_single_chunk_pushes_and_a_late_failure_undoes_earlier_chunks(monkeypatch):
+    """A push of existing rows runs chunk by chunk; a non-finite result in the last chunk must
+    restore the chunks already written."""
+    rng = np.random.default_rng(11)
+    keys = np.sort(rng.choice(2**62, 3 * table_module._CHUNK_ROWS + 5, replace=False))
+    chunked, whole = (Table("w", 3, make_optimizer("ftrl", **FTRL)) for _ in range(2))
+    for table in (chunked, whole):
+        table.push(keys, rng.normal(size=(len(keys), 3)).astype(np.float32) if table is chunked else
+                   np.zeros((len(keys), 3), np.float32))
+    whole.import_batches(chunked.export_batches())
+    grads = rng.normal(size=(len(keys), 3)).astype(np.float32)
+    chunked.push(keys, grads)
+    monkeypatch.setattr(table_module, "_CHUNK_ROWS", len(keys))  # the same push in a single chunk
+    whole.push(keys, grads)
+    assert_same_contents(chunked, whole)
+
+    monkeypatch.undo()
+    sgd = Table("s", 1, make_optimizer("sgd", lr=1e30))
+    sgd.push(keys, np.ones((len(keys), 1), np.float32))
+    before = sgd.pull(keys)
+    bad = np.ones((len(keys), 1), np.float32)
+    bad[-1] = 1e10  # finite gradient, infinite update, in the last chunk
+    with pytest.raises(ValueError, match=f"non-finite weight or state for key {keys[-1]}"):
+        sgd.push(keys, bad)
+    assert len(sgd) == len(keys)
+    np.testing.assert_array_equal(sgd.pull(keys), before)
+
+
 def test_shape_dim_and_dtype_errors_leave_table_unchanged():
     table = Table("t", 2, make_optimizer("delta"), dim=100)
     table.push(np.array([1]), np.ones((1, 2), np.float32))

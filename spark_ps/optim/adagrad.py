@@ -12,19 +12,19 @@ import math
 import numba
 import numpy as np
 
-from spark_ps.optim.base import Optimizer, real_hyper
+from spark_ps.optim.base import Optimizer, flat, real_hyper
 
 __all__ = ["Adagrad"]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _adagrad_kernel(w: np.ndarray, n: np.ndarray, g: np.ndarray, lr: float, eps: float) -> None:
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            gij = np.float64(g[i, j])
-            n_new = np.float64(n[i, j]) + gij * gij
-            w[i, j] = w[i, j] - lr * gij / (math.sqrt(n_new) + eps)
-            n[i, j] = n_new
+def _adagrad_kernel(w: np.ndarray, n: np.ndarray, g: np.ndarray, w_out: np.ndarray, n_out: np.ndarray,
+                    lr: float, eps: float) -> None:
+    for i in range(g.shape[0]):
+        gi = np.float64(g[i])
+        n_new = np.float64(n[i]) + gi * gi
+        w_out[i] = w[i] - lr * gi / (math.sqrt(n_new) + eps)
+        n_out[i] = n_new
 
 
 class Adagrad(Optimizer):
@@ -64,5 +64,7 @@ class Adagrad(Optimizer):
     def init_state(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         return {"n": np.full(weights.shape, self.initial_accumulator_value, dtype=np.float32)}
 
-    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
-        _adagrad_kernel(weights, state["n"], grads, self.lr, self.eps)
+    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
+        _adagrad_kernel(flat(weights), flat(state["n"]), grads.reshape(-1), flat(out_weights), flat(out_state["n"]),
+                        self.lr, self.eps)

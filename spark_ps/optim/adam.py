@@ -24,26 +24,26 @@ import math
 import numba
 import numpy as np
 
-from spark_ps.optim.base import Optimizer, real_hyper
+from spark_ps.optim.base import Optimizer, flat, real_hyper
 
 __all__ = ["Adam"]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _adam_kernel(w: np.ndarray, m: np.ndarray, v: np.ndarray, t: np.ndarray, g: np.ndarray,
+                 w_out: np.ndarray, m_out: np.ndarray, v_out: np.ndarray, t_out: np.ndarray,
                  lr: float, beta1: float, beta2: float, eps: float) -> None:
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            gij = np.float64(g[i, j])
-            steps = np.float64(t[i, j]) + 1.0
-            m_new = beta1 * np.float64(m[i, j]) + (1.0 - beta1) * gij
-            v_new = beta2 * np.float64(v[i, j]) + (1.0 - beta2) * gij * gij
-            m_hat = m_new / (1.0 - beta1 ** steps)
-            v_hat = v_new / (1.0 - beta2 ** steps)
-            w[i, j] = w[i, j] - lr * m_hat / (math.sqrt(v_hat) + eps)
-            m[i, j] = m_new
-            v[i, j] = v_new
-            t[i, j] = steps
+    for i in range(g.shape[0]):
+        gij = np.float64(g[i])
+        steps = np.float64(t[i]) + 1.0
+        m_new = beta1 * np.float64(m[i]) + (1.0 - beta1) * gij
+        v_new = beta2 * np.float64(v[i]) + (1.0 - beta2) * gij * gij
+        m_hat = m_new / (1.0 - beta1 ** steps)
+        v_hat = v_new / (1.0 - beta2 ** steps)
+        w_out[i] = w[i] - lr * m_hat / (math.sqrt(v_hat) + eps)
+        m_out[i] = m_new
+        v_out[i] = v_new
+        t_out[i] = steps
 
 
 class Adam(Optimizer):
@@ -83,5 +83,8 @@ class Adam(Optimizer):
         self.beta2 = real_hyper(self.name, "beta2", beta2, ge=0, lt=1)
         self.eps = real_hyper(self.name, "eps", eps, gt=0)
 
-    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
-        _adam_kernel(weights, state["m"], state["v"], state["t"], grads, self.lr, self.beta1, self.beta2, self.eps)
+    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
+        _adam_kernel(flat(weights), flat(state["m"]), flat(state["v"]), flat(state["t"]), grads.reshape(-1),
+                     flat(out_weights), flat(out_state["m"]), flat(out_state["v"]), flat(out_state["t"]),
+                     self.lr, self.beta1, self.beta2, self.eps)

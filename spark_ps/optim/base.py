@@ -20,6 +20,11 @@ The numba kernels of the rules use ``error_model="numpy"``: a division by
 zero yields inf/NaN as in numpy instead of raising half-way through the rows
 (the Python error model's checks also stop the loops from vectorising, a 3x
 slowdown). The table rejects any non-finite result before storing it.
+
+The kernels see the arrays flattened (:func:`flat`): every coordinate is
+updated independently, and one long loop over ``n · width`` coordinates
+vectorises where nested loops over short rows do not (4x faster for FTRL at
+width 9).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Optimizer", "real_hyper"]
+__all__ = ["Optimizer", "flat", "real_hyper"]
 
 
 def real_hyper(optimizer: str, name: str, value: Any, *, gt: float | None = None, ge: float | None = None,
@@ -78,13 +83,30 @@ def real_hyper(optimizer: str, name: str, value: Any, *, gt: float | None = None
     return float(value)
 
 
+def flat(array: np.ndarray) -> np.ndarray:
+    """A 1-D view of a C-contiguous array: writes through it update ``array``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((2, 2), np.float32)
+    >>> flat(a)[3] = 1.0
+    >>> a.tolist()
+    [[0.0, 0.0], [0.0, 1.0]]
+    """
+    view = array.reshape(-1)
+    if not np.shares_memory(view, array):  # reshape copied: updates would be lost
+        raise ValueError("optimizer arrays must be C-contiguous: they are updated in place through a flat view")
+    return view
+
+
 class Optimizer(abc.ABC):
     """A per-coordinate update rule applied by the server to gathered rows.
 
     Subclasses set :attr:`name` and :attr:`state_names`, validate their
     hyper-parameters in ``__init__`` (keeping each one as an attribute of the
     same name, which is what :meth:`params` reports), and implement
-    :meth:`_step`.
+    :meth:`_update`.
     """
 
     #: Name accepted by :func:`spark_ps.optim.make_optimizer`.
@@ -92,17 +114,24 @@ class Optimizer(abc.ABC):
     #: Names of the per-coordinate state arrays, each shaped like the weights.
     state_names: ClassVar[tuple[str, ...]] = ()
 
-    def step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
-        """Apply one update to the rows of one push, in place.
+    def step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray, *,
+             out: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> None:
+        """Apply one update to the rows of one push, in place or into ``out``.
 
         Parameters
         ----------
         weights : ndarray of float32, shape (n, width)
-            Current weights of the pushed keys; overwritten with the new ones.
+            Current weights of the pushed keys; overwritten with the new ones
+            unless ``out`` is given.
         state : dict of str to ndarray of float32, shape (n, width)
-            One array per name in :attr:`state_names`; updated in place.
+            One array per name in :attr:`state_names`; updated in place unless
+            ``out`` is given.
         grads : ndarray of float32, shape (n, width)
             The pushed gradients (already summed per key by the client).
+        out : (weights, state), optional
+            Arrays of the same shapes that receive the update, leaving the
+            inputs as they were: a shard keeps the old rows to restore them
+            if a later part of the push turns out non-finite.
 
         Examples
         --------
@@ -114,13 +143,26 @@ class Optimizer(abc.ABC):
         >>> opt.step(w, state, np.array([[2.0, -0.5]], np.float32))
         >>> w.astype(float).round(6).tolist(), state["n"].tolist()
         ([[-0.1, 0.1]], [[4.0, 0.25]])
+        >>> new_w, new_state = np.empty_like(w), opt.init_state(w)
+        >>> opt.step(w, state, np.array([[0.0, 0.0]], np.float32), out=(new_w, new_state))
+        >>> bool((new_w == w).all()), state["n"].tolist()   # a zero gradient changes nothing
+        (True, [[4.0, 0.25]])
         """
-        self._check_step_args(weights, state, grads)
-        self._step(weights, state, grads)
+        self._check_step_args(weights, state, grads, writes=out is None)
+        if out is None:
+            out = (weights, state)
+        else:
+            self._check_step_args(*out, grads, writes=True, what="out ")
+        self._update(weights, state, grads, *out)
 
     @abc.abstractmethod
-    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
-        """The update itself; arguments are already checked by :meth:`step`."""
+    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
+        """The update itself, from the inputs to the outputs; arguments are already checked by :meth:`step`.
+
+        The outputs may *be* the inputs (an in-place step), so a kernel must
+        read every input of a coordinate before it writes any output of it.
+        """
 
     def init_state(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """State of rows that start out with ``weights``: zeros unless a rule says otherwise.
@@ -163,19 +205,24 @@ class Optimizer(abc.ABC):
     def __hash__(self) -> int:
         return hash((type(self), tuple(self.params().items())))
 
-    def _check_step_args(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
+    def _check_step_args(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray, *,
+                         writes: bool, what: str = "") -> None:
         # Cheap O(1) checks: a wrong dtype or shape here would otherwise be a
         # silent numba re-specialisation or an out-of-bounds write.
         if set(state) != set(self.state_names):
-            raise ValueError(f"{self.name}: state must have exactly the arrays {list(self.state_names)}, "
+            raise ValueError(f"{self.name}: {what}state must have exactly the arrays {list(self.state_names)}, "
                              f"got {sorted(state)}")
-        for label, array in (("weights", weights), ("grads", grads), *((f"state {k!r}", v) for k, v in state.items())):
+        arrays = (("weights", weights), *((f"state {k!r}", v) for k, v in state.items()))
+        for label, array in (*arrays, ("grads", grads)):
             if not isinstance(array, np.ndarray) or array.dtype != np.float32:
-                raise TypeError(f"{self.name}: {label} must be a float32 ndarray, got "
+                raise TypeError(f"{self.name}: {what}{label} must be a float32 ndarray, got "
                                 f"{getattr(array, 'dtype', type(array).__name__)}")
             if array.ndim != 2 or array.shape != weights.shape:
-                raise ValueError(f"{self.name}: {label} has shape {array.shape}, "
+                raise ValueError(f"{self.name}: {what}{label} has shape {array.shape}, "
                                  f"expected the weights' 2-D shape {weights.shape}")
-        for label, array in (("weights", weights), *((f"state {k!r}", v) for k, v in state.items())):
-            if not array.flags.writeable:
-                raise ValueError(f"{self.name}: {label} must be writeable (it is updated in place)")
+        for label, array in arrays:
+            if writes and not array.flags.writeable:
+                raise ValueError(f"{self.name}: {what}{label} must be writeable (it is updated in place)")
+            if not array.flags.c_contiguous:
+                raise ValueError(f"{self.name}: {what}{label} must be C-contiguous (the kernels see it through "
+                                 f"a flat view)")

@@ -31,6 +31,7 @@ class Delta(Optimizer):
     def __init__(self) -> None:
         pass
 
-    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
+    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
         # One float32 addition is correctly rounded; float64 would give the same result.
-        np.add(weights, grads, out=weights)
+        np.add(weights, grads, out=out_weights)

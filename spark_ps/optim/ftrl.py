@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from spark_ps.optim.base import Optimizer, real_hyper
+from spark_ps.optim.base import Optimizer, flat, real_hyper
 
 __all__ = ["FTRL"]
 
@@ -34,18 +34,20 @@ def _weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: float)
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _ftrl_kernel(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray,
+                 w_out: np.ndarray, z_out: np.ndarray, n_out: np.ndarray,
                  alpha: float, beta: float, l1: float, l2: float) -> None:
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            gij = np.float64(g[i, j])
-            n_old = np.float64(n[i, j])
-            n_new = n_old + gij * gij
-            sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / alpha
-            z[i, j] = np.float64(z[i, j]) + gij - sigma * np.float64(w[i, j])
-            n[i, j] = n_new
-            # w from the *stored* (float32) z and n, so that w is exactly the
-            # function of the stored state, also after an export/import.
-            w[i, j] = _weight(np.float64(z[i, j]), np.float64(n[i, j]), alpha, beta, l1, l2)
+    for i in range(g.shape[0]):
+        gi = np.float64(g[i])
+        n_old = np.float64(n[i])
+        n_new = n_old + gi * gi
+        sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / alpha
+        z_stored = np.float32(np.float64(z[i]) + gi - sigma * np.float64(w[i]))
+        n_stored = np.float32(n_new)
+        z_out[i] = z_stored
+        n_out[i] = n_stored
+        # w from the *stored* (float32) z and n, so that w is exactly the
+        # function of the stored state, also after an export/import.
+        w_out[i] = _weight(np.float64(z_stored), np.float64(n_stored), alpha, beta, l1, l2)
 
 
 class FTRL(Optimizer):
@@ -99,5 +101,8 @@ class FTRL(Optimizer):
             z0[...] = 0.0
         return {"z": z0.astype(np.float32), "n": np.zeros(weights.shape, dtype=np.float32)}
 
-    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
-        _ftrl_kernel(weights, state["z"], state["n"], grads, self.alpha, self.beta, self.l1, self.l2)
+    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
+        _ftrl_kernel(flat(weights), flat(state["z"]), flat(state["n"]), grads.reshape(-1),
+                     flat(out_weights), flat(out_state["z"]), flat(out_state["n"]),
+                     self.alpha, self.beta, self.l1, self.l2)

@@ -31,6 +31,7 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         self.lr = real_hyper(self.name, "lr", lr, gt=0)
 
-    def _step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None:
+    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
         # float64 product: lr * g rounded to float32 first would add a second rounding.
-        weights[...] = weights - self.lr * grads.astype(np.float64)
+        out_weights[...] = weights - self.lr * grads.astype(np.float64)
