@@ -115,6 +115,29 @@ def test_save_and_load_round_trip(models, saved, name):
         assert loaded.evaluate(df).areaUnderROC == pytest.approx(model.evaluate(df).areaUnderROC, abs=1e-12)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_fit_exports_every_non_zero_weight_row_to_delta(spark, models, name):
+    """numNonZeros (summed by the export tasks) is the Delta table's row count, all rows non-zero."""
+    _, model, _ = models[name]
+    weights = spark.read.format("delta").load(model.weightsPath)  # waits for the background export
+    assert model.numNonZeros == weights.count() > 0
+    assert weights.where("exists(value, v -> v != 0)").count() == model.numNonZeros
+
+
+def test_a_failed_background_export_is_raised_to_whoever_waits(spark, monkeypatch, tmp_path):
+    from spark_ps.ml import weights as weight_store
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(weight_store, "save_table", broken_save)
+    finished = []
+    export = weight_store.BackgroundExport(spark, None, "t", str(tmp_path / "w"), then=lambda: finished.append(1))
+    with pytest.raises(OSError, match="disk full"):
+        export.result()
+    assert export.done() and finished == [1]
+
+
 def test_second_save_needs_overwrite(models, tmp_path):
     _, model, df = models["LogisticRegression"]
     path = str(tmp_path / "lr")

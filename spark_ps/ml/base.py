@@ -114,6 +114,7 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
             timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
             if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
         model = self._create_model(fit)
+        model._export = fit.export
         model._resetUid(self.uid)
         model._training_data = dataset  # for model.summary, evaluated lazily on the executors
         return self._copyValues(model)
@@ -138,9 +139,21 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._num_rows = num_rows
         self._nnz = nnz
         self._objective_history = list(objective_history or [])
-        self._table = table  # serving table on the shards, once scoring has loaded one
+        self._table = table  # live shard table to score from: the training table, or one loaded from Delta
         self._num_features = num_features
         self._training_data = None  # set by fit, for the lazily evaluated training summary
+        self._export = None  # set by fit: the Delta export of the weights, until it has been waited for
+
+    def _await_weights(self) -> None:
+        """Wait for the fit's background Delta export, if any, and take its row count.
+
+        Raises the export's error if it failed: the weights are then only on
+        the shards (still usable for scoring while they live), not in Delta.
+        """
+        export = self._export
+        if export is not None:
+            self._nnz = export.result()
+            self._export = None
 
     @property
     def numFeatures(self) -> int:
@@ -162,15 +175,17 @@ class _PSModel(Model, MLReadable, MLWritable):
 
     @property
     def weightsPath(self) -> str:
-        """Delta table holding the sparse weights (``key, value``)."""
+        """Delta table holding the sparse weights (``key, value``); waits for a fit's export to finish."""
+        self._await_weights()
         return self._weights_path
 
     @property
     def numNonZeros(self) -> int:
+        self._await_weights()
         return self._nnz
 
     def _weights_frame(self) -> DataFrame:
-        return SparkSession.active().read.format("delta").load(self._weights_path)
+        return SparkSession.active().read.format("delta").load(self.weightsPath)
 
     def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """All non-zero (key >= 0) rows. O(nnz) on the driver: only for explicit accessors."""
@@ -191,7 +206,7 @@ class _PSModel(Model, MLReadable, MLWritable):
             return client, self._table
         name = f"serve_{self.uid}_{os.urandom(4).hex()}"
         ps.create_table(name, width=self._objective().width, optimizer="delta")
-        rows = weight_store.load_table(spark, client, name, self._weights_path)
+        rows = weight_store.load_table(spark, client, name, self.weightsPath)
         log.info("loaded %d weight rows from %s into shard table %s", rows, self._weights_path, name)
         self._table = name
         return client, name
@@ -210,7 +225,7 @@ class _PSModel(Model, MLReadable, MLWritable):
             return self._ensure_live_table(spark)
         except PluginNotRunningError:
             limit = int(spark.conf.get("spark.ps.broadcastMaxRows", str(BROADCAST_MAX_ROWS)))
-            if self._nnz > limit:
+            if self.numNonZeros > limit:
                 raise RuntimeError(
                     f"scoring without parameter-server shards needs the {self._nnz} weight rows in every task, "
                     f"more than spark.ps.broadcastMaxRows={limit}; start the session with "
@@ -252,7 +267,7 @@ class _PSModel(Model, MLReadable, MLWritable):
 
     # --- persistence ---------------------------------------------------------
     def _extra_metadata(self) -> dict[str, Any]:
-        return {"intercept": self._intercept, "numRows": self._num_rows, "nnz": self._nnz,
+        return {"intercept": self._intercept, "numRows": self._num_rows, "nnz": self.numNonZeros,
                 "objectiveHistory": self._objective_history, "numFeatures": self.numFeatures,
                 "weightsFormat": "delta:key,value"}
 
@@ -265,6 +280,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._num_features = metadata.get("numFeatures")
         self._table = None
         self._training_data = None
+        self._export = None
 
     def write(self) -> MLWriter:
         return _PSModelWriter(self)

@@ -222,8 +222,9 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
         _BinaryClassifierMixin._validate_thresholds(self)
 
     def _create_model(self, fit: FitResult) -> "LogisticRegressionModel":
-        return LogisticRegressionModel(fit.weights_path, fit.intercept, fit.num_rows, fit.nnz,
-                                       fit.objective_history, fit.table, num_features=fit.extra.get("num_features"))
+        return LogisticRegressionModel(fit.weights_path, fit.intercept, fit.num_rows,
+                                       objective_history=fit.objective_history, table=fit.table,
+                                       num_features=fit.extra.get("num_features"))
 
 
 class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _LogisticRegressionParams,
@@ -343,8 +344,9 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
         _BinaryClassifierMixin._validate_thresholds(self)
 
     def _create_model(self, fit: FitResult) -> "FMClassificationModel":
-        return FMClassificationModel(fit.weights_path, fit.intercept, fit.num_rows, fit.nnz,
-                                     fit.objective_history, fit.table, num_features=fit.extra.get("num_features"))
+        return FMClassificationModel(fit.weights_path, fit.intercept, fit.num_rows,
+                                     objective_history=fit.objective_history, table=fit.table,
+                                     num_features=fit.extra.get("num_features"))
 
 
 class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _FactorizationMachinesParams,

@@ -5,10 +5,17 @@ whose tasks do all the training (see :mod:`spark_ps.ml.training`), prints one
 progress line per epoch from a tiny statistics table on the shards, and
 finally has executors stream the weights from the sidecars into Delta. What
 reaches the driver is O(workers x epochs) numbers, never O(d).
+
+The fit returns as soon as training is done: the Delta export runs in the
+background (:class:`~spark_ps.ml.weights.BackgroundExport`), and the model
+scores straight from the training table meanwhile, when that table answers
+exactly as the saved weights would (zero-initialised tables: a feature never
+trained is 0 in both).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -38,12 +45,14 @@ class FitResult:
     """What a fit produced: where the weights are, and small statistics."""
 
     weights_path: str
-    table: str | None  # live shard table holding the weights, if any (None once saved to Delta)
+    #: Live shard table the model may score from (None: score from Delta).
+    table: str | None
     intercept: float
     objective_history: list[float]
     epoch_seconds: list[float]
     num_rows: int
-    nnz: int
+    #: The running Delta export of the weights to ``weights_path``; its result is the non-zero row count.
+    export: weight_store.BackgroundExport
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,32 +166,37 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
                      timeout=timeout, binary_labels=binary_labels)
     log.info("%s: training %d rows on %d workers x %d shards, %d epochs, %s", label, num_rows, workers,
              client.num_shards, num_epochs, sync_mode)
+    # Zero-initialised tables answer untrained features with 0, as the Delta weights do, so the
+    # model can score from the training table. Others (FM's random factors) would not: the model
+    # scores from Delta, and the table goes once it is exported.
+    serve_from_table = table_spec["init"] == "zeros"
+    export = None
     try:
         start = time.perf_counter()
         with _ProgressPrinter(client, stats_table, num_epochs, num_rows, workers, label):
             task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
-        trained = time.perf_counter()
         history, seconds = _epoch_summary(task_stats, num_epochs)
-        path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
-        nnz = weight_store.save_table(spark, client, table, path)
+        if not np.all(np.isfinite(history)):
+            raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
         intercept = float(client.pull(bias_table or table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
-        log.info("%s: trained in %.1f s, %d weight rows saved to %s in %.1f s", label, trained - start, nnz,
-                 path, time.perf_counter() - trained)
+        path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
+        drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
+        export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after)
+        log.info("%s: trained in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s", label,
+                 time.perf_counter() - start, max((row["load_seconds"] for row in task_stats), default=0.0),
+                 table, path)
     finally:
-        # The weights now live in Delta. Scoring loads them into a zero-initialised
-        # serving table: the training table would answer never-trained features with
-        # their (random, for FM) initial rows, which Delta does not hold.
-        ps.drop_table(table, missing_ok=True)
+        if export is None:  # training failed: nothing will read the model table
+            ps.drop_table(table, missing_ok=True)
         ps.drop_table(stats_table, missing_ok=True)
         ps.drop_table(attempts_table, missing_ok=True)
         if bias_table is not None:
             ps.drop_table(bias_table, missing_ok=True)
         if clock is not None:
             client.clock_drop(clock)
-    if not np.all(np.isfinite(history)):
-        raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
     num_features = max((row["num_features"] for row in task_stats), default=0)
-    return FitResult(path, None, intercept, history, seconds, num_rows, nnz, {"num_features": num_features})
+    return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows, export,
+                     {"num_features": num_features})
 
 
 def _context_spec(table_spec: dict[str, Any]) -> dict[str, Any]:

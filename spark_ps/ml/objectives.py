@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from spark_ps.ml import kernels
 from spark_ps.ml.csr import CSRBatch
@@ -37,7 +36,6 @@ class Objective:
     Examples
     --------
     >>> import numpy as np
-import pandas as pd
     >>> from spark_ps.ml.csr import CSRBatch
     >>> batch = CSRBatch(np.array([0, 2]), np.array([3, 5]), np.array([1.0, 1.0]), np.array([1.0]), None)
     >>> obj = Objective("logistic")
@@ -63,10 +61,10 @@ import pandas as pd
     @staticmethod
     def keys_of(batch: CSRBatch, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique keys to pull (bias first) and each non-zero's feature row."""
-        # pandas' hash-based factorize is ~5x faster than np.unique's sort on
-        # mini-batch sized, Zipf-skewed keys, and gives the same sorted result.
-        col, uniq = pd.factorize(batch.indices, sort=True)
-        uniq = np.asarray(uniq, dtype=np.int64)
+        # np.unique, not pandas' hash-based factorize: factorize is ~1.6x faster per
+        # 1024-row CTR batch (0.7 vs 1.15 ms), but training plans its batches once per
+        # fit, and importing pandas costs each fresh Python worker 0.3-1.4 s.
+        uniq, col = np.unique(batch.indices, return_inverse=True)
         if fit_intercept:
             return np.concatenate(([BIAS_KEY], uniq)).astype(np.int64), col + 1
         return uniq, col

@@ -86,8 +86,9 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
                              f"got optimizer={self.getOptimizer()!r}")
 
     def _create_model(self, fit: FitResult) -> "LinearRegressionModel":
-        return LinearRegressionModel(fit.weights_path, fit.intercept, fit.num_rows, fit.nnz,
-                                     fit.objective_history, fit.table, num_features=fit.extra.get("num_features"))
+        return LinearRegressionModel(fit.weights_path, fit.intercept, fit.num_rows,
+                                     objective_history=fit.objective_history, table=fit.table,
+                                     num_features=fit.extra.get("num_features"))
 
 
 class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _PSTrainingParams, HasSeed):

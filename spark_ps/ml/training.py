@@ -3,15 +3,19 @@
 Each task converts its partition from Arrow to CSR **once** and keeps it in
 memory for every epoch, so Spark->Arrow conversion (the dominant cost of a
 pass, measured at ~2x the whole numpy FTRL pass) is paid once per fit, not
-once per epoch. Per mini-batch the task pulls the rows of the features
-present, computes the gradient, pushes it to the shard optimizers and ticks
-the consistency clock. Only per-epoch statistics go back to the driver.
+once per epoch. The mini-batches, and the sorted unique keys each one pulls,
+never change between epochs, so they are planned once too
+(:func:`plan_batches`). Per mini-batch the task pulls the rows of the
+features present, computes the gradient, pushes it to the shard optimizers
+and ticks the consistency clock. Only per-epoch statistics go back to the
+driver.
 
 Retry semantics: training runs as a Spark *barrier* stage, so a failed task
 restarts every task. Worker 0 counts its starts in a tiny ``attempts`` table
 on the shards; on any start after the first it resets the model table, the
-clock and the statistics to their initial state while the other workers wait
-at a barrier, then everyone trains from scratch: the final model has seen
+clock and the statistics to their initial state while the other workers
+convert their partitions, and nobody pushes before the barrier that follows;
+then everyone trains from scratch: the final model has seen
 every row exactly ``numEpochs`` times, never a partial mix of two attempts.
 """
 
@@ -33,10 +37,11 @@ from spark_ps.ml.objectives import Objective
 #: Per-epoch statistics row: [loss sum, weight sum, rows, task seconds].
 STATS_WIDTH = 4
 
+#: One row per (worker, epoch); ``load_seconds`` (Arrow to CSR and batch planning) repeats per epoch.
 TASK_RESULT_SCHEMA = pa.schema([
     ("worker", pa.int32()), ("epoch", pa.int32()), ("loss_sum", pa.float64()),
     ("weight_sum", pa.float64()), ("rows", pa.int64()), ("seconds", pa.float64()),
-    ("num_features", pa.int64()),
+    ("num_features", pa.int64()), ("load_seconds", pa.float64()),
 ])
 
 
@@ -130,25 +135,64 @@ def _push(client: PSClient, spec: TrainSpec, keys: np.ndarray, grads: np.ndarray
     client.push(spec.table, keys[1:], grads[1:])
 
 
-def run_epochs(data: CSRBatch | None, spec: TrainSpec, client: PSClient, worker: int) -> list[dict]:
-    """Train ``spec.num_epochs`` passes over ``data``; return per-epoch statistics."""
+@dataclass(frozen=True)
+class MiniBatch:
+    """One mini-batch and what it pulls, planned once and reused by every epoch.
+
+    Attributes
+    ----------
+    data : CSRBatch
+        The batch's rows (views into the partition's CSR arrays).
+    keys : ndarray of int64
+        Sorted unique keys to pull, the bias key first when fitting an intercept.
+    col : ndarray of int32
+        Row of ``keys`` for every stored entry of ``data``.
+    weight_sum : float
+        Sum of the rows' sample weights (the row count when unweighted).
+    """
+
+    data: CSRBatch
+    keys: np.ndarray
+    col: np.ndarray
+    weight_sum: float
+
+
+def plan_batches(data: CSRBatch | None, spec: TrainSpec) -> list[MiniBatch]:
+    """Cut ``data`` into mini-batches of ``spec.batch_size`` rows and find each one's keys.
+
+    Finding a batch's unique keys (a hash factorisation of its entries) is
+    the largest per-batch cost on the worker besides the round trips, and its
+    result is the same in every epoch: doing it here pays it once per fit.
+    """
+    if data is None:
+        return []
+    batches = []
+    for lo in range(0, data.num_rows, spec.batch_size):
+        batch = data.slice_rows(lo, min(lo + spec.batch_size, data.num_rows))
+        keys, col = spec.objective.keys_of(batch, spec.fit_intercept)
+        # int32 halves the plan's memory (one entry per stored value); a batch never has 2^31 keys.
+        weight_sum = float(batch.num_rows if batch.weights is None else batch.weights.sum())
+        batches.append(MiniBatch(batch, keys, col.astype(np.int32), weight_sum))
+    return batches
+
+
+def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, worker: int) -> list[dict]:
+    """Train ``spec.num_epochs`` passes over the planned ``batches``; return per-epoch statistics."""
     results = []
+    rows = sum(b.data.num_rows for b in batches)
     for epoch in range(spec.num_epochs):
         start = time.perf_counter()
         loss_sum = weight_sum = 0.0
-        rows = 0 if data is None else data.num_rows
-        for lo in range(0, rows, spec.batch_size):
-            batch = data.slice_rows(lo, min(lo + spec.batch_size, rows))
-            keys, col = spec.objective.keys_of(batch, spec.fit_intercept)
-            pulled = _pull(client, spec, keys)
+        for batch in batches:
+            pulled = _pull(client, spec, batch.keys)
             bias = float(pulled[0, 0]) if spec.fit_intercept else 0.0
-            loss, grads, g_bias = spec.objective.step(batch, col, pulled, bias)
+            loss, grads, g_bias = spec.objective.step(batch.data, batch.col, pulled, bias)
             if spec.fit_intercept:
                 grads[0, :] = 0.0
                 grads[0, 0] = g_bias
-            _push(client, spec, keys, grads)
+            _push(client, spec, batch.keys, grads)
             loss_sum += loss
-            weight_sum += batch.num_rows if batch.weights is None else float(batch.weights.sum())
+            weight_sum += batch.weight_sum
             if spec.clock is not None:
                 client.clock_advance(spec.clock, worker, timeout=spec.timeout)
         seconds = time.perf_counter() - start
@@ -173,9 +217,15 @@ def make_train_fn(spec: TrainSpec):
                 client.push(spec.attempts_table, [0], [[1.0]])
                 if starts > 0:
                     _reset_for_retry(spec, client)
-            ctx.barrier()  # nobody trains before a possible reset is done
+            # Convert before the barrier: tasks start at different times (worker
+            # start-up, Arrow conversion in the JVM), and the conversion fills that wait.
+            start = time.perf_counter()
             data, size = load_partition(batches, spec)
-            results = [{**r, "num_features": size} for r in run_epochs(data, spec, client, worker)]
+            planned = plan_batches(data, spec)
+            load_seconds = time.perf_counter() - start
+            ctx.barrier()  # nobody trains before a possible reset is done
+            results = [{**r, "num_features": size, "load_seconds": load_seconds}
+                       for r in run_epochs(planned, spec, client, worker)]
         finally:
             client.close()
         yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)

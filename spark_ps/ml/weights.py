@@ -5,11 +5,19 @@ A fitted model's weights live in a Delta table of sparse rows
 runs one Spark task per shard, each streaming its shard's rows straight from
 the sidecar into the Delta writer; import runs tasks that read Delta files
 and push the rows to the shards. The driver only schedules the jobs.
+
+A fit does not wait for its export: :class:`BackgroundExport` runs it as a
+Spark job from a driver thread while the caller goes on using the model
+through the live shard table, and whoever needs the Delta table (saving,
+coefficient accessors, scoring without the live table) waits for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +25,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
 from spark_ps.client import PSClient
+
+log = logging.getLogger("spark_ps.ml")
 
 WEIGHTS_SCHEMA = StructType([StructField("key", LongType(), False),
                              StructField("value", ArrayType(FloatType(), False), False)])
@@ -37,15 +47,21 @@ def _nonzero_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
         schema=_ARROW_SCHEMA)
 
 
-def table_to_dataframe(spark: SparkSession, client: PSClient, table: str) -> DataFrame:
-    """A DataFrame whose tasks (one per shard) stream ``table``'s non-zero rows from the sidecars."""
+def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counter=None) -> DataFrame:
+    """A DataFrame whose tasks (one per shard) stream ``table``'s non-zero rows from the sidecars.
+
+    ``counter``, a Spark accumulator, if given, is incremented by the rows each task yields.
+    """
     shards = client.num_shards
 
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for shard in batch.column("id").to_numpy().tolist():
                 for rows in client.export(table, shards=[int(shard)]):
-                    yield _nonzero_rows(rows.select(["key", "value"]))
+                    kept = _nonzero_rows(rows.select(["key", "value"]))
+                    if counter is not None:
+                        counter.add(kept.num_rows)
+                    yield kept
         client.close()
 
     return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, WEIGHTS_SCHEMA)
@@ -54,11 +70,14 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str) -> Dat
 def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True) -> int:
     """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version); return the row count.
 
-    The count comes from the Delta commit's own metrics, so nothing is read back.
+    The count is summed by an accumulator in the writing tasks, so nothing is
+    read back: the write is the job's only stage, and Spark merges a result
+    stage's accumulator updates once per partition, whatever the retries.
     """
-    (table_to_dataframe(spark, client, table).write.format("delta")
+    counter = spark.sparkContext.accumulator(0)
+    (table_to_dataframe(spark, client, table, counter).write.format("delta")
      .mode("overwrite" if overwrite else "errorifexists").save(path))
-    return committed_rows(spark, path)
+    return int(counter.value)
 
 
 def committed_rows(spark: SparkSession, path: str) -> int:
@@ -67,6 +86,61 @@ def committed_rows(spark: SparkSession, path: str) -> int:
 
     metrics = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()[0]
     return int(metrics["numOutputRows"])
+
+
+class BackgroundExport:
+    """:func:`save_table` running in a driver thread; :meth:`result` waits for its row count.
+
+    The thread is a :class:`pyspark.InheritableThread`, so the job carries the
+    caller's local properties (job group, scheduler pool). It is not a daemon:
+    a script that ends right after a fit still gets its weights written.
+    ``then`` runs after the export, whether it succeeded or not (e.g. to drop
+    the shard table it read).
+
+    Parameters
+    ----------
+    spark : SparkSession
+    client : PSClient
+    table : str
+        Shard table to export.
+    path : str
+        Delta table to write (a new table, or a new version of it).
+    then : callable, optional
+        Called with no arguments once the export has finished.
+    """
+
+    def __init__(self, spark: SparkSession, client: PSClient, table: str, path: str,
+                 then: Callable[[], None] | None = None):
+        from pyspark import InheritableThread
+
+        self.path = path
+        self._future: Future[int] = Future()
+        self._future.set_running_or_notify_cancel()
+        self._thread = InheritableThread(target=self._run, args=(spark, client, table, then),
+                                         name=f"ps-export-{table}")
+        self._thread.start()
+
+    def _run(self, spark: SparkSession, client: PSClient, table: str, then: Callable[[], None] | None) -> None:
+        start = time.perf_counter()
+        try:
+            rows = save_table(spark, client, table, self.path)
+        except BaseException as exc:  # handed to whoever waits in result(), and logged for whoever never does
+            log.error("exporting shard table %s to %s failed: %s", table, self.path, exc)
+            self._future.set_exception(exc)
+        else:
+            log.info("saved %d weight rows to %s in %.1f s", rows, self.path, time.perf_counter() - start)
+            self._future.set_result(rows)
+        finally:
+            if then is not None:
+                then()
+
+    def done(self) -> bool:
+        """Whether the export has finished (successfully or not)."""
+        return self._future.done()
+
+    def result(self) -> int:
+        """Wait for the export; return the rows written, or raise its error."""
+        return self._future.result()
 
 
 def load_table(spark: SparkSession, client: PSClient, table: str, path: str) -> int:

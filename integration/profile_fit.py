@@ -1,0 +1,250 @@
+"""Where the wall time of ``LogisticRegression().fit(df)`` goes, phase by phase, on ``local[2]``.
+
+Mirrors one spark-ps run of ``bench_mllib.py`` (synthetic CTR data from
+``ctr_data.py``, VectorUDT Parquet, training DataFrame cached and shards
+registered before the clock starts; FTRL alpha 0.1, beta 1, batch 1024,
+reg 0) and times the driver-side calls a fit makes by wrapping them for the
+duration of the fit: each phase is reported with the phases nested inside it
+(a call tree, inclusive seconds). The training stage's own breakdown (Arrow
+to CSR, epochs) comes from the per-epoch seconds the tasks report.
+
+The data is written once under ``integration/out/profile_fit/`` and reused.
+
+Examples
+--------
+::
+
+    SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python integration/profile_fit.py --epochs 2 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import pathlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import ctr_data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = ROOT / "integration" / "out" / "profile_fit"
+sys.path.insert(0, str(ROOT / "tests"))  # the session helper of the fast tests
+
+
+@dataclasses.dataclass
+class _Node:
+    seconds: float = 0.0
+    calls: int = 0
+    children: dict[str, "_Node"] = dataclasses.field(default_factory=dict)
+
+
+class CallTree:
+    """Inclusive wall time of wrapped calls made on the main thread, nested by call stack.
+
+    Calls from other threads (the progress poller, Spark's py4j callbacks) are
+    not recorded: they overlap the main thread's time instead of adding to it.
+    """
+
+    def __init__(self):
+        self.root = _Node()
+        self._stack = [self.root]
+
+    @contextlib.contextmanager
+    def phase(self, label: str) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        node = self._stack[-1].children.setdefault(label, _Node())
+        self._stack.append(node)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            node.seconds += time.perf_counter() - start
+            node.calls += 1
+            self._stack.pop()
+
+    def lines(self, node: _Node | None = None, depth: int = 0) -> list[str]:
+        node = node or self.root
+        out = []
+        for label, child in sorted(node.children.items(), key=lambda kv: -kv[1].seconds):
+            inner = sum(c.seconds for c in child.children.values())
+            rest = f"   (self {child.seconds - inner:6.2f} s)" if child.children else ""
+            out.append(f"{'  ' * depth}{label:<{48 - 2 * depth}} {child.seconds:7.2f} s  x{child.calls}{rest}")
+            out.extend(self.lines(child, depth + 1))
+        return out
+
+
+@contextlib.contextmanager
+def wrapped(tree: CallTree, targets: list[tuple[object, str, str]]) -> Iterator[None]:
+    """Replace ``owner.attr`` by a timed wrapper labelled ``label`` for every target; restore on exit."""
+    saved = []
+    for owner, attr, label in targets:
+        raw = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+        func = raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
+
+        def make(f: Callable, name: str) -> Callable:
+            @functools.wraps(f)
+            def timed(*args, **kwargs):
+                with tree.phase(name):
+                    return f(*args, **kwargs)
+            return timed
+
+        replacement = make(func, label)
+        if isinstance(raw, classmethod):
+            replacement = classmethod(replacement)
+        setattr(owner, attr, replacement)
+        saved.append((owner, attr, raw))
+    try:
+        yield
+    finally:
+        for owner, attr, raw in reversed(saved):
+            setattr(owner, attr, raw)
+
+
+def fit_targets() -> list[tuple[object, str, str]]:
+    """The driver-side calls of a fit worth timing."""
+    from pyspark.rdd import RDD
+    from pyspark.sql.classic.dataframe import DataFrame  # the class sessions really return (Spark 4)
+    from pyspark.sql.readwriter import DataFrameWriter
+
+    import spark_ps.ml.base as base
+    import spark_ps.ml.fitting as fitting
+    import spark_ps.ml.weights as weights
+    from spark_ps.client import PSClient
+    from spark_ps.context import PSContext
+
+    targets = [
+        (DataFrame, "count", "DataFrame.count"),
+        (DataFrame, "collect", "DataFrame.collect (Spark job)"),
+        (DataFrame, "first", "DataFrame.first (Spark job)"),
+        (DataFrame, "repartition", "DataFrame.repartition"),
+        (DataFrame, "mapInArrow", "DataFrame.mapInArrow (plan)"),
+        (RDD, "getNumPartitions", "RDD.getNumPartitions"),
+        (DataFrameWriter, "save", "DataFrameWriter.save (Delta write)"),
+        (PSContext, "get", "PSContext.get"),
+        (PSContext, "create_table", "PSContext.create_table"),
+        (PSContext, "drop_table", "PSContext.drop_table"),
+        (PSClient, "pull", "PSClient.pull (driver)"),
+        (PSClient, "clock_create", "PSClient.clock_create"),
+        (PSClient, "clock_drop", "PSClient.clock_drop"),
+        (base._PSEstimator, "_fit", "_PSEstimator._fit"),
+        (fitting, "task_slots", "task_slots"),
+        (fitting._ProgressPrinter, "__exit__", "_ProgressPrinter.__exit__"),
+        (weights, "save_table", "weights.save_table"),
+        (weights, "committed_rows", "weights.committed_rows"),
+    ]
+    for name in ("fit_on_ps", "prepare_fit", "launch_training", "finish_fit"):
+        if hasattr(fitting, name):  # whichever driver phases the current fitting module has
+            targets.append((fitting, name, f"fitting.{name}"))
+    # fitting imported fit_on_ps by name into base: wrap that reference too.
+    if hasattr(base, "fit_on_ps"):
+        targets.append((base, "fit_on_ps", "fitting.fit_on_ps"))
+    return targets
+
+
+class EpochLines(logging.Handler):
+    """Keeps the estimator's progress lines (logger ``spark_ps.ml``)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def prepare_data(rows: int, test_rows: int, log2d: int, files: int) -> dict[str, str]:
+    """Train/test VectorUDT Parquet (the bench's layout), written once and reused."""
+    root = OUT / "data" / f"d{log2d}_n{rows}_t{test_rows}_f{files}"
+    paths = {}
+    for split, n, start in (("train", rows, 0), ("test", test_rows, rows)):
+        if not (root / split / "meta.json").exists():
+            ctr_data.write_dataset(root / split, n, 2**log2d, 0, start_row=start, formats=("vector",),
+                                   n_files=files)
+        paths[split] = str(root / split / "vector")
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=400_000)
+    parser.add_argument("--test-rows", type=int, default=100_000)
+    parser.add_argument("--dim-log2", type=int, default=18)
+    parser.add_argument("--files", type=int, default=2, help="Parquet files per split (the bench uses 2)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=2, help="fits in one session (the first warms up)")
+    parser.add_argument("--sync-mode", default=None, help="syncMode Param (default: the estimator's)")
+    parser.add_argument("--evaluate", action="store_true", help="also time held-out AUC (serving-table load)")
+    parser.add_argument("--json", default=None, help="write the numbers to this file")
+    args = parser.parse_args()
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+
+    from sparkkit import start_ps_session
+
+    from spark_ps.context import PSContext
+    from spark_ps.ml.classification import LogisticRegression
+
+    paths = prepare_data(args.rows, args.test_rows, args.dim_log2, args.files)
+    spark = start_ps_session("local[2]", "profile-fit", conf={
+        "spark.driver.memory": "4g", "spark.pyspark.python": sys.executable,
+        "spark.sql.warehouse.dir": str(OUT / "warehouse"), "spark.ui.showConsoleProgress": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    progress = EpochLines()
+    ps_log = logging.getLogger("spark_ps.ml")
+    ps_log.setLevel(logging.INFO)
+    ps_log.addHandler(progress)
+    records = []
+    try:
+        PSContext.get(spark)  # session start-up, not the fit (as in the bench)
+        train = spark.read.parquet(paths["train"]).cache()
+        n = train.count()
+        print(f"train: {n:,} rows in {train.rdd.getNumPartitions()} partitions, d=2^{args.dim_log2}")
+        params = {"featuresCol": "features", "labelCol": "label", "regParam": 0.0, "maxIter": args.epochs,
+                  "numEpochs": args.epochs, "alpha": args.alpha, "beta": 1.0, "batchSize": args.batch_size}
+        if args.sync_mode:
+            params["syncMode"] = args.sync_mode
+        for repeat in range(args.repeats):
+            tree = CallTree()
+            progress.lines.clear()
+            with wrapped(tree, fit_targets()):
+                start = time.perf_counter()
+                model = LogisticRegression(**params).fit(train)
+                fit_s = time.perf_counter() - start
+            # A fit may leave its Delta export running; numNonZeros waits for it.
+            start = time.perf_counter()
+            nnz = model.numNonZeros
+            export_wait_s = time.perf_counter() - start
+            record = {"repeat": repeat, "fit_s": fit_s, "export_wait_s": export_wait_s, "nnz": nnz,
+                      "epoch_lines": list(progress.lines)}
+            print(f"\n=== fit {repeat + 1}/{args.repeats}: {fit_s:.2f} s wall; then {export_wait_s:.2f} s until "
+                  f"the {nnz:,} weight rows were in Delta")
+            print("\n".join(tree.lines()))
+            print("\n".join(f"  log: {line}" for line in progress.lines))
+            if args.evaluate:
+                from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+                start = time.perf_counter()
+                auc = BinaryClassificationEvaluator(numBins=0).evaluate(
+                    model.transform(spark.read.parquet(paths["test"])))
+                record["eval_s"], record["auc"] = time.perf_counter() - start, auc
+                print(f"held-out AUC {auc:.4f} in {record['eval_s']:.2f} s (serving-table load included)")
+            records.append(record)
+    finally:
+        spark.stop()
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
