@@ -26,13 +26,6 @@ def auc(predictions) -> float:
     return BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(predictions)
 
 
-#: Known gap, measured (see the closing note of the issue): on iPinYou our default fit
-#: lands at AUC 0.567-0.589 (alpha 0.1-0.5) against MLlib's best 0.5885; its test split
-#: has about 51 positives, so AUC's standard error (~0.04) dwarfs the 0.005 margin.
-#: No single default learning rate met both iPinYou and w8a. Reported as XFAIL/XPASS.
-IPINYOU_LR_GAP = pytest.mark.xfail(strict=False, reason="iPinYou LR parity within 0.005 not reliably met yet")
-
-
 @pytest.fixture(scope="module", params=sorted(DATASETS))
 def split(request, cluster_spark):
     train, test = DATASETS[request.param](cluster_spark)
@@ -43,10 +36,8 @@ def split(request, cluster_spark):
     test.unpersist()
 
 
-def test_logistic_regression_auc_within_005_of_mllib_best(split, request):
+def test_logistic_regression_auc_within_005_of_mllib_best(split):
     name, train, test = split
-    if name == "ipinyou":
-        request.applymarker(IPINYOU_LR_GAP)
     ours = auc(LogisticRegression().fit(train).transform(test))
     mllib = {(reg, std): auc(MLlibLogisticRegression(regParam=reg, standardization=std, maxIter=100)
                                       .fit(train).transform(test)) for reg, std in GRID}

@@ -4,7 +4,9 @@ The reference below is written from the published update rules, not from our
 code: it keeps dense float64 arrays for w and the optimizer state, walks the
 rows in the same order in mini-batches of the same size, computes the summed
 logistic gradient of each batch and applies the closed-form update to the
-coordinates present (bias included).
+coordinates present (bias included). As MLlib's, the intercept starts at the
+log-odds of the mean label; FTRL's L1 is LogisticRegression's default
+``priorL1`` per pass on top of regParam's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from spark_ps.ml.classification import LogisticRegression
 
 N_ROWS, DIM, BATCH, EPOCHS = 400, 25, 40, 2
 REG, ALPHA = 0.002, 0.3
+#: LogisticRegression's default ``priorL1``: FTRL's L1 per pass over the data.
+PRIOR_L1 = 1.0
 
 
 def make_rows(seed=7):
@@ -38,9 +42,14 @@ def reference_fit(rows, optimizer: str, reg: float):
     w = np.zeros(DIM + 1)
     state = {"z": np.zeros(DIM + 1), "n": np.zeros(DIM + 1), "m": np.zeros(DIM + 1), "t": np.zeros(DIM + 1),
              "acc": np.full(DIM + 1, 0.1)}
+    mean_label = np.mean([label for label, _ in rows])
+    w[DIM] = math.log(mean_label / (1 - mean_label))
+    # FTRL starts a coordinate at w0 != 0 through z0 = -w0 (beta / alpha), its closed form at n = 0 (beta = 1).
+    state["z"][DIM] = -w[DIM] / ALPHA
     # MLlib's penalty on the mean loss becomes FTRL's on the summed loss (x N rows);
-    # elasticNetParam = 0 puts it all on L2.
-    l1, l2 = reg * 0.0 * N_ROWS, reg * 1.0 * N_ROWS
+    # elasticNetParam = 0 puts it all on L2. FTRL's L1 bounds the gradient summed over
+    # all passes, hence the per-pass prior times EPOCHS.
+    l1, l2 = reg * 0.0 * N_ROWS + PRIOR_L1 * EPOCHS, reg * 1.0 * N_ROWS
     for _ in range(EPOCHS):
         for lo in range(0, N_ROWS, BATCH):
             batch = rows[lo: lo + BATCH]

@@ -32,6 +32,10 @@ class Objective:
         0 for a linear model; k for an FM (rows are ``[w_i, v_i1..v_ik]``).
     fit_linear : bool
         FM only: whether linear terms are learned.
+    offset : float
+        Constant added to every margin: where the intercept starts. Training
+        keeps it outside the (zero-initialised) intercept row, which then
+        learns the difference; the fitted intercept is the row plus ``offset``.
 
     Examples
     --------
@@ -47,6 +51,7 @@ class Objective:
     loss: str
     factor_size: int = 0
     fit_linear: bool = True
+    offset: float = 0.0
 
     def __post_init__(self):
         if self.loss not in ("logistic", "squared"):
@@ -74,6 +79,7 @@ class Objective:
         return self._forward(batch, col, rows, bias)[0]
 
     def _forward(self, batch, col, rows, bias):
+        bias = bias + self.offset
         if self.factor_size == 0:
             return kernels.margins_linear(batch, col, rows[:, 0], bias), None
         return kernels.fm_forward(batch, col, rows, bias)

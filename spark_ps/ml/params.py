@@ -60,6 +60,17 @@ class HasBeta(Params):
         return self.getOrDefault(self.beta)
 
 
+class HasPriorL1(Params):
+    priorL1: Param[float] = Param(
+        Params._dummy(), "priorL1",
+        "FTRL only: L1 strength per pass on the summed loss, independent of the row count and added to "
+        "regParam's; a weight stays exactly 0 until its feature's net gradient exceeds it, >= 0",
+        typeConverter=TypeConverters.toFloat)
+
+    def getPriorL1(self) -> float:
+        return self.getOrDefault(self.priorL1)
+
+
 class HasBatchSize(Params):
     batchSize: Param[int] = Param(
         Params._dummy(), "batchSize", "rows per mini-batch (one pull and one push each), >= 1",
@@ -118,13 +129,13 @@ class HasShardOptions(Params):
         return self.getOrDefault(self.checkpointDir)
 
 
-class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasBatchSize, HasNumEpochs, HasSyncMode,
+class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasPriorL1, HasBatchSize, HasNumEpochs, HasSyncMode,
                         HasShardOptions):
-    """All parameter-server Params, with their defaults."""
+    """All parameter-server Params, with their defaults (an estimator may override ``priorL1``'s)."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(optimizer="ftrl", beta=1.0, batchSize=256, numEpochs=5, syncMode="ssp",
+        self._setDefault(optimizer="ftrl", beta=1.0, priorL1=0.0, batchSize=256, numEpochs=5, syncMode="ssp",
                          staleness=4, numWorkers=0, psTimeout=600.0)
 
     # Setters live here once for every estimator; each returns self (pyspark style).
@@ -136,6 +147,9 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasBatchSize, HasNumEpo
 
     def setBeta(self, value: float):
         return self._set(beta=value)
+
+    def setPriorL1(self, value: float):
+        return self._set(priorL1=value)
 
     def setBatchSize(self, value: int):
         return self._set(batchSize=value)
@@ -181,6 +195,7 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasBatchSize, HasNumEpo
             raise ValueError(f"syncMode must be one of {SYNC_MODES}, got {self.getSyncMode()!r}")
         checks = [("batchSize", self.getBatchSize() >= 1), ("numEpochs", self.getNumEpochs() >= 1),
                   ("staleness", self.getStaleness() >= 0), ("beta", self.getBeta() >= 0),
+                  ("priorL1", self.getPriorL1() >= 0),
                   ("numWorkers", self.getNumWorkers() >= 0), ("psTimeout", self.getPsTimeout() > 0)]
         if self.isDefined(self.alpha):
             checks.append(("alpha", self.getAlpha() > 0))
