@@ -23,7 +23,10 @@ table's server-side optimizer (Adagrad's accumulator, FTRL's ``z`` and ``n``,
   hot. In one pass each over 100k random rows, the write-back would miss on
   every line again and cost as much as the update itself. A chunk that fails
   the finite check restores the chunks written before it from their gathered
-  copies, so the push stays all-or-nothing.
+  copies, so the push stays all-or-nothing. Large pushes split into row
+  spans that run on several cores (:mod:`spark_ps.workpool`); a failing span
+  has the others' chunks restored the same way. The table lock is held
+  throughout, so no reader ever sees part of a push.
 * **Duplicate keys in one push are rejected.** The client sums the gradients
   of a repeated key before sending (the mini-batch gradient), so a duplicate
   here means a broken client; summing silently would hide that, and applying
@@ -52,6 +55,7 @@ import pyarrow as pa
 from spark_ps.keyindex import KeyIndex
 from spark_ps.optim.base import Optimizer
 from spark_ps.rowinit import Initializer, Zeros
+from spark_ps.workpool import run_spans
 
 __all__ = ["Table"]
 
@@ -176,7 +180,7 @@ class Table:
         """
         keys = self._checked_keys(keys, "pull")
         with self._lock:
-            rows = self._index.lookup(keys)
+            rows = self._lookup(keys)
             return self._gather_weights(keys, rows)
 
     def push(self, keys: np.ndarray, grads: np.ndarray) -> None:
@@ -217,7 +221,7 @@ class Table:
         grads = self._checked_rows(keys, grads, "push", "gradient")
         self._reject_duplicates(keys, "push")
         with self._lock:
-            rows = self._index.lookup(keys)
+            rows = self._lookup(keys)
             if (rows < 0).any():
                 self._push_creating_rows(keys, rows, grads)
             else:
@@ -350,27 +354,44 @@ class Table:
         self._scatter_rows(keys, rows, weights, state)
 
     def _push_existing_rows(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray) -> None:
-        """A push to rows that all exist, chunk by chunk (see the module docstring)."""
-        names = self.optimizer.state_names
-        size = min(_CHUNK_ROWS, keys.shape[0])
-        new = [np.empty((size, self.width), dtype=np.float32) for _ in range(1 + len(names))]
+        """A push to rows that all exist: row spans in parallel, each chunk by chunk (see the module docstring)."""
         written: list[tuple[np.ndarray, list[np.ndarray]]] = []  # (rows, their values before the push)
-        for start in range(0, keys.shape[0], _CHUNK_ROWS):
-            stop = min(start + _CHUNK_ROWS, keys.shape[0])
-            chunk = rows[start:stop]
-            old = [self._weights.take(chunk, axis=0)] + [self._state[s].take(chunk, axis=0) for s in names]
-            out = [array[:stop - start] for array in new]
-            with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected below
-                self.optimizer.step(old[0], dict(zip(names, old[1:])), grads[start:stop],
-                                    out=(out[0], dict(zip(names, out[1:]))))
-            try:
-                self._reject_non_finite_update(keys[start:stop], out[0], dict(zip(names, out[1:])))
-            except ValueError:
+        completed = False
+        try:
+            run_spans(lambda start, stop: self._update_span(keys, rows, grads, start, stop, written), keys.shape[0])
+            completed = True
+        finally:
+            if not completed:  # some span failed: every span has stopped, restore what the others wrote
                 for done_rows, before in written:
                     self._store(done_rows, before)
-                raise
+
+    def _update_span(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray, start: int, stop: int,
+                     written: list[tuple[np.ndarray, list[np.ndarray]]]) -> None:
+        """Update rows ``start:stop`` chunk by chunk, recording each written chunk's old values in ``written``."""
+        names = self.optimizer.state_names
+        size = min(_CHUNK_ROWS, stop - start)
+        new = [np.empty((size, self.width), dtype=np.float32) for _ in range(1 + len(names))]
+        for begin in range(start, stop, _CHUNK_ROWS):
+            end = min(begin + _CHUNK_ROWS, stop)
+            chunk = rows[begin:end]
+            old = [self._weights.take(chunk, axis=0)] + [self._state[s].take(chunk, axis=0) for s in names]
+            out = [array[:end - begin] for array in new]
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected below
+                self.optimizer.step(old[0], dict(zip(names, old[1:])), grads[begin:end],
+                                    out=(out[0], dict(zip(names, out[1:]))))
+            self._reject_non_finite_update(keys[begin:end], out[0], dict(zip(names, out[1:])))
             self._store(chunk, out)
-            written.append((chunk, old))
+            written.append((chunk, old))  # list.append is atomic: spans may record concurrently
+
+    def _lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row ids of ``keys`` (-1 where absent), probing the index on several cores for large requests."""
+        rows = np.empty(keys.shape[0], dtype=np.int64)
+
+        def probe(start: int, stop: int) -> None:
+            rows[start:stop] = self._index.lookup(keys[start:stop])
+
+        run_spans(probe, keys.shape[0])
+        return rows
 
     def _store(self, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
         """Write the weights and then each optimizer state (in ``state_names`` order) of existing rows."""

@@ -14,6 +14,7 @@ import pytest
 from test_optim import FTRLRef  # the scalar per-coordinate reference
 
 from spark_ps import table as table_module
+from spark_ps import workpool
 from spark_ps.optim import make_optimizer
 from spark_ps.rowinit import Normal, Zeros
 from spark_ps.table import Table
@@ -130,32 +131,43 @@ def test_diverging_update_is_rejected_and_table_unchanged():
     np.testing.assert_array_equal(table.pull(np.array([3, 4])), np.array([[-1e30], [0.0]], np.float32))
 
 
-def test_multi_chunk_push_equals_single_chunk_pushes_and_a_late_failure_undoes_earlier_chunks(monkeypatch):
-    """A push of existing rows runs chunk by chunk; a non-finite result in the last chunk must
-    restore the chunks already written."""
+@pytest.fixture
+def small_spans(monkeypatch):
+    """Pushes of a few thousand rows split into 3 parallel spans of several chunks each."""
+    monkeypatch.setattr(workpool, "MIN_ROWS_PER_SPAN", 2 * table_module._CHUNK_ROWS)
+    monkeypatch.setattr(workpool, "_workers", lambda: 3)
+    return 7 * table_module._CHUNK_ROWS + 5
+
+
+def test_parallel_chunked_push_equals_one_chunk_on_one_thread(small_spans, monkeypatch):
     rng = np.random.default_rng(11)
-    keys = np.sort(rng.choice(2**62, 3 * table_module._CHUNK_ROWS + 5, replace=False))
+    keys = np.sort(rng.choice(2**62, small_spans, replace=False))
     chunked, whole = (Table("w", 3, make_optimizer("ftrl", **FTRL)) for _ in range(2))
-    for table in (chunked, whole):
-        table.push(keys, rng.normal(size=(len(keys), 3)).astype(np.float32) if table is chunked else
-                   np.zeros((len(keys), 3), np.float32))
+    chunked.push(keys, rng.normal(size=(len(keys), 3)).astype(np.float32))
     whole.import_batches(chunked.export_batches())
     grads = rng.normal(size=(len(keys), 3)).astype(np.float32)
+    assert len(workpool.spans(len(keys))) == 3
     chunked.push(keys, grads)
-    monkeypatch.setattr(table_module, "_CHUNK_ROWS", len(keys))  # the same push in a single chunk
+    monkeypatch.setattr(table_module, "_CHUNK_ROWS", len(keys))
+    monkeypatch.setattr(workpool, "MIN_ROWS_PER_SPAN", len(keys))
     whole.push(keys, grads)
     assert_same_contents(chunked, whole)
 
-    monkeypatch.undo()
-    sgd = Table("s", 1, make_optimizer("sgd", lr=1e30))
-    sgd.push(keys, np.ones((len(keys), 1), np.float32))
-    before = sgd.pull(keys)
-    bad = np.ones((len(keys), 1), np.float32)
-    bad[-1] = 1e10  # finite gradient, infinite update, in the last chunk
-    with pytest.raises(ValueError, match=f"non-finite weight or state for key {keys[-1]}"):
-        sgd.push(keys, bad)
-    assert len(sgd) == len(keys)
-    np.testing.assert_array_equal(sgd.pull(keys), before)
+
+@pytest.mark.parametrize("bad_row", ["first", "middle", "last"])
+def test_a_failing_chunk_restores_every_chunk_of_every_span(small_spans, bad_row):
+    rng = np.random.default_rng(12)
+    keys = np.sort(rng.choice(2**62, small_spans, replace=False))
+    table = Table("s", 1, make_optimizer("sgd", lr=1e30))
+    table.push(keys, rng.normal(size=(len(keys), 1)).astype(np.float32))
+    before = table.pull(keys)
+    where = {"first": 0, "middle": len(keys) // 2, "last": len(keys) - 1}[bad_row]
+    grads = np.ones((len(keys), 1), np.float32)
+    grads[where] = 1e10  # a finite gradient whose update overflows
+    with pytest.raises(ValueError, match=f"non-finite weight or state for key {keys[where]} "):
+        table.push(keys, grads)
+    assert len(table) == len(keys)
+    np.testing.assert_array_equal(table.pull(keys), before)
 
 
 def test_shape_dim_and_dtype_errors_leave_table_unchanged():
