@@ -140,7 +140,6 @@ def fit_targets() -> list[tuple[object, str, str]]:
         (fitting, "task_slots", "task_slots"),
         (fitting._ProgressPrinter, "__exit__", "_ProgressPrinter.__exit__"),
         (weights, "save_table", "weights.save_table"),
-        (weights, "committed_rows", "weights.committed_rows"),
     ]
     for name in ("fit_on_ps", "prepare_fit", "launch_training", "finish_fit"):
         if hasattr(fitting, name):  # whichever driver phases the current fitting module has

@@ -376,22 +376,17 @@ class Table:
             chunk = rows[begin:end]
             old = [self._weights.take(chunk, axis=0)] + [self._state[s].take(chunk, axis=0) for s in names]
             out = [array[:end - begin] for array in new]
+            out_state = dict(zip(names, out[1:]))
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected below
-                self.optimizer.step(old[0], dict(zip(names, old[1:])), grads[begin:end],
-                                    out=(out[0], dict(zip(names, out[1:]))))
-            self._reject_non_finite_update(keys[begin:end], out[0], dict(zip(names, out[1:])))
+                self.optimizer.step(old[0], dict(zip(names, old[1:])), grads[begin:end], out=(out[0], out_state))
+            self._reject_non_finite_update(keys[begin:end], out[0], out_state)
             self._store(chunk, out)
             written.append((chunk, old))  # list.append is atomic: spans may record concurrently
 
     def _lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row ids of ``keys`` (-1 where absent), probing the index on several cores for large requests."""
-        rows = np.empty(keys.shape[0], dtype=np.int64)
-
-        def probe(start: int, stop: int) -> None:
-            rows[start:stop] = self._index.lookup(keys[start:stop])
-
-        run_spans(probe, keys.shape[0])
-        return rows
+        parts = run_spans(lambda start, stop: self._index.lookup(keys[start:stop]), keys.shape[0])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy for the common small request
 
     def _store(self, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
         """Write the weights and then each optimizer state (in ``state_names`` order) of existing rows."""
@@ -430,9 +425,7 @@ class Table:
             self._reserve(len(self._index) + int(absent.sum()))  # before inserting: allocation may fail
             rows = rows.copy()
             rows[absent] = self._index.lookup_or_insert(keys[absent])
-        _scatter_kernel(self._weights, rows, weights)
-        for s, array in self._state.items():
-            _scatter_kernel(array, rows, state[s])
+        self._store(rows, [weights, *(state[s] for s in self.optimizer.state_names)])
 
     def _upsert(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray] | None) -> None:
         if state is None:

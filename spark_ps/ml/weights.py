@@ -80,14 +80,6 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     return int(counter.value)
 
 
-def committed_rows(spark: SparkSession, path: str) -> int:
-    """Rows written by the latest commit of the Delta table at ``path`` (from its log, not its data)."""
-    from delta.tables import DeltaTable
-
-    metrics = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()[0]
-    return int(metrics["numOutputRows"])
-
-
 class BackgroundExport:
     """:func:`save_table` running in a driver thread; :meth:`result` waits for its row count.
 
