@@ -15,8 +15,6 @@ that returns the current ``w``, with no FTRL code on the read path.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -25,29 +23,39 @@ from spark_ps.optim.base import Optimizer, flat, real_hyper
 __all__ = ["FTRL"]
 
 
-@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: float) -> float:
-    if abs(z) <= l1:  # tested first: also covers n = 0 with beta = l2 = 0 (zero denominator)
-        return 0.0
-    return -(z - math.copysign(l1, z)) / ((beta + math.sqrt(n)) / alpha + l2)
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _ftrl_kernel(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray,
                  w_out: np.ndarray, z_out: np.ndarray, n_out: np.ndarray,
                  alpha: float, beta: float, l1: float, l2: float) -> None:
+    # float32 arithmetic: twice the SIMD lanes of float64 and much cheaper
+    # square roots and divisions (5x faster at width 9; the update is half of
+    # a push's time). The one ill-conditioned term of the paper's update,
+    # sigma = (sqrt(n_new) - sqrt(n_old)) / alpha, cancels catastrophically in
+    # float32 once n is large; it is computed in the equivalent stable form
+    # g^2 / (alpha (sqrt(n_new) + sqrt(n_old))) instead, which leaves float32
+    # rounding (~1e-7 relative) as the only difference from a float64 update.
+    inv_alpha = np.float32(1.0 / alpha)
+    beta32, l1_32, l2_32 = np.float32(beta), np.float32(l1), np.float32(l2)
+    zero = np.float32(0.0)
     for i in range(g.shape[0]):
-        gi = np.float64(g[i])
-        n_old = np.float64(n[i])
-        n_new = n_old + gi * gi
-        sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / alpha
-        z_stored = np.float32(np.float64(z[i]) + gi - sigma * np.float64(w[i]))
-        n_stored = np.float32(n_new)
-        z_out[i] = z_stored
-        n_out[i] = n_stored
-        # w from the *stored* (float32) z and n, so that w is exactly the
-        # function of the stored state, also after an export/import.
-        w_out[i] = _weight(np.float64(z_stored), np.float64(n_stored), alpha, beta, l1, l2)
+        gi = g[i]
+        g2 = gi * gi
+        n_old = n[i]
+        n_new = n_old + g2
+        s_old = np.sqrt(n_old)
+        s_new = np.sqrt(n_new)
+        both = s_new + s_old
+        sigma = zero if both == zero else g2 / both * inv_alpha  # n_old = g = 0: no step, no moving centre
+        z_new = z[i] + gi - sigma * w[i]
+        z_out[i] = z_new
+        n_out[i] = n_new
+        # w from the stored z and n, so it is exactly the closed form of the
+        # stored state (an export/import reproduces it). |z| <= l1 is tested
+        # first: it also covers n = 0 with beta = l2 = 0 (zero denominator).
+        if abs(z_new) <= l1_32:
+            w_out[i] = zero
+        else:
+            w_out[i] = -(z_new - np.copysign(l1_32, z_new)) / ((beta32 + s_new) * inv_alpha + l2_32)
 
 
 class FTRL(Optimizer):
