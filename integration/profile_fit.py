@@ -2,7 +2,7 @@
 
 Mirrors one spark-ps run of ``bench_mllib.py`` (synthetic CTR data from
 ``ctr_data.py``, VectorUDT Parquet, training DataFrame cached and shards
-registered before the clock starts; FTRL alpha 0.1, beta 1, batch 1024,
+registered before the clock starts; FTRL alpha 0.2, beta 1, batch 4096,
 reg 0) and times the driver-side calls a fit makes by wrapping them for the
 duration of the fit: each phase is reported with the phases nested inside it
 (a call tree, inclusive seconds). The training stage's own breakdown (Arrow
@@ -180,8 +180,8 @@ def main() -> None:
     parser.add_argument("--dim-log2", type=int, default=18)
     parser.add_argument("--files", type=int, default=2, help="Parquet files per split (the bench uses 2)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--alpha", type=float, default=0.2)
     parser.add_argument("--repeats", type=int, default=2, help="fits in one session (the first warms up)")
     parser.add_argument("--sync-mode", default=None, help="syncMode Param (default: the estimator's)")
     parser.add_argument("--evaluate", action="store_true", help="also time held-out AUC (serving-table load)")

@@ -57,6 +57,10 @@ def _is_sorted_unique(keys: np.ndarray) -> bool:
     return keys.size < 2 or bool(np.all(keys[1:] > keys[:-1]))
 
 
+#: The shard that hosts every clock, so that all workers meet there.
+_CLOCK_SHARD = 0
+
+
 def _sum_duplicates(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uniq, inverse = np.unique(keys, return_inverse=True)
     summed = np.empty((len(uniq), values.shape[1]), dtype=np.float32)
@@ -176,10 +180,15 @@ class PSClient:
     # --- tables --------------------------------------------------------------
     def create_table(self, name: str, *, width: int = 1, optimizer: str = "delta",
                      hyper: dict[str, float] | None = None, init: str = "zeros",
-                     init_params: dict[str, float] | None = None, dim: int | None = None) -> None:
-        """Create ``name`` on every shard (a no-op where an identical one exists)."""
+                     init_params: dict[str, float] | None = None, dim: int | None = None,
+                     unpenalised_keys: Sequence[int] = ()) -> None:
+        """Create ``name`` on every shard (a no-op where an identical one exists).
+
+        ``unpenalised_keys`` are updated without the optimizer's L1/L2 (an intercept).
+        """
         meta = {"table": name, "width": width, "optimizer": optimizer, "hyper": dict(hyper or {}),
-                "init": init, "init_params": dict(init_params or {}), "dim": dim}
+                "init": init, "init_params": dict(init_params or {}), "dim": dim,
+                "unpenalised_keys": [int(k) for k in unpenalised_keys]}
         self._broadcast(Op.CREATE_TABLE, meta, idempotent=True)
         self._widths[name] = width
 
@@ -245,6 +254,36 @@ class PSClient:
         sent, and the shards refuse them again, so a table is never changed by
         a bad push.
         """
+        self._push(table, keys, values, None)
+
+    def push_and_advance(self, table: str, keys: Any, values: Any, clock: str, worker: int,
+                         timeout: float = 600.0) -> int:
+        """:meth:`push`, then :meth:`clock_advance` for ``worker``, in as few round trips as possible.
+
+        The tick rides on the push to the clock's shard, which is sent after
+        every other shard has applied its part: whoever sees the tick sees
+        the whole push, exactly as with a separate :meth:`clock_advance`.
+        Returns the worker's new clock.
+
+        Examples
+        --------
+        >>> import numpy as np, threading
+        >>> from spark_ps.server import ShardServer
+        >>> server = ShardServer(b"s3cret")
+        >>> threading.Thread(target=server.serve_forever, daemon=True).start()
+        >>> client = PSClient([server.address], b"s3cret")
+        >>> client.create_table("w", width=1, optimizer="delta")
+        >>> client.clock_create("c", num_workers=1, staleness=0)
+        >>> client.push_and_advance("w", [3], [[2.0]], "c", worker=0)
+        1
+        >>> client.pull("w", [3]).ravel().tolist()
+        [2.0]
+        >>> client.close(); server.shutdown()
+        """
+        tick = {"clock": clock, "worker": int(worker), "timeout": float(timeout)}
+        return self._push(table, keys, values, tick)
+
+    def _push(self, table: str, keys: Any, values: Any, tick: dict[str, Any] | None) -> int | None:
         keys = as_keys(keys)
         values = np.asarray(values, dtype=np.float32)
         if values.ndim == 1:
@@ -258,20 +297,35 @@ class PSClient:
                              f"(NaN/inf gradients are rejected; the table is unchanged)")
         if not _is_sorted_unique(keys):
             keys, values = _sum_duplicates(keys, values)
-        if keys.size == 0:
-            return
         meta = {"table": table}
         if self.num_shards == 1:
-            self._push_shard(0, keys, values, meta)
-            return
+            return self._push_shard(0, keys, values, meta, tick)
         slices = slice_keys(keys, self.num_shards)
         busy = [s for s in range(self.num_shards) if slices.bounds[s + 1] > slices.bounds[s]]
+        clock_shard = _CLOCK_SHARD if tick is not None else None  # pushed last, with the tick (push_and_advance)
         self._map_shards(lambda s: self._push_shard(s, keys[slices.positions(s)],
-                                                    values[slices.positions(s)], meta), busy)
+                                                    values[slices.positions(s)], meta),
+                         [s for s in busy if s != clock_shard])
+        if clock_shard is None:
+            return None
+        part = slices.positions(clock_shard)
+        return self._push_shard(clock_shard, keys[part], values[part], meta, tick)
 
-    def _push_shard(self, shard: int, keys: np.ndarray, values: np.ndarray, meta: dict[str, Any]) -> None:
-        for c in self._chunks(keys.size):
+    def _push_shard(self, shard: int, keys: np.ndarray, values: np.ndarray, meta: dict[str, Any],
+                    tick: dict[str, Any] | None = None) -> int | None:
+        """Push to one shard in capped chunks; the last chunk carries ``tick`` (then the new clock is returned)."""
+        chunks = list(self._chunks(keys.size))
+        for c in chunks[:-1]:
             self._conns[shard].request(Frame(Op.PUSH, meta, [keys[c], values[c]]), idempotent=False)
+        if not chunks:  # nothing to push here: a plain tick, if any
+            return None if tick is None else self.clock_advance(tick["clock"], tick["worker"], tick["timeout"])
+        last = chunks[-1]
+        if tick is None:
+            self._conns[shard].request(Frame(Op.PUSH, meta, [keys[last], values[last]]), idempotent=False)
+            return None
+        reply = self._conns[shard].request(Frame(Op.PUSH, {**meta, "advance": tick}, [keys[last], values[last]]),
+                                           idempotent=False, timeout=tick["timeout"] + 30.0)
+        return int(reply.meta["clock"])
 
     # --- export / import -----------------------------------------------------
     def export(self, table: str, *, shards: Iterable[int] | None = None,
@@ -315,7 +369,7 @@ class PSClient:
 
     # --- clocks (BSP / SSP / ASP) ---------------------------------------------
     def _clock_conn(self) -> ShardConnection:
-        return self._conns[0]  # one shard hosts each clock, so all workers meet there
+        return self._conns[_CLOCK_SHARD]
 
     def clock_create(self, name: str, num_workers: int, staleness: int | None) -> None:
         """Create a clock for ``num_workers`` workers; ``staleness`` 0 = BSP, None = ASP."""

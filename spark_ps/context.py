@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from spark_ps.client import PSClient
@@ -93,7 +94,7 @@ class PSContext:
 
     def create_table(self, name: str, *, width: int = 1, optimizer: str = "delta", init: str = "zeros",
                      sigma: float | None = None, seed: int | None = None, dim: int | None = None,
-                     **hyper: float) -> None:
+                     unpenalised_keys: Sequence[int] = (), **hyper: float) -> None:
         """Create table ``name`` on every shard.
 
         Parameters
@@ -109,13 +110,15 @@ class PSContext:
             deterministically per (key, seed, column).
         dim : int, optional
             If set, keys must lie in ``[0, dim)``. Memory never depends on it.
+        unpenalised_keys : sequence of int, optional
+            Keys the optimizer updates without its L1/L2 penalty (a model's intercept).
         **hyper
             Optimizer hyper-parameters (``alpha``, ``beta``, ``l1``, ``l2``, ``lr``, ...).
         """
         self._check_open()
         init_params = {k: v for k, v in (("sigma", sigma), ("seed", seed)) if v is not None}
         self._admin.create_table(name, width=width, optimizer=optimizer, hyper=hyper,
-                                 init=init, init_params=init_params, dim=dim)
+                                 init=init, init_params=init_params, dim=dim, unpenalised_keys=unpenalised_keys)
         with self._lock:
             self._own_tables.add(name)
 

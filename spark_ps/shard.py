@@ -8,8 +8,9 @@ floor) and lets tests drive it without a server.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,15 @@ def table_spec(meta: dict[str, Any]) -> dict[str, Any]:
         "hyper": dict(meta.get("hyper", {})),
         "init": str(meta.get("init", "zeros")),
         "init_params": dict(meta.get("init_params", {})),
+        "unpenalised_keys": _int_list(meta.get("unpenalised_keys", []), "unpenalised_keys"),
     }
+
+
+def _int_list(value: Any, name: str) -> list[int]:
+    """A JSON list of integers, sorted and unique (so that equal specs compare equal)."""
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"table {name} must be a list of integers, got {value!r}")
+    return sorted(set(value))
 
 
 def _sorted_unique_keys(arrays: list[np.ndarray], op: str) -> np.ndarray:
@@ -102,7 +111,8 @@ class Shard:
                                      f"{self._specs[name]} != {spec}")
                 return False
             table = Table(name, spec["width"], make_optimizer(spec["optimizer"], **spec["hyper"]),
-                          make_init(spec["init"], **spec["init_params"]), spec["dim"])
+                          make_init(spec["init"], **spec["init_params"]), spec["dim"],
+                          unpenalised_keys=spec["unpenalised_keys"])
             self._tables[name] = table
             self._specs[name] = spec
             return True
@@ -166,8 +176,13 @@ class Shard:
         values = req.arrays[1]
         if values.dtype != np.float32:
             raise TypeError(f"push values must be float32, got {values.dtype}")
+        # A push may carry the pusher's clock tick: one round trip per
+        # mini-batch instead of two. It is checked before the push and
+        # applied after it, as a separate CLOCK_ADVANCE would be; a rejected
+        # push ticks nothing.
+        tick = None if req.meta.get("advance") is None else self._clock_tick(req.meta["advance"])
         table.push(keys, values)
-        return Frame(Op.PUSH)
+        return Frame(Op.PUSH, {} if tick is None else {"clock": tick()})
 
     def _on_export(self, req: Frame) -> Iterator[Frame]:
         table = self.table(_require_str(req.meta, "table"))
@@ -197,9 +212,18 @@ class Shard:
         return Frame(Op.CLOCK_CREATE)
 
     def _on_clock_advance(self, req: Frame) -> Frame:
-        clock = self.clock(_require_str(req.meta, "clock"))
-        value = clock.advance(int(req.meta["worker"]), float(req.meta.get("timeout", 600.0)))
-        return Frame(Op.CLOCK_ADVANCE, {"clock": value})
+        return Frame(Op.CLOCK_ADVANCE, {"clock": self._clock_tick(req.meta)()})
+
+    def _clock_tick(self, meta: Any) -> Callable[[], int]:
+        """Validate a clock advance (clock, worker, timeout) and return it, to run later."""
+        if not isinstance(meta, dict):
+            raise ValueError(f"a clock advance needs a JSON object with clock and worker, got {meta!r}")
+        clock = self.clock(_require_str(meta, "clock"))
+        worker = meta.get("worker")
+        if not isinstance(worker, int) or isinstance(worker, bool):
+            raise ValueError(f"a clock advance needs an integer worker, got {worker!r}")
+        timeout = float(meta.get("timeout", 600.0))
+        return functools.partial(clock.advance, worker, timeout)
 
     def _on_clock_finish(self, req: Frame) -> Frame:
         self.clock(_require_str(req.meta, "clock")).finish(int(req.meta["worker"]))

@@ -27,6 +27,12 @@ table's server-side optimizer (Adagrad's accumulator, FTRL's ``z`` and ``n``,
   spans that run on several cores (:mod:`spark_ps.workpool`); a failing span
   has the others' chunks restored the same way. The table lock is held
   throughout, so no reader ever sees part of a push.
+* **Unpenalised keys** (``unpenalised_keys``, e.g. a model's intercept) are
+  updated by the optimizer's rule without L1/L2
+  (:meth:`~spark_ps.optim.base.Optimizer.unregularised`), in the same push
+  and with the same all-or-nothing guarantee. Keeping them in the table
+  saves a second table, and the extra round trips a pull and a push to it
+  would cost every mini-batch.
 * **Duplicate keys in one push are rejected.** The client sums the gradients
   of a repeated key before sending (the mini-batch gradient), so a duplicate
   here means a broken client; summing silently would hide that, and applying
@@ -92,6 +98,8 @@ class Table:
         Initial value of rows never pushed; :class:`~spark_ps.rowinit.Zeros` by default.
     dim : int, optional
         If given, keys must lie in ``[0, dim)``; by default any int64 is a key.
+    unpenalised_keys : sequence of int, optional
+        Keys whose rows the optimizer updates without its L1/L2 penalty.
 
     Examples
     --------
@@ -104,10 +112,14 @@ class Table:
     [[-0.5, -1.0], [0.0, 0.0], [-2.0, 0.0]]
     >>> len(table)   # the pull of key 4 created nothing
     2
+    >>> ftrl = Table("m", 1, make_optimizer("ftrl", alpha=1.0, l1=5.0), unpenalised_keys=[-1])
+    >>> ftrl.push(np.array([-1, 7]), np.array([[1.0], [1.0]], np.float32))
+    >>> ftrl.pull(np.array([-1, 7])).ravel().tolist()   # L1 zeroes key 7, not the unpenalised key -1
+    [-0.5, 0.0]
     """
 
     def __init__(self, name: str, width: int, optimizer: Optimizer, init: Initializer | None = None,
-                 dim: int | None = None) -> None:
+                 dim: int | None = None, unpenalised_keys: Iterable[int] = ()) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"table name must be a non-empty string, got {name!r}")
         if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
@@ -124,6 +136,11 @@ class Table:
         self.optimizer = optimizer
         self.init = init
         self.dim = None if dim is None else int(dim)
+        exempt = np.asarray(list(unpenalised_keys))
+        if exempt.size and exempt.dtype.kind not in "iu":
+            raise TypeError(f"table {name!r}: unpenalised_keys must be integers, got {exempt.dtype}")
+        self.unpenalised_keys = np.unique(exempt.astype(np.int64))
+        self._unregularised = optimizer.unregularised()
         self._index = KeyIndex()
         self._weights = np.empty((0, self.width), dtype=np.float32)
         self._state = {s: np.empty((0, self.width), dtype=np.float32) for s in optimizer.state_names}
@@ -151,6 +168,7 @@ class Table:
         ('w', 3, 0, 'adagrad', ['n'])
         """
         return {"name": self.name, "width": self.width, "dim": self.dim, "rows": len(self), "nbytes": self.nbytes,
+                "unpenalised_keys": self.unpenalised_keys.tolist(),
                 "optimizer": self.optimizer.name, "hyper": self.optimizer.params(),
                 "state": list(self.optimizer.state_names), "init": self.init.name, "init_params": self.init.params()}
 
@@ -221,11 +239,11 @@ class Table:
         grads = self._checked_rows(keys, grads, "push", "gradient")
         self._reject_duplicates(keys, "push")
         with self._lock:
-            rows = self._lookup(keys)
-            if (rows < 0).any():
-                self._push_creating_rows(keys, rows, grads)
+            exempt = self._unpenalised_positions(keys)
+            if exempt.size:
+                self._push_with_unpenalised(keys, grads, exempt)
             else:
-                self._push_existing_rows(keys, rows, grads)
+                self._push_rows(keys, grads)
 
     # --- Arrow export / import --------------------------------------------
     def arrow_schema(self) -> pa.Schema:
@@ -343,6 +361,44 @@ class Table:
         return sum(keys.shape[0] for keys, _, _ in parsed)
 
     # --- storage helpers (called with the lock held) ----------------------
+    def _push_rows(self, keys: np.ndarray, grads: np.ndarray) -> None:
+        rows = self._lookup(keys)
+        if (rows < 0).any():
+            self._push_creating_rows(keys, rows, grads)
+        else:
+            self._push_existing_rows(keys, rows, grads)
+
+    def _unpenalised_positions(self, keys: np.ndarray) -> np.ndarray:
+        """Positions in ``keys`` of the unpenalised keys it contains (a handful at most)."""
+        if not self.unpenalised_keys.size or not keys.size:
+            return np.empty(0, dtype=np.intp)
+        if keys.shape[0] > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # not the wire's sorted order
+            return np.flatnonzero(np.isin(keys, self.unpenalised_keys))
+        # Sorted keys (every push from a client): a binary search per unpenalised key, not a pass over keys.
+        pos = np.searchsorted(keys, self.unpenalised_keys)
+        pos = pos[pos < keys.shape[0]]  # drops a suffix only (pos is non-decreasing): stays aligned
+        return pos[keys[pos] == self.unpenalised_keys[:pos.shape[0]]] if pos.size else pos
+
+    def _push_with_unpenalised(self, keys: np.ndarray, grads: np.ndarray, exempt: np.ndarray) -> None:
+        """A push that touches unpenalised keys: their update is computed first and stored last.
+
+        Computing it first and storing it only once the rest of the push is
+        in keeps the whole push all-or-nothing: if either part is rejected,
+        nothing is stored.
+        """
+        exempt_keys = keys[exempt]
+        exempt_rows = self._index.lookup(exempt_keys)
+        weights, state = self._gather_rows(exempt_keys, exempt_rows, self._unregularised)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected below
+            self._unregularised.step(weights, state, grads[exempt])
+        self._reject_non_finite_update(exempt_keys, weights, state)
+        rest = np.ones(keys.shape[0], dtype=bool)
+        rest[exempt] = False
+        if rest.any():
+            self._push_rows(keys[rest], grads[rest])
+        # Still valid: rows are append-only, and the rest of the push has other keys.
+        self._scatter_rows(exempt_keys, exempt_rows, weights, state)
+
     def _push_creating_rows(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray) -> None:
         """A push that creates rows: update gathered copies (fresh rows for absent keys), then store all."""
         weights, state = self._gather_rows(keys, rows)
@@ -403,13 +459,14 @@ class Table:
         weights[absent] = self.init.rows(keys[absent], self.width)
         return weights
 
-    def _gather_rows(self, keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Copies of the weights and state of ``keys``; fresh rows for absent keys."""
+    def _gather_rows(self, keys: np.ndarray, rows: np.ndarray, optimizer: Optimizer | None = None
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Copies of the weights and state of ``keys``; fresh rows (state from ``optimizer``) for absent keys."""
         weights = self._gather_weights(keys, rows)
         absent = rows < 0
         if not absent.any():
             return weights, {s: array.take(rows, axis=0) for s, array in self._state.items()}
-        fresh = self.optimizer.init_state(weights[absent])
+        fresh = (optimizer or self.optimizer).init_state(weights[absent])
         state = {}
         for s, array in self._state.items():
             state[s] = np.empty_like(weights)
@@ -430,6 +487,11 @@ class Table:
     def _upsert(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray] | None) -> None:
         if state is None:
             state = self.optimizer.init_state(values)
+            exempt = self._unpenalised_positions(keys)
+            if exempt.size:  # the state that gives back the value under the rule these rows follow
+                fresh = self._unregularised.init_state(values[exempt])
+                for name, array in state.items():
+                    array[exempt] = fresh[name]
         self._scatter_rows(keys, self._index.lookup(keys), values, state)
 
     def _reserve(self, n_rows: int) -> None:

@@ -260,3 +260,38 @@ def test_clock_over_the_wire_bounds_staleness(shards, staleness):
     admin.close()
     assert table.clocks() == (iters,) * n_workers
     assert not violations
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_push_and_advance_applies_the_push_everywhere_then_ticks(shards, num_shards):
+    cluster = shards(num_shards)
+    clock = cluster.servers[0].shard  # clocks live on the first shard
+    keys = np.arange(-50, 50, dtype=np.int64) * 7919  # spread over every shard
+    with PSClient(cluster.addresses, SECRET) as c:
+        c.create_table("w", width=2, optimizer="delta")
+        c.clock_create("c", num_workers=2, staleness=3)
+        values = np.ones((keys.size, 2), np.float32)
+        assert c.push_and_advance("w", keys, values, "c", worker=1, timeout=10) == 1
+        assert clock.clock("c").clocks() == (0, 1)
+        np.testing.assert_array_equal(c.pull("w", keys), values)
+        # A push no shard holds a key of still ticks; an empty one too.
+        assert c.push_and_advance("w", keys[:0], values[:0], "c", worker=1, timeout=10) == 2
+        # A push the shards reject (wrong width) ticks nothing.
+        with pytest.raises(RemoteError, match="shape"):
+            c.push_and_advance("w", keys[:3], np.ones((3, 1), np.float32), "c", worker=1, timeout=10)
+        assert clock.clock("c").clocks() == (0, 2)
+
+
+def test_a_malformed_tick_rejects_the_push_before_applying_it(shards):
+    cluster = shards(1)
+    with PSClient(cluster.addresses, SECRET) as c:
+        c.create_table("w", width=1, optimizer="delta")
+        conn = c._conns[0]
+        c.clock_create("c", num_workers=1, staleness=0)
+        bad = [("c", "JSON object"), ({"worker": 0}, "clock"), ({"clock": "nope", "worker": 0}, "unknown clock"),
+               ({"clock": "c", "worker": "0"}, "integer worker")]
+        for advance, message in bad:
+            with pytest.raises(RemoteError, match=message):
+                conn.request(Frame(Op.PUSH, {"table": "w", "advance": advance},
+                                   [np.array([1], np.int64), np.ones((1, 1), np.float32)]), idempotent=False)
+        assert c.pull("w", [1]).tolist() == [[0.0]]  # checked before the push: nothing was applied

@@ -36,6 +36,14 @@ def snapshot(table: Table) -> dict:
     return out
 
 
+def assert_same_contents_as(table: Table, expected: dict):
+    got = snapshot(table)
+    assert got.keys() == expected.keys()
+    for key, columns in expected.items():
+        for name, row in columns.items():
+            np.testing.assert_array_equal(got[key][name], row)
+
+
 def assert_same_contents(a: Table, b: Table):
     sa, sb = snapshot(a), snapshot(b)
     assert sa.keys() == sb.keys()
@@ -84,6 +92,55 @@ def test_ftrl_table_matches_per_key_reference(width):
     keys = np.unique(universe)
     expected = np.array([[ref.weight(int(k), c) for c in range(width)] for k in keys])
     np.testing.assert_allclose(table.pull(keys), expected, rtol=2e-4, atol=2e-6)
+
+
+def test_unpenalised_keys_follow_the_unregularised_reference_others_the_penalised_one():
+    """An intercept row pushed with the features: no L1/L2 for it, the table's penalty for the rest."""
+    rng = np.random.default_rng(5)
+    exempt = [-1, 2**40 + 7]
+    table = Table("m", 2, make_optimizer("ftrl", **FTRL), unpenalised_keys=exempt)
+    penalised, free = FTRLRef(**FTRL), FTRLRef(**{**FTRL, "l1": 0.0, "l2": 0.0})
+    universe = np.concatenate([rng.integers(0, 2**40, 60), exempt])
+    for keys, grads in sparse_pushes(rng, universe, 2, n_pushes=15, size=40):
+        table.push(keys, grads)
+        for key, row in zip(keys, grads, strict=True):
+            ref = free if int(key) in exempt else penalised
+            for col in range(2):
+                ref.update(ref.coord(int(key), col), float(row[col]))
+    keys = np.unique(universe)
+    expected = np.array([[(free if int(k) in exempt else penalised).weight(int(k), c) for c in range(2)]
+                         for k in keys])
+    np.testing.assert_allclose(table.pull(keys), expected, rtol=2e-4, atol=2e-6)
+    assert table.describe()["unpenalised_keys"] == sorted(exempt)
+
+
+@pytest.mark.parametrize("bad", ["exempt", "other"])
+def test_push_with_unpenalised_keys_is_all_or_nothing(bad):
+    table = Table("m", 1, make_optimizer("sgd", lr=1e30), unpenalised_keys=[-1])
+    table.push(np.array([-1, 5]), np.array([[1.0], [1.0]], np.float32))
+    before = snapshot(table)
+    grads = np.array([[1.0], [1.0], [1.0]], np.float32)
+    grads[0 if bad == "exempt" else 2] = 1e10  # overflows to inf in the update of that row
+    with pytest.raises(ValueError, match="non-finite weight or state for key " + ("-1" if bad == "exempt" else "9")):
+        table.push(np.array([-1, 5, 9]), grads)
+    assert len(table) == 2
+    assert_same_contents_as(table, before)
+
+
+def test_import_without_state_gives_unpenalised_rows_the_state_that_reproduces_them():
+    hyper = {"alpha": 0.5, "beta": 1.0, "l1": 2.0, "l2": 1.0}
+    table = Table("m", 1, make_optimizer("ftrl", **hyper), unpenalised_keys=[-1])
+    keys, values = np.array([-1, 3]), np.array([[0.75], [-0.5]], np.float32)
+    table.import_batches([pa.RecordBatch.from_arrays(
+        [pa.array(keys), pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 1)], names=["key", "value"])])
+    np.testing.assert_allclose(table.pull(keys), values, rtol=1e-6)
+    table.push(keys, np.zeros((2, 1), np.float32))  # a zero gradient keeps each row where it was
+    np.testing.assert_allclose(table.pull(keys), values, rtol=1e-6)
+
+
+def test_unpenalised_keys_must_be_integers():
+    with pytest.raises(TypeError, match="unpenalised_keys must be integers"):
+        Table("m", 1, make_optimizer("ftrl"), unpenalised_keys=[0.5])
 
 
 def test_pull_of_absent_keys_creates_nothing_and_is_consistent_with_first_push():

@@ -31,7 +31,7 @@ from pyspark.sql.types import StructType
 from spark_ps.context import PSContext
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
-from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, TrainSpec, bias_table_spec, make_train_fn
+from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, TrainSpec, make_train_fn
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -146,20 +146,17 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
     client = ps.client(timeout=timeout)
     run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
     table, stats_table, attempts_table = f"model_{run_id}", f"stats_{run_id}", f"attempts_{run_id}"
-    penalised = any(table_spec["hyper"].get(k, 0.0) > 0 for k in ("l1", "l2"))
-    bias_table = f"bias_{run_id}" if fit_intercept and penalised else None
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
+    table_spec = model_table_spec(table_spec, fit_intercept)
     ps.create_table(table, **_context_spec(table_spec))
-    if bias_table is not None:
-        ps.create_table(bias_table, **_context_spec(bias_table_spec(table_spec)))
     ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
     ps.create_table(attempts_table, width=1, optimizer="delta")
     if clock is not None:
         client.clock_create(clock, workers, stale)
 
     spec = TrainSpec(client=client, table=table, table_spec=table_spec, stats_table=stats_table,
-                     attempts_table=attempts_table, bias_table=bias_table, clock=clock,
+                     attempts_table=attempts_table, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                      label_col=label_col, weight_col=weight_col, num_features=num_features,
                      fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
@@ -178,7 +175,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
         history, seconds = _epoch_summary(task_stats, num_epochs)
         if not np.all(np.isfinite(history)):
             raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
-        intercept = float(client.pull(bias_table or table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
+        intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
         drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
         export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after)
@@ -190,8 +187,6 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
             ps.drop_table(table, missing_ok=True)
         ps.drop_table(stats_table, missing_ok=True)
         ps.drop_table(attempts_table, missing_ok=True)
-        if bias_table is not None:
-            ps.drop_table(bias_table, missing_ok=True)
         if clock is not None:
             client.clock_drop(clock)
     num_features = max((row["num_features"] for row in task_stats), default=0)
@@ -199,11 +194,17 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
                      {"num_features": num_features})
 
 
+def model_table_spec(table_spec: dict[str, Any], fit_intercept: bool) -> dict[str, Any]:
+    """The model table's spec: the intercept row (``BIAS_KEY``) is exempt from L1/L2, as in MLlib."""
+    return {**table_spec, "unpenalised_keys": [BIAS_KEY] if fit_intercept else []}
+
+
 def _context_spec(table_spec: dict[str, Any]) -> dict[str, Any]:
     """Translate a client-level table spec into ``PSContext.create_table`` keywords."""
     init_params = table_spec.get("init_params", {})
     return {"width": table_spec["width"], "optimizer": table_spec["optimizer"], "init": table_spec["init"],
-            "dim": table_spec.get("dim"), **init_params, **table_spec.get("hyper", {})}
+            "dim": table_spec.get("dim"), "unpenalised_keys": table_spec.get("unpenalised_keys", ()),
+            **init_params, **table_spec.get("hyper", {})}
 
 
 def _epoch_summary(task_stats, num_epochs: int) -> tuple[list[float], list[float]]:

@@ -7,7 +7,8 @@ once per epoch. The mini-batches, and the sorted unique keys each one pulls,
 never change between epochs, so they are planned once too
 (:func:`plan_batches`). Per mini-batch the task pulls the rows of the
 features present, computes the gradient, pushes it to the shard optimizers
-and ticks the consistency clock. Only per-epoch statistics go back to the
+and ticks the consistency clock, in two round trips: a pull, and a push
+that carries the tick. Only per-epoch statistics go back to the
 driver.
 
 Retry semantics: training runs as a Spark *barrier* stage, so a failed task
@@ -54,9 +55,6 @@ class TrainSpec:
     table_spec: dict[str, Any]
     stats_table: str
     attempts_table: str
-    #: Separate unregularised table for the intercept (MLlib never penalises it), or None
-    #: to keep the intercept in ``table`` when there is no penalty to avoid.
-    bias_table: str | None
     clock: str | None
     staleness: int | None
     num_workers: int
@@ -73,17 +71,9 @@ class TrainSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def bias_table_spec(table_spec: dict[str, Any]) -> dict[str, Any]:
-    """The model table's spec without its L1/L2 penalty: the intercept is not regularised."""
-    return {**table_spec, "hyper": {**table_spec["hyper"], "l1": 0.0, "l2": 0.0}}
-
-
 def _reset_for_retry(spec: TrainSpec, client: PSClient) -> None:
     client.drop_table(spec.table, missing_ok=True)
     client.create_table(spec.table, **spec.table_spec)
-    if spec.bias_table is not None:
-        client.drop_table(spec.bias_table, missing_ok=True)
-        client.create_table(spec.bias_table, **bias_table_spec(spec.table_spec))
     client.drop_table(spec.stats_table, missing_ok=True)
     client.create_table(spec.stats_table, width=STATS_WIDTH, optimizer="delta")
     if spec.clock is not None:
@@ -115,24 +105,6 @@ def load_partition(batches: Iterator[pa.RecordBatch], spec: TrainSpec) -> tuple[
         size = max(size, vector_size(batch.column(spec.features_col)))
         offset += batch.num_rows
     return (CSRBatch.concat(parts) if parts else None), size
-
-
-def _pull(client: PSClient, spec: TrainSpec, keys: np.ndarray) -> np.ndarray:
-    if spec.bias_table is None:
-        return client.pull(spec.table, keys)
-    # keys[0] is the bias key (see Objective.keys_of): it lives in its own table.
-    rows = np.empty((len(keys), spec.objective.width), dtype=np.float32)
-    rows[:1] = client.pull(spec.bias_table, keys[:1])
-    rows[1:] = client.pull(spec.table, keys[1:])
-    return rows
-
-
-def _push(client: PSClient, spec: TrainSpec, keys: np.ndarray, grads: np.ndarray) -> None:
-    if spec.bias_table is None:
-        client.push(spec.table, keys, grads)
-        return
-    client.push(spec.bias_table, keys[:1], grads[:1])
-    client.push(spec.table, keys[1:], grads[1:])
 
 
 @dataclass(frozen=True)
@@ -184,17 +156,20 @@ def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, work
         start = time.perf_counter()
         loss_sum = weight_sum = 0.0
         for batch in batches:
-            pulled = _pull(client, spec, batch.keys)
+            # One round trip each way: the intercept is an unpenalised row of the
+            # model table (see fitting.model_table_spec), the clock tick rides on the push.
+            pulled = client.pull(spec.table, batch.keys)
             bias = float(pulled[0, 0]) if spec.fit_intercept else 0.0
             loss, grads, g_bias = spec.objective.step(batch.data, batch.col, pulled, bias)
             if spec.fit_intercept:
                 grads[0, :] = 0.0
                 grads[0, 0] = g_bias
-            _push(client, spec, batch.keys, grads)
+            if spec.clock is None:
+                client.push(spec.table, batch.keys, grads)
+            else:
+                client.push_and_advance(spec.table, batch.keys, grads, spec.clock, worker, timeout=spec.timeout)
             loss_sum += loss
             weight_sum += batch.weight_sum
-            if spec.clock is not None:
-                client.clock_advance(spec.clock, worker, timeout=spec.timeout)
         seconds = time.perf_counter() - start
         client.push(spec.stats_table, [epoch], [[loss_sum, weight_sum, rows, seconds]])
         results.append({"worker": worker, "epoch": epoch, "loss_sum": loss_sum, "weight_sum": weight_sum,

@@ -179,6 +179,21 @@ class Optimizer(abc.ABC):
         """
         return {name: np.zeros(weights.shape, dtype=np.float32) for name in self.state_names}
 
+    def unregularised(self) -> "Optimizer":
+        """The same rule without its L1/L2 penalty, for rows that must not be shrunk (an intercept).
+
+        Rules without a penalty return themselves.
+
+        Examples
+        --------
+        >>> from spark_ps.optim import make_optimizer
+        >>> make_optimizer("ftrl", alpha=0.5, l1=2.0, l2=1.0).unregularised()
+        FTRL(alpha=0.5, beta=1.0, l1=0.0, l2=0.0)
+        >>> make_optimizer("sgd", lr=0.1).unregularised()
+        SGD(lr=0.1)
+        """
+        return self
+
     def params(self) -> dict[str, float]:
         """Hyper-parameters; ``make_optimizer(opt.name, **opt.params())`` rebuilds the rule.
 

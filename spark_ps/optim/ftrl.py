@@ -109,6 +109,9 @@ class FTRL(Optimizer):
             z0[...] = 0.0
         return {"z": z0.astype(np.float32), "n": np.zeros(weights.shape, dtype=np.float32)}
 
+    def unregularised(self) -> "FTRL":
+        return FTRL(self.alpha, self.beta, 0.0, 0.0)
+
     def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
                 out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
         _ftrl_kernel(flat(weights), flat(state["z"]), flat(state["n"]), grads.reshape(-1),
