@@ -27,6 +27,10 @@ table's server-side optimizer (Adagrad's accumulator, FTRL's ``z`` and ``n``,
   spans that run on several cores (:mod:`spark_ps.workpool`); a failing span
   has the others' chunks restored the same way. The table lock is held
   throughout, so no reader ever sees part of a push.
+* **Rows of new keys** are computed beside the update of the existing rows
+  (from the initialiser, in scratch arrays) and appended only once that
+  update is in, so a push that creates a few rows (every push of a first
+  epoch) still updates the rest in place, chunk by chunk.
 * **Unpenalised keys** (``unpenalised_keys``, e.g. a model's intercept) are
   updated by the optimizer's rule without L1/L2
   (:meth:`~spark_ps.optim.base.Optimizer.unregularised`), in the same push
@@ -362,11 +366,24 @@ class Table:
 
     # --- storage helpers (called with the lock held) ----------------------
     def _push_rows(self, keys: np.ndarray, grads: np.ndarray) -> None:
+        """Update existing rows in place, chunk by chunk, and create the rows of absent keys.
+
+        New rows are computed first (from the initialiser, into scratch) and
+        appended last, once the update of the existing rows is in: either
+        part may be rejected, and then nothing is stored.
+        """
         rows = self._lookup(keys)
-        if (rows < 0).any():
-            self._push_creating_rows(keys, rows, grads)
-        else:
+        absent = rows < 0
+        if not absent.any():
             self._push_existing_rows(keys, rows, grads)
+            return
+        new_keys = keys[absent]
+        weights, state = self._updated_copies(new_keys, rows[absent], grads[absent], self.optimizer)
+        self._reserve(len(self._index) + new_keys.shape[0])  # allocate before anything is written
+        if not absent.all():
+            present = ~absent
+            self._push_existing_rows(keys[present], rows[present], grads[present])
+        self._scatter_rows(new_keys, rows[absent], weights, state)
 
     def _unpenalised_positions(self, keys: np.ndarray) -> np.ndarray:
         """Positions in ``keys`` of the unpenalised keys it contains (a handful at most)."""
@@ -388,10 +405,7 @@ class Table:
         """
         exempt_keys = keys[exempt]
         exempt_rows = self._index.lookup(exempt_keys)
-        weights, state = self._gather_rows(exempt_keys, exempt_rows, self._unregularised)
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected below
-            self._unregularised.step(weights, state, grads[exempt])
-        self._reject_non_finite_update(exempt_keys, weights, state)
+        weights, state = self._updated_copies(exempt_keys, exempt_rows, grads[exempt], self._unregularised)
         rest = np.ones(keys.shape[0], dtype=bool)
         rest[exempt] = False
         if rest.any():
@@ -399,15 +413,16 @@ class Table:
         # Still valid: rows are append-only, and the rest of the push has other keys.
         self._scatter_rows(exempt_keys, exempt_rows, weights, state)
 
-    def _push_creating_rows(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray) -> None:
-        """A push that creates rows: update gathered copies (fresh rows for absent keys), then store all."""
-        weights, state = self._gather_rows(keys, rows)
+    def _updated_copies(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray, optimizer: Optimizer
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Copies of the rows of ``keys`` (fresh ones where absent) after ``optimizer``'s step, checked finite."""
+        weights, state = self._gather_rows(keys, rows, optimizer)
         # Overflow to inf is expected for a diverging update and is
         # rejected just below, so numpy need not warn about it.
         with np.errstate(over="ignore", invalid="ignore"):
-            self.optimizer.step(weights, state, grads)
+            optimizer.step(weights, state, grads)
         self._reject_non_finite_update(keys, weights, state)
-        self._scatter_rows(keys, rows, weights, state)
+        return weights, state
 
     def _push_existing_rows(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray) -> None:
         """A push to rows that all exist: row spans in parallel, each chunk by chunk (see the module docstring)."""
@@ -459,14 +474,14 @@ class Table:
         weights[absent] = self.init.rows(keys[absent], self.width)
         return weights
 
-    def _gather_rows(self, keys: np.ndarray, rows: np.ndarray, optimizer: Optimizer | None = None
+    def _gather_rows(self, keys: np.ndarray, rows: np.ndarray, optimizer: Optimizer
                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Copies of the weights and state of ``keys``; fresh rows (state from ``optimizer``) for absent keys."""
         weights = self._gather_weights(keys, rows)
         absent = rows < 0
         if not absent.any():
             return weights, {s: array.take(rows, axis=0) for s, array in self._state.items()}
-        fresh = (optimizer or self.optimizer).init_state(weights[absent])
+        fresh = optimizer.init_state(weights[absent])
         state = {}
         for s, array in self._state.items():
             state[s] = np.empty_like(weights)

@@ -188,6 +188,40 @@ def test_diverging_update_is_rejected_and_table_unchanged():
     np.testing.assert_array_equal(table.pull(np.array([3, 4])), np.array([[-1e30], [0.0]], np.float32))
 
 
+@pytest.mark.parametrize("bad_key", [3, 4])  # 3 exists (updated in place), 4 is new (appended last)
+def test_push_that_creates_rows_is_all_or_nothing_whichever_part_fails(bad_key):
+    table = Table("w", 1, make_optimizer("sgd", lr=1e30))
+    table.push(np.array([3]), np.array([[1.0]], np.float32))
+    grads = np.array([[1.0], [1.0]], np.float32)
+    grads[[3, 4].index(bad_key)] = 1e10
+    with pytest.raises(ValueError, match=f"non-finite weight or state for key {bad_key}"):
+        table.push(np.array([3, 4]), grads)
+    assert len(table) == 1
+    np.testing.assert_array_equal(table.pull(np.array([3, 4])), np.array([[-1e30], [0.0]], np.float32))
+
+
+def test_push_mixing_new_and_existing_rows_matches_the_reference():
+    rng = np.random.default_rng(11)
+    table = Table("m", 3, make_optimizer("ftrl", **FTRL), Normal(0.1, seed=2))
+    ref, init = FTRLRef(**FTRL), Normal(0.1, seed=2)
+    universe = rng.integers(-2**62, 2**62, 400)
+    for keys, grads in sparse_pushes(rng, universe, 3, n_pushes=10, size=150):  # each push: some new, some not
+        for key in keys:
+            if (int(key), 0) not in ref.coords:  # a new row starts at the initialiser's draw, with z0 giving it back
+                for col, w0 in enumerate(init.rows(np.array([key]), 3)[0].astype(float)):
+                    c = ref.coord(int(key), col)
+                    c["w"] = w0
+                    c["z"] = -(w0 * (FTRL["beta"] / FTRL["alpha"] + FTRL["l2"]) + math.copysign(FTRL["l1"], w0))
+        table.push(keys, grads)
+        for key, row in zip(keys, grads, strict=True):
+            for col in range(3):
+                ref.update(ref.coord(int(key), col), float(row[col]))
+    keys = np.array(sorted({key for key, _ in ref.coords}))
+    assert len(table) == len(keys)
+    expected = np.array([[ref.weight(int(k), c) for c in range(3)] for k in keys])
+    np.testing.assert_allclose(table.pull(keys), expected, rtol=2e-4, atol=2e-6)
+
+
 @pytest.fixture
 def small_spans(monkeypatch):
     """Pushes of a few thousand rows split into 3 parallel spans of several chunks each."""
