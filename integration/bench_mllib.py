@@ -268,12 +268,12 @@ class EpochLog(logging.Handler):
     >>> h.emit(logging.makeLogRecord({"msg": "LR[x] epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s)",
     ...                               "args": ("LR[x]", 1, 2, 0.45, 41000.0, 9.76)}))  # doctest: +SKIP
     >>> EpochLog.parse(["LR[x] epoch 1/2: loss 0.450000, 41000 rows/s (9.76 s)",
-    ...                 "LR[x]: training 400000 rows on 2 workers x 2 shards, 2 epochs, ssp"])
+    ...                 "LR[x]: training on 2 workers x 2 shards, 2 epochs, ssp"])
     {'epoch_seconds': [9.76], 'epoch_rows_per_s': [41000.0], 'workers': 2}
     """
 
     EPOCH = re.compile(r"epoch (\d+)/(\d+): loss \S+, ([\d.]+) rows/s \(([\d.]+) s\)")
-    WORKERS = re.compile(r"training \d+ rows on (\d+) workers")
+    WORKERS = re.compile(r"training (?:\d+ rows )?on (\d+) workers")
 
     def __init__(self):
         super().__init__(logging.INFO)

@@ -9,7 +9,6 @@ through :meth:`_output_columns` and their typed accessors.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from typing import Any
@@ -19,13 +18,13 @@ import pyarrow as pa
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, NumericType, StructField, StructType
+from pyspark.sql.types import DoubleType, StructField, StructType
 
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.csr import record_batch_to_csr
 from spark_ps.ml.fitting import FitResult, fit_on_ps, require_columns
 from spark_ps.ml.objectives import Objective
+from spark_ps.ml.training import DataDependence
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -42,26 +41,6 @@ def _reg_to_l1_l2(reg_param: float, elastic_net: float, num_rows: int) -> tuple[
     """MLlib's penalty ``regParam * (a*|w|_1 + (1-a)/2*|w|^2)`` on the *mean* loss, as FTRL's per-coordinate
     l1/l2 on the *summed* loss: both scale by the number of training rows."""
     return reg_param * elastic_net * num_rows, reg_param * (1.0 - elastic_net) * num_rows
-
-
-def _count_and_mean_label(dataset: DataFrame, label_col: str, weight_col: str | None) -> tuple[int, float | None]:
-    """Row count and (weighted) mean label of ``dataset``, in one Spark job.
-
-    Returns
-    -------
-    num_rows : int
-    label_mean : float or None
-        ``sum(weight * label) / sum(weight)``; None when the label column is
-        not numeric (converting the rows reports that) or no weight is positive.
-    """
-    if not isinstance(dataset.schema[label_col].dataType, NumericType):
-        return dataset.count(), None
-    weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
-    row = dataset.agg(F.count(F.lit(1)).alias("rows"), F.sum(F.col(label_col) * weight).alias("weighted_labels"),
-                      F.sum(weight).alias("weights")).first()
-    if not row["weights"] or row["weights"] <= 0 or row["weighted_labels"] is None:
-        return int(row["rows"]), None
-    return int(row["rows"]), float(row["weighted_labels"]) / float(row["weights"])
 
 
 class _PSEstimator(Estimator, MLReadable, MLWritable):
@@ -86,7 +65,8 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
         """Refuse MLlib Param values we do not support (never ignore them silently)."""
         self._validate_ps_params()
 
-    def _initial_intercept(self, label_mean: float | None) -> float:
+    @staticmethod
+    def _initial_intercept(label_mean: float | None) -> float:
         """Where training starts the intercept, given the (weighted) mean label (None: unknown).
 
         Starting it at the value the data implies with all coefficients at 0
@@ -109,23 +89,28 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
             return self.getOrDefault("stepSize")
         return {**DEFAULT_LEARNING_RATE, **self._default_learning_rates}[self.getOptimizer()]
 
-    def _hyper(self, num_rows: int) -> dict[str, float]:
-        opt = self.getOptimizer()
-        l1, l2 = _reg_to_l1_l2(self.getRegParam(), self._elastic_net(), num_rows)
+    def _hyper(self) -> dict[str, float]:
+        """The optimizer's hyper-parameters, before the row-scaled penalty of :meth:`_data_dependence`."""
         lr = self._learning_rate()
-        if opt == "ftrl":
+        if self.getOptimizer() == "ftrl":
             # FTRL's l1 bounds |z|, the gradient summed over *every* pass, so a per-pass
-            # strength scales with the passes (regParam's mapping above does not).
-            l1 += self.getPriorL1() * self._num_epochs()
-            return {"alpha": lr, "beta": self.getBeta(), "l1": l1, "l2": l2}
+            # strength scales with the passes (regParam's mapping does not).
+            return {"alpha": lr, "beta": self.getBeta(), "l1": self.getPriorL1() * self._num_epochs(), "l2": 0.0}
         return {"lr": lr}
+
+    def _data_dependence(self) -> DataDependence:
+        """regParam's L1/L2 per training row (FTRL only), and where the intercept starts."""
+        ftrl = self.getOptimizer() == "ftrl"
+        l1, l2 = _reg_to_l1_l2(self.getRegParam(), self._elastic_net(), 1) if ftrl else (0.0, 0.0)
+        start = type(self)._initial_intercept if self.getFitIntercept() else None
+        return DataDependence(l1_per_row=l1, l2_per_row=l2, intercept_start=start)
 
     def _elastic_net(self) -> float:
         return self.getElasticNetParam() if self.hasParam("elasticNetParam") else 0.0
 
-    def _table_spec(self, num_rows: int) -> dict[str, Any]:
+    def _table_spec(self) -> dict[str, Any]:
         return {"width": self._objective().width, "optimizer": self.getOptimizer(),
-                "hyper": self._hyper(num_rows), "dim": None, **self._table_init()}
+                "hyper": self._hyper(), "dim": None, **self._table_init()}
 
     def _num_epochs(self) -> int:
         return max(1, min(self.getNumEpochs(), self.getMaxIter()))
@@ -135,24 +120,18 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
         spark = dataset.sparkSession
         weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         require_columns(dataset, features=self.getFeaturesCol(), label=self.getLabelCol(), weight=weight_col)
-        # The table spec needs the row count (regularisation scales with it), the
-        # intercept's starting point the mean label: one pass over the data gives both.
-        num_rows, label_mean = _count_and_mean_label(dataset, self.getLabelCol(), weight_col)
-        if num_rows == 0:
-            raise ValueError("cannot fit on an empty DataFrame (0 rows)")
-        # The intercept row starts at 0 like every row: the starting point rides along
-        # as the objective's margin offset, and is added back to the fitted intercept.
-        offset = self._initial_intercept(label_mean) if self.getFitIntercept() else 0.0
-        objective = dataclasses.replace(self._objective(), offset=offset)
+        # The intercept row starts at 0 like every row: the starting point (from the mean
+        # label) rides along as the objective's margin offset, and is added back to the
+        # fitted intercept. The tasks count the rows and labels it and the penalty need.
         fit = fit_on_ps(
-            spark, dataset, num_rows=num_rows, label=f"{self._label}[{self.uid}]", objective=objective,
-            table_spec=self._table_spec(num_rows), features_col=self.getFeaturesCol(),
+            spark, dataset, label=f"{self._label}[{self.uid}]", objective=self._objective(),
+            table_spec=self._table_spec(), data_dependence=self._data_dependence(),
+            features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol(), weight_col=weight_col, num_features=None,
             fit_intercept=self.getFitIntercept(), batch_size=self.getBatchSize(), num_epochs=self._num_epochs(),
             sync_mode=self.getSyncMode(), staleness=self.getStaleness(), num_workers=self.getNumWorkers(),
             timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
             if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
-        fit = dataclasses.replace(fit, intercept=fit.intercept + offset)
         model = self._create_model(fit)
         model._export = fit.export
         model._resetUid(self.uid)

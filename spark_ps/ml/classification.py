@@ -226,7 +226,8 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
     def _objective(self) -> Objective:
         return Objective("logistic")
 
-    def _initial_intercept(self, label_mean: float | None) -> float:
+    @staticmethod
+    def _initial_intercept(label_mean: float | None) -> float:
         """MLlib's start: the log-odds ``log(p / (1 - p))`` of the mean label ``p``.
 
         It minimises the log-loss while every coefficient is 0. With a single

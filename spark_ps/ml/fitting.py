@@ -31,7 +31,7 @@ from pyspark.sql.types import StructType
 from spark_ps.context import PSContext
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
-from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, TrainSpec, make_train_fn
+from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, DataDependence, TrainSpec, make_train_fn
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -47,6 +47,7 @@ class FitResult:
     weights_path: str
     #: Live shard table the model may score from (None: score from Delta).
     table: str | None
+    #: The fitted intercept: the table's intercept row plus where training started it.
     intercept: float
     objective_history: list[float]
     epoch_seconds: list[float]
@@ -84,11 +85,11 @@ def checkpoint_root(spark, configured: str | None) -> str:
 
 
 class _ProgressPrinter:
-    """Polls the statistics table and logs one line per finished epoch."""
+    """Polls the statistics table and logs one line per epoch that every worker has finished."""
 
-    def __init__(self, client, stats_table: str, num_epochs: int, total_rows: int, num_workers: int, label: str):
+    def __init__(self, client, stats_table: str, num_epochs: int, num_workers: int, label: str):
         self._client, self._table, self._num_workers = client, stats_table, num_workers
-        self._num_epochs, self._total_rows, self._label = num_epochs, total_rows, label
+        self._num_epochs, self._label = num_epochs, label
         self._stop = threading.Event()
         self._reported = 0
         self._thread = threading.Thread(target=self._run, name="ps-progress", daemon=True)
@@ -114,8 +115,8 @@ class _ProgressPrinter:
         except (ConnectionError, KeyError) as exc:
             log.debug("progress poll failed: %s", exc)
             return
-        while self._reported < self._num_epochs and stats[self._reported, 2] >= self._total_rows:
-            loss_sum, weight_sum, rows, task_seconds = stats[self._reported]
+        while self._reported < self._num_epochs and stats[self._reported, 4] >= self._num_workers:
+            loss_sum, weight_sum, rows, task_seconds, _ = stats[self._reported]
             # Workers run side by side: the epoch took about the mean task time.
             seconds = task_seconds / self._num_workers
             log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s)", self._label, self._reported + 1,
@@ -123,20 +124,22 @@ class _ProgressPrinter:
             self._reported += 1
 
 
-def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective, table_spec: dict[str, Any],
-              features_col: str, label_col: str, weight_col: str | None, num_features: int | None,
-              fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str, staleness: int,
-              num_workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
+def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: dict[str, Any],
+              data_dependence: DataDependence, features_col: str, label_col: str, weight_col: str | None,
+              num_features: int | None, fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str,
+              staleness: int, num_workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
               uid: str) -> FitResult:
-    """Train ``objective`` on the ``num_rows`` rows of ``dataset`` through the parameter server."""
+    """Train ``objective`` on the rows of ``dataset`` through the parameter server.
+
+    No pass over the data precedes training: the tasks count the rows and the
+    labels while converting their partitions (see :class:`DataDependence`).
+    """
     require_columns(dataset, features=features_col, label=label_col, weight=weight_col)
-    if num_rows == 0:
-        raise ValueError("cannot fit on an empty DataFrame (0 rows)")
     data = dataset.select(*[c for c in (features_col, label_col, weight_col) if c])
 
     ps = PSContext.get(spark)  # waits for the executors' shards, so their slots count too
     slots = task_slots(spark)
-    workers = max(1, min(num_workers or slots, slots, num_rows))
+    workers = max(1, min(num_workers or slots, slots))
     if data.rdd.getNumPartitions() != workers:
         # A barrier stage runs all its tasks at once, so at most one per slot; and
         # it cannot sit behind a coalesce, hence a shuffle, paid once per fit
@@ -148,21 +151,21 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
     table, stats_table, attempts_table = f"model_{run_id}", f"stats_{run_id}", f"attempts_{run_id}"
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
-    table_spec = model_table_spec(table_spec, fit_intercept)
-    ps.create_table(table, **_context_spec(table_spec))
+    table_spec = model_table_spec(table_spec, fit_intercept)  # created by worker 0, once the rows are counted
     ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
     ps.create_table(attempts_table, width=1, optimizer="delta")
     if clock is not None:
         client.clock_create(clock, workers, stale)
 
-    spec = TrainSpec(client=client, table=table, table_spec=table_spec, stats_table=stats_table,
+    spec = TrainSpec(client=client, table=table, table_spec=table_spec, data_dependence=data_dependence,
+                     stats_table=stats_table,
                      attempts_table=attempts_table, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                      label_col=label_col, weight_col=weight_col, num_features=num_features,
                      fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
                      timeout=timeout, binary_labels=binary_labels)
-    log.info("%s: training %d rows on %d workers x %d shards, %d epochs, %s", label, num_rows, workers,
-             client.num_shards, num_epochs, sync_mode)
+    log.info("%s: training on %d workers x %d shards, %d epochs, %s", label, workers, client.num_shards,
+             num_epochs, sync_mode)
     # Zero-initialised tables answer untrained features with 0, as the Delta weights do, so the
     # model can score from the training table. Others (FM's random factors) would not: the model
     # scores from Delta, and the table goes once it is exported.
@@ -170,17 +173,20 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
     export = None
     try:
         start = time.perf_counter()
-        with _ProgressPrinter(client, stats_table, num_epochs, num_rows, workers, label):
+        with _ProgressPrinter(client, stats_table, num_epochs, workers, label):
             task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
+        num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
+        if num_rows == 0:
+            raise ValueError("cannot fit on an empty DataFrame (0 rows)")
         history, seconds = _epoch_summary(task_stats, num_epochs)
         if not np.all(np.isfinite(history)):
             raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
-        intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) if fit_intercept else 0.0
+        intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) + task_stats[0]["offset"] if fit_intercept else 0.0
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
         drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
         export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after)
-        log.info("%s: trained in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s", label,
-                 time.perf_counter() - start, max((row["load_seconds"] for row in task_stats), default=0.0),
+        log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
+                 label, num_rows, time.perf_counter() - start, max((row["load_seconds"] for row in task_stats), default=0.0),
                  table, path)
     finally:
         if export is None:  # training failed: nothing will read the model table
@@ -197,14 +203,6 @@ def fit_on_ps(spark, dataset: DataFrame, *, num_rows: int, label: str, objective
 def model_table_spec(table_spec: dict[str, Any], fit_intercept: bool) -> dict[str, Any]:
     """The model table's spec: the intercept row (``BIAS_KEY``) is exempt from L1/L2, as in MLlib."""
     return {**table_spec, "unpenalised_keys": [BIAS_KEY] if fit_intercept else []}
-
-
-def _context_spec(table_spec: dict[str, Any]) -> dict[str, Any]:
-    """Translate a client-level table spec into ``PSContext.create_table`` keywords."""
-    init_params = table_spec.get("init_params", {})
-    return {"width": table_spec["width"], "optimizer": table_spec["optimizer"], "init": table_spec["init"],
-            "dim": table_spec.get("dim"), "unpenalised_keys": table_spec.get("unpenalised_keys", ()),
-            **init_params, **table_spec.get("hyper", {})}
 
 
 def _epoch_summary(task_stats, num_epochs: int) -> tuple[list[float], list[float]]:

@@ -13,17 +13,20 @@ driver.
 
 Retry semantics: training runs as a Spark *barrier* stage, so a failed task
 restarts every task. Worker 0 counts its starts in a tiny ``attempts`` table
-on the shards; on any start after the first it resets the model table, the
-clock and the statistics to their initial state while the other workers
-convert their partitions, and nobody pushes before the barrier that follows;
+on the shards; on any start after the first it drops the model table (worker
+0 creates it afresh once the rows are counted) and resets the clock and the
+statistics while the other workers convert their partitions, and nobody
+pushes before the barriers that follow;
 then everyone trains from scratch: the final model has seen
 every row exactly ``numEpochs`` times, never a partial mix of two attempts.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,15 +38,51 @@ from spark_ps.client import PSClient
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.objectives import Objective
 
-#: Per-epoch statistics row: [loss sum, weight sum, rows, task seconds].
-STATS_WIDTH = 4
+#: Per-epoch statistics row: [loss sum, weight sum, rows, task seconds, workers done].
+STATS_WIDTH = 5
 
-#: One row per (worker, epoch); ``load_seconds`` (Arrow to CSR and batch planning) repeats per epoch.
+#: One row per (worker, epoch); ``load_seconds`` (Arrow to CSR and batch planning) and
+#: ``offset`` (where the intercept started, from the mean label) repeat per epoch.
 TASK_RESULT_SCHEMA = pa.schema([
     ("worker", pa.int32()), ("epoch", pa.int32()), ("loss_sum", pa.float64()),
     ("weight_sum", pa.float64()), ("rows", pa.int64()), ("seconds", pa.float64()),
-    ("num_features", pa.int64()), ("load_seconds", pa.float64()),
+    ("num_features", pa.int64()), ("load_seconds", pa.float64()), ("offset", pa.float64()),
 ])
+
+
+@dataclass(frozen=True)
+class DataDependence:
+    """What a fit derives from its training rows, once the tasks have counted them.
+
+    MLlib's ``regParam`` penalises the *mean* loss and FTRL's L1/L2 the
+    *summed* one, so the table's L1/L2 grow with the row count; and the
+    intercept starts where the mean label puts it. The tasks count rows and
+    labels while converting their partitions and share the totals
+    (:func:`_gather_totals`), which spares the fit a Spark pass of its own.
+
+    Examples
+    --------
+    >>> dep = DataDependence(l1_per_row=1e-4, l2_per_row=2e-4)
+    >>> dep.table_spec({"hyper": {"alpha": 0.1, "l1": 1.0, "l2": 0.0}}, 10_000)["hyper"]
+    {'alpha': 0.1, 'l1': 2.0, 'l2': 2.0}
+    """
+
+    l1_per_row: float = 0.0
+    l2_per_row: float = 0.0
+    #: Start of the intercept given the (weighted) mean label, None if unknown; None: no intercept.
+    intercept_start: Callable[[float | None], float] | None = None
+
+    def table_spec(self, spec: dict[str, Any], num_rows: int) -> dict[str, Any]:
+        """``spec`` with the row-scaled L1/L2 added to its optimizer's."""
+        if not (self.l1_per_row or self.l2_per_row):
+            return spec
+        hyper = dict(spec["hyper"])
+        hyper["l1"] = hyper.get("l1", 0.0) + self.l1_per_row * num_rows
+        hyper["l2"] = hyper.get("l2", 0.0) + self.l2_per_row * num_rows
+        return {**spec, "hyper": hyper}
+
+    def offset(self, label_mean: float | None) -> float:
+        return 0.0 if self.intercept_start is None else float(self.intercept_start(label_mean))
 
 
 @dataclass(frozen=True)
@@ -52,7 +91,9 @@ class TrainSpec:
 
     client: PSClient
     table: str
+    #: The model table's spec before the row-scaled penalty (see DataDependence).
     table_spec: dict[str, Any]
+    data_dependence: DataDependence
     stats_table: str
     attempts_table: str
     clock: str | None
@@ -72,13 +113,23 @@ class TrainSpec:
 
 
 def _reset_for_retry(spec: TrainSpec, client: PSClient) -> None:
-    client.drop_table(spec.table, missing_ok=True)
-    client.create_table(spec.table, **spec.table_spec)
+    client.drop_table(spec.table, missing_ok=True)  # created afresh once the rows are counted
     client.drop_table(spec.stats_table, missing_ok=True)
     client.create_table(spec.stats_table, width=STATS_WIDTH, optimizer="delta")
     if spec.clock is not None:
         client.clock_drop(spec.clock)
         client.clock_create(spec.clock, spec.num_workers, spec.staleness)
+
+
+def _gather_totals(ctx, data: CSRBatch | None) -> tuple[int, float | None]:
+    """Every task's row count and (weighted) label sum, summed: (rows, mean label or None)."""
+    rows, weights, labels = 0, 0.0, 0.0
+    if data is not None:
+        w = np.ones(data.num_rows) if data.weights is None else data.weights
+        rows, weights, labels = data.num_rows, float(w.sum()), float(w @ data.labels)
+    parts = [json.loads(m) for m in ctx.allGather(json.dumps([rows, weights, labels]))]
+    rows, weights, labels = (sum(p[i] for p in parts) for i in range(3))
+    return int(rows), (labels / weights if weights > 0 else None)
 
 
 def _barrier_context():
@@ -171,7 +222,7 @@ def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, work
             loss_sum += loss
             weight_sum += batch.weight_sum
         seconds = time.perf_counter() - start
-        client.push(spec.stats_table, [epoch], [[loss_sum, weight_sum, rows, seconds]])
+        client.push(spec.stats_table, [epoch], [[loss_sum, weight_sum, rows, seconds, 1.0]])
         results.append({"worker": worker, "epoch": epoch, "loss_sum": loss_sum, "weight_sum": weight_sum,
                         "rows": rows, "seconds": seconds})
     if spec.clock is not None:
@@ -198,9 +249,18 @@ def make_train_fn(spec: TrainSpec):
             data, size = load_partition(batches, spec)
             planned = plan_batches(data, spec)
             load_seconds = time.perf_counter() - start
-            ctx.barrier()  # nobody trains before a possible reset is done
-            results = [{**r, "num_features": size, "load_seconds": load_seconds}
-                       for r in run_epochs(planned, spec, client, worker)]
+            # A barrier too: nobody goes on before a possible reset is done.
+            num_rows, label_mean = _gather_totals(ctx, data)
+            results = []
+            if num_rows > 0:  # else the driver reports the empty DataFrame
+                dep = spec.data_dependence
+                if worker == 0:
+                    client.create_table(spec.table, **dep.table_spec(spec.table_spec, num_rows))
+                ctx.barrier()  # the model table exists before anyone pulls from it
+                offset = dep.offset(label_mean)
+                spec = dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, offset=offset))
+                results = [{**r, "num_features": size, "load_seconds": load_seconds, "offset": offset}
+                           for r in run_epochs(planned, spec, client, worker)]
         finally:
             client.close()
         yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)
