@@ -258,9 +258,9 @@ def make_train_fn(spec: TrainSpec):
                     client.create_table(spec.table, **dep.table_spec(spec.table_spec, num_rows))
                 ctx.barrier()  # the model table exists before anyone pulls from it
                 offset = dep.offset(label_mean)
-                spec = dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, offset=offset))
+                started = dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, offset=offset))
                 results = [{**r, "num_features": size, "load_seconds": load_seconds, "offset": offset}
-                           for r in run_epochs(planned, spec, client, worker)]
+                           for r in run_epochs(planned, started, client, worker)]
         finally:
             client.close()
         yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)
