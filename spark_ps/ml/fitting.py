@@ -150,15 +150,17 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
     run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
     table, stats_table, attempts_table = f"model_{run_id}", f"stats_{run_id}", f"attempts_{run_id}"
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
+    sync_clock = f"sync_{run_id}"  # the tasks' rendezvous
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
     table_spec = model_table_spec(table_spec, fit_intercept)  # created by worker 0, once the rows are counted
     ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
     ps.create_table(attempts_table, width=1, optimizer="delta")
     if clock is not None:
         client.clock_create(clock, workers, stale)
+    client.clock_create(sync_clock, workers, 0)
 
     spec = TrainSpec(client=client, table=table, table_spec=table_spec, data_dependence=data_dependence,
-                     stats_table=stats_table,
+                     stats_table=stats_table, sync_clock=sync_clock,
                      attempts_table=attempts_table, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                      label_col=label_col, weight_col=weight_col, num_features=num_features,
@@ -195,6 +197,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
         ps.drop_table(attempts_table, missing_ok=True)
         if clock is not None:
             client.clock_drop(clock)
+        client.clock_drop(sync_clock)
     num_features = max((row["num_features"] for row in task_stats), default=0)
     return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows, export,
                      {"num_features": num_features})

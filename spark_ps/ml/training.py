@@ -13,18 +13,17 @@ driver.
 
 Retry semantics: training runs as a Spark *barrier* stage, so a failed task
 restarts every task. Worker 0 counts its starts in a tiny ``attempts`` table
-on the shards; on any start after the first it drops the model table (worker
-0 creates it afresh once the rows are counted) and resets the clock and the
-statistics while the other workers convert their partitions, and nobody
-pushes before the barriers that follow;
-then everyone trains from scratch: the final model has seen
-every row exactly ``numEpochs`` times, never a partial mix of two attempts.
+on the shards; on any start after the first it drops the model table and
+resets the clocks and the statistics while the other workers convert their
+partitions, and nobody goes on before the Spark barrier that follows; then
+everyone trains from scratch: the final model has seen every row exactly
+``numEpochs`` times, never a partial mix of two attempts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ from spark_ps.ml.objectives import Objective
 
 #: Per-epoch statistics row: [loss sum, weight sum, rows, task seconds, workers done].
 STATS_WIDTH = 5
+#: Statistics row of the training data's totals: [rows, weight sum, weighted label sum, 0, 0].
+TOTALS_KEY = -1
 
 #: One row per (worker, epoch); ``load_seconds`` (Arrow to CSR and batch planning) and
 #: ``offset`` (where the intercept started, from the mean label) repeat per epoch.
@@ -96,6 +97,8 @@ class TrainSpec:
     data_dependence: DataDependence
     stats_table: str
     attempts_table: str
+    #: The rendezvous clock (staleness 0, see _meet).
+    sync_clock: str
     clock: str | None
     staleness: int | None
     num_workers: int
@@ -116,19 +119,37 @@ def _reset_for_retry(spec: TrainSpec, client: PSClient) -> None:
     client.drop_table(spec.table, missing_ok=True)  # created afresh once the rows are counted
     client.drop_table(spec.stats_table, missing_ok=True)
     client.create_table(spec.stats_table, width=STATS_WIDTH, optimizer="delta")
+    client.clock_drop(spec.sync_clock)
+    client.clock_create(spec.sync_clock, spec.num_workers, 0)
     if spec.clock is not None:
         client.clock_drop(spec.clock)
         client.clock_create(spec.clock, spec.num_workers, spec.staleness)
 
 
-def _gather_totals(ctx, data: CSRBatch | None) -> tuple[int, float | None]:
-    """Every task's row count and (weighted) label sum, summed: (rows, mean label or None)."""
+def _meet(client: PSClient, worker: int, spec: TrainSpec) -> None:
+    """Wait until every worker has called this as often: a tick of a staleness-0 clock on the shards.
+
+    Spark's ``BarrierTaskContext.barrier()`` and ``allGather()`` took about a
+    second each here; this takes a round trip.
+    """
+    client.clock_advance(spec.sync_clock, worker, timeout=spec.timeout)
+
+
+def _gather_totals(client: PSClient, spec: TrainSpec, data: CSRBatch | None, meet: Callable[[], None]
+                   ) -> tuple[int, float | None]:
+    """Every task's row count and (weighted) label sum, summed on the shards: (rows, mean label or None).
+
+    The sums are float32 (a ``delta`` row of the statistics table): exact for
+    row counts below 2**24, and the same on every worker in any case, which
+    is what the identical table specs of :func:`make_train_fn` need.
+    """
     rows, weights, labels = 0, 0.0, 0.0
     if data is not None:
         w = np.ones(data.num_rows) if data.weights is None else data.weights
         rows, weights, labels = data.num_rows, float(w.sum()), float(w @ data.labels)
-    parts = [json.loads(m) for m in ctx.allGather(json.dumps([rows, weights, labels]))]
-    rows, weights, labels = (sum(p[i] for p in parts) for i in range(3))
+    client.push(spec.stats_table, [TOTALS_KEY], [[rows, weights, labels, 0.0, 0.0]])
+    meet()  # every worker's totals are in
+    rows, weights, labels = (float(v) for v in client.pull(spec.stats_table, [TOTALS_KEY])[0, :3])
     return int(rows), (labels / weights if weights > 0 else None)
 
 
@@ -243,20 +264,22 @@ def make_train_fn(spec: TrainSpec):
                 client.push(spec.attempts_table, [0], [[1.0]])
                 if starts > 0:
                     _reset_for_retry(spec, client)
-            # Convert before the barrier: tasks start at different times (worker
+            # Convert before meeting: tasks start at different times (worker
             # start-up, Arrow conversion in the JVM), and the conversion fills that wait.
             start = time.perf_counter()
             data, size = load_partition(batches, spec)
             planned = plan_batches(data, spec)
             load_seconds = time.perf_counter() - start
-            # A barrier too: nobody goes on before a possible reset is done.
-            num_rows, label_mean = _gather_totals(ctx, data)
+            # Spark's barrier orders worker 0's possible reset (of the rendezvous clock too)
+            # before anyone goes on; the later meetings are the shards' (see _meet).
+            ctx.barrier()
+            num_rows, label_mean = _gather_totals(client, spec, data, functools.partial(_meet, client, worker, spec))
             results = []
             if num_rows > 0:  # else the driver reports the empty DataFrame
                 dep = spec.data_dependence
-                if worker == 0:
-                    client.create_table(spec.table, **dep.table_spec(spec.table_spec, num_rows))
-                ctx.barrier()  # the model table exists before anyone pulls from it
+                # Every worker asks for the same table (same totals, same spec): the
+                # first request creates it, the others find it, nobody waits for anyone.
+                client.create_table(spec.table, **dep.table_spec(spec.table_spec, num_rows))
                 offset = dep.offset(label_mean)
                 started = dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, offset=offset))
                 results = [{**r, "num_features": size, "load_seconds": load_seconds, "offset": offset}
