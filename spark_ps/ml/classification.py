@@ -318,9 +318,15 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
     explicitly; otherwise ``alpha`` or the optimizer's default (0.1) is used.
     ``solver`` is accepted (gd, adamW) but ``optimizer`` decides the update;
     ``miniBatchFraction`` must be 1.0 (``batchSize`` sets the mini-batch).
+    ``priorL1`` defaults to 1.0 per pass, as for :class:`LogisticRegression`:
+    without it, the held-out AUC on iPinYou varied from 0.47 to 0.56 between
+    runs (the order in which SSP interleaves the workers' updates decides
+    which noise the rarely seen features fit); with it, 0.557-0.569.
     """
 
     _label = "FMClassifier"
+    #: Default ``priorL1`` (see above and LogisticRegression).
+    _default_prior_l1 = 1.0
 
     @keyword_only
     def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
@@ -330,10 +336,11 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
                  initStd: float = 0.01, maxIter: int = 100, stepSize: float = 1.0, tol: float = 1e-6,
                  solver: str = "adamW", thresholds: list[float] | None = None, seed: int | None = None,
                  weightCol: str | None = None, optimizer: str = "ftrl", alpha: float | None = None,
-                 beta: float = 1.0, batchSize: int = 256, numEpochs: int = 5, syncMode: str = "ssp",
-                 staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
+                 beta: float = 1.0, priorL1: float = 1.0, batchSize: int = 256, numEpochs: int = 5,
+                 syncMode: str = "ssp", staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None):
         super().__init__()
+        self._setDefault(priorL1=self._default_prior_l1)
         self.setParams(**self._input_kwargs)
 
     @keyword_only
@@ -390,6 +397,7 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
                  objective_history: list[float] | None = None, table: str | None = None,
                  num_features: int | None = None):
         super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
+        self._setDefault(priorL1=FMClassifier._default_prior_l1)  # the estimator's, as for every Param
 
     def setThresholds(self, value: list[float]) -> "FMClassificationModel":
         return self._set(thresholds=value)
@@ -406,8 +414,10 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
     def linear(self) -> SparseVector:
         """Linear weights (non-zero entries)."""
         keys, values = self._sparse_rows()
-        return SparseVector(max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0),
-                            keys.astype(np.int32), values[:, 0])
+        size = max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
+        # A stored row may have non-zero factors and a linear weight that L1 holds at exactly 0.
+        nonzero = values[:, 0] != 0.0
+        return SparseVector(size, keys[nonzero].astype(np.int32), values[nonzero, 0])
 
     @property
     def factors(self) -> DenseMatrix:
