@@ -115,6 +115,15 @@ def _rehash_kernel(old: np.ndarray, new: np.ndarray) -> None:
             new[i, _ROW] = row
 
 
+@numba.njit(cache=True, nogil=True)
+def _keys_kernel(slots: np.ndarray, out: np.ndarray) -> None:
+    """``out[row] = key`` for every occupied slot: one pass, no boolean masks over the slot array."""
+    for s in range(slots.shape[0]):
+        row = slots[s, _ROW]
+        if row != EMPTY:
+            out[row] = slots[s, _KEY]
+
+
 def _empty_slots(capacity: int) -> np.ndarray:
     slots = np.empty((capacity, 2), dtype=np.int64)
     slots[:, _ROW] = EMPTY  # key column is never read in an empty slot
@@ -251,10 +260,8 @@ class KeyIndex:
         >>> index.keys().tolist()
         [7, -1, 0]
         """
-        rows = self._slots[:, _ROW]
-        occupied = rows != EMPTY
         out = np.empty(self._size, dtype=np.int64)
-        out[rows[occupied]] = self._slots[occupied, _KEY]
+        _keys_kernel(self._slots, out)
         return out
 
     def _grow(self) -> None:
