@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from spark_ps.connection import ShardConnection
 from spark_ps.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
-from spark_ps.slicer import shard_of, slice_keys
+from spark_ps.slicer import is_sorted_unique, shard_of, slice_keys
 
 #: Keys per request. Keeps every frame (and the shard's working set for one
 #: request) bounded, whatever the caller passes in.
@@ -53,12 +53,13 @@ def as_keys(keys: Any) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _is_sorted_unique(keys: np.ndarray) -> bool:
-    return keys.size < 2 or bool(np.all(keys[1:] > keys[:-1]))
-
-
 #: The shard that hosts every clock, so that all workers meet there.
 _CLOCK_SHARD = 0
+
+
+def _blocking_timeout(clock_timeout: float) -> float:
+    """Socket timeout of a request that may wait ``clock_timeout`` on a clock: the shard answers first."""
+    return clock_timeout + 30.0
 
 
 def _sum_duplicates(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +218,7 @@ class PSClient:
         seeded normal draw for embedding tables).
         """
         keys = as_keys(keys)
-        if _is_sorted_unique(keys):
+        if is_sorted_unique(keys):
             uniq, inverse = keys, None
         else:
             uniq, inverse = np.unique(keys, return_inverse=True)
@@ -295,7 +296,7 @@ class PSClient:
             row = int(np.argmin(finite.all(axis=1)))
             raise ValueError(f"push to {table!r}: non-finite value {values[row].tolist()} for key {keys[row]} "
                              f"(NaN/inf gradients are rejected; the table is unchanged)")
-        if not _is_sorted_unique(keys):
+        if not is_sorted_unique(keys):
             keys, values = _sum_duplicates(keys, values)
         meta = {"table": table}
         if self.num_shards == 1:
@@ -315,17 +316,14 @@ class PSClient:
                     tick: dict[str, Any] | None = None) -> int | None:
         """Push to one shard in capped chunks; the last chunk carries ``tick`` (then the new clock is returned)."""
         chunks = list(self._chunks(keys.size))
-        for c in chunks[:-1]:
-            self._conns[shard].request(Frame(Op.PUSH, meta, [keys[c], values[c]]), idempotent=False)
         if not chunks:  # nothing to push here: a plain tick, if any
             return None if tick is None else self.clock_advance(tick["clock"], tick["worker"], tick["timeout"])
-        last = chunks[-1]
-        if tick is None:
-            self._conns[shard].request(Frame(Op.PUSH, meta, [keys[last], values[last]]), idempotent=False)
-            return None
-        reply = self._conns[shard].request(Frame(Op.PUSH, {**meta, "advance": tick}, [keys[last], values[last]]),
-                                           idempotent=False, timeout=tick["timeout"] + 30.0)
-        return int(reply.meta["clock"])
+        for i, c in enumerate(chunks):
+            ticks = tick is not None and i == len(chunks) - 1
+            reply = self._conns[shard].request(
+                Frame(Op.PUSH, {**meta, "advance": tick} if ticks else meta, [keys[c], values[c]]),
+                idempotent=False, timeout=_blocking_timeout(tick["timeout"]) if ticks else None)
+        return None if tick is None else int(reply.meta["clock"])
 
     # --- export / import -----------------------------------------------------
     def export(self, table: str, *, shards: Iterable[int] | None = None,
@@ -380,7 +378,7 @@ class PSClient:
         """Tick ``worker``'s clock; block while it is more than ``staleness`` ahead."""
         reply = self._clock_conn().request(
             Frame(Op.CLOCK_ADVANCE, {"clock": name, "worker": worker, "timeout": timeout}),
-            idempotent=False, timeout=timeout + 30.0)
+            idempotent=False, timeout=_blocking_timeout(timeout))
         return int(reply.meta["clock"])
 
     def clock_finish(self, name: str, worker: int) -> None:

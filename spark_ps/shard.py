@@ -20,6 +20,7 @@ from spark_ps.clock import ClockTable
 from spark_ps.optim import make_optimizer
 from spark_ps.protocol import Frame, Op
 from spark_ps.rowinit import make_init
+from spark_ps.slicer import is_sorted_unique
 from spark_ps.table import Table
 
 #: Rows per exported Arrow batch: big enough to amortise framing, small enough
@@ -61,7 +62,7 @@ def _sorted_unique_keys(arrays: list[np.ndarray], op: str) -> np.ndarray:
         raise TypeError(f"{op} keys must be a 1-D int64 array, got {keys.dtype} with shape {keys.shape}")
     # The wire contract (ps-lite style) is sorted unique keys: the client does
     # the sort once, so the shard can trust ranges and skip a hash pass.
-    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+    if not is_sorted_unique(keys):
         raise ValueError(f"{op} keys must be sorted and unique on the wire")
     return keys
 

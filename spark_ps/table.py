@@ -65,6 +65,7 @@ import pyarrow as pa
 from spark_ps.keyindex import KeyIndex
 from spark_ps.optim.base import Optimizer
 from spark_ps.rowinit import Initializer, Zeros
+from spark_ps.slicer import is_sorted_unique
 from spark_ps.workpool import run_spans
 
 __all__ = ["Table"]
@@ -389,7 +390,7 @@ class Table:
         """Positions in ``keys`` of the unpenalised keys it contains (a handful at most)."""
         if not self.unpenalised_keys.size or not keys.size:
             return np.empty(0, dtype=np.intp)
-        if keys.shape[0] > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # not the wire's sorted order
+        if not is_sorted_unique(keys):  # not the wire's sorted order
             return np.flatnonzero(np.isin(keys, self.unpenalised_keys))
         # Sorted keys (every push from a client): a binary search per unpenalised key, not a pass over keys.
         pos = np.searchsorted(keys, self.unpenalised_keys)
@@ -560,7 +561,7 @@ class Table:
         return rows
 
     def _reject_duplicates(self, keys: np.ndarray, op: str) -> None:
-        if keys.shape[0] < 2 or bool(np.all(keys[1:] > keys[:-1])):  # sorted unique: the wire contract
+        if is_sorted_unique(keys):  # the wire contract
             return
         ordered = np.sort(keys)
         repeated = ordered[1:][ordered[1:] == ordered[:-1]]

@@ -187,9 +187,9 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
         drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
         export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after)
+        load_seconds = max((row["load_seconds"] for row in task_stats), default=0.0)
         log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
-                 label, num_rows, time.perf_counter() - start, max((row["load_seconds"] for row in task_stats), default=0.0),
-                 table, path)
+                 label, num_rows, time.perf_counter() - start, load_seconds, table, path)
     finally:
         if export is None:  # training failed: nothing will read the model table
             ps.drop_table(table, missing_ok=True)

@@ -23,7 +23,6 @@ everyone trains from scratch: the final model has seen every row exactly
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -135,8 +134,7 @@ def _meet(client: PSClient, worker: int, spec: TrainSpec) -> None:
     client.clock_advance(spec.sync_clock, worker, timeout=spec.timeout)
 
 
-def _gather_totals(client: PSClient, spec: TrainSpec, data: CSRBatch | None, meet: Callable[[], None]
-                   ) -> tuple[int, float | None]:
+def _gather_totals(client: PSClient, spec: TrainSpec, worker: int, data: CSRBatch | None) -> tuple[int, float | None]:
     """Every task's row count and (weighted) label sum, summed on the shards: (rows, mean label or None).
 
     The sums are float32 (a ``delta`` row of the statistics table): exact for
@@ -148,7 +146,7 @@ def _gather_totals(client: PSClient, spec: TrainSpec, data: CSRBatch | None, mee
         w = np.ones(data.num_rows) if data.weights is None else data.weights
         rows, weights, labels = data.num_rows, float(w.sum()), float(w @ data.labels)
     client.push(spec.stats_table, [TOTALS_KEY], [[rows, weights, labels, 0.0, 0.0]])
-    meet()  # every worker's totals are in
+    _meet(client, worker, spec)  # every worker's totals are in
     rows, weights, labels = (float(v) for v in client.pull(spec.stats_table, [TOTALS_KEY])[0, :3])
     return int(rows), (labels / weights if weights > 0 else None)
 
@@ -273,7 +271,7 @@ def make_train_fn(spec: TrainSpec):
             # Spark's barrier orders worker 0's possible reset (of the rendezvous clock too)
             # before anyone goes on; the later meetings are the shards' (see _meet).
             ctx.barrier()
-            num_rows, label_mean = _gather_totals(client, spec, data, functools.partial(_meet, client, worker, spec))
+            num_rows, label_mean = _gather_totals(client, spec, worker, data)
             results = []
             if num_rows > 0:  # else the driver reports the empty DataFrame
                 dep = spec.data_dependence
