@@ -2,14 +2,20 @@
 
 A :class:`Table` holds the rows of the keys that one shard owns: float32
 weights of a fixed ``width`` and, beside them, one array per state of the
-table's server-side optimizer (Adagrad's accumulator, FTRL's ``z`` and ``n``,
-...). Layout and life cycle:
+table's server-side optimizer (Adagrad's accumulator, Adam's moments, ...).
+Layout and life cycle:
 
 * **Rows exist only for keys that were pushed.** A :class:`~spark_ps.keyindex.KeyIndex`
   maps keys to dense row ids; the weights and each optimizer state are
   separate append-only ``(rows, width)`` arrays grown by doubling (separate so
   that a pull reads weight memory only). Memory is proportional to the keys
   touched, never to ``dim`` (hashed feature spaces have ``dim`` up to 2**64).
+* **Weights that are a function of the state are not stored.** FTRL's weight
+  is the closed form of its ``z`` and ``n``
+  (:attr:`~spark_ps.optim.base.Optimizer.weights_from_state`); such a table
+  stores the state only and a pull computes the weights from it. A push is
+  bound by memory traffic to random rows, and reading and writing two arrays
+  instead of three makes it about a third cheaper.
 * **A pull of an absent key does not create it.** It returns the
   initialiser's row, which is a pure function of the key, so the row that a
   later push creates starts from exactly the values that were pulled.
@@ -146,8 +152,16 @@ class Table:
             raise TypeError(f"table {name!r}: unpenalised_keys must be integers, got {exempt.dtype}")
         self.unpenalised_keys = np.unique(exempt.astype(np.int64))
         self._unregularised = optimizer.unregularised()
+        if not isinstance(init, Zeros):
+            rules = [optimizer] + ([self._unregularised] if self.unpenalised_keys.size else [])
+            for rule in rules:
+                if not rule.represents_initial_weights:
+                    raise ValueError(f"table {name!r}: optimizer {rule!r} keeps every row at weight 0 until its "
+                                     f"first gradient, so the {init.name!r} initialiser would be ignored; use "
+                                     f"the zeros initialiser, or beta > 0 or l2 > 0")
         self._index = KeyIndex()
-        self._weights = np.empty((0, self.width), dtype=np.float32)
+        # None: the weights are derived from the state on every read (see the module docstring).
+        self._weights = None if optimizer.weights_from_state else np.empty((0, self.width), dtype=np.float32)
         self._state = {s: np.empty((0, self.width), dtype=np.float32) for s in optimizer.state_names}
         self._lock = threading.Lock()
 
@@ -160,7 +174,7 @@ class Table:
     @property
     def nbytes(self) -> int:
         """Bytes allocated for the key index, the weights and the optimizer state."""
-        return self._index.nbytes + self._weights.nbytes + sum(a.nbytes for a in self._state.values())
+        return self._index.nbytes + sum(array.nbytes for array in self._stored())
 
     def describe(self) -> dict[str, Any]:
         """A small JSON-friendly summary of the table.
@@ -204,7 +218,15 @@ class Table:
         keys = self._checked_keys(keys, "pull")
         with self._lock:
             rows = self._lookup(keys)
-            return self._gather_weights(keys, rows)
+            if self._weights is not None:  # a gather is memory-bound: no gain from a second core
+                return self._gather_weights(keys, rows)
+            weights = np.empty((keys.shape[0], self.width), dtype=np.float32)
+
+            def derive(start: int, stop: int) -> None:
+                weights[start:stop] = self._gather_weights(keys[start:stop], rows[start:stop])
+
+            run_spans(derive, keys.shape[0])
+            return weights
 
     def push(self, keys: np.ndarray, grads: np.ndarray) -> None:
         """Apply the optimizer to the rows of ``keys`` with gradients ``grads``.
@@ -308,8 +330,9 @@ class Table:
         for start in range(0, keys.shape[0], max_rows):
             stop = min(start + max_rows, keys.shape[0])
             with self._lock:
-                blocks = [self._weights[start:stop].copy()]
-                blocks += [self._state[s][start:stop].copy() for s in self.optimizer.state_names]
+                blocks = [array[start:stop].copy() for array in self._stored()]
+            if self._weights is None:
+                blocks.insert(0, self._derived_weights(keys[start:stop], self._split(blocks)[1]))
             columns = [pa.array(keys[start:stop])]
             columns += [pa.FixedSizeListArray.from_arrays(pa.array(b.reshape(-1)), self.width) for b in blocks]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
@@ -327,8 +350,10 @@ class Table:
         row gets the state the optimizer gives a fresh row with that value
         (:meth:`~spark_ps.optim.base.Optimizer.init_state`: zeros for most
         rules, the accumulator's initial value for Adagrad, and for FTRL the
-        ``z`` that reproduces the imported weight), so training continues
-        from the imported weights.
+        ``z`` that reproduces the imported weight, to float32 rounding), so
+        training continues from the imported weights. A rule whose weights
+        are derived from its state (FTRL) does not store the ``value`` column
+        of a row imported with its state: the weight follows from the state.
 
         Parameters
         ----------
@@ -415,7 +440,7 @@ class Table:
         self._scatter_rows(exempt_keys, exempt_rows, weights, state)
 
     def _updated_copies(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray, optimizer: Optimizer
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                        ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Copies of the rows of ``keys`` (fresh ones where absent) after ``optimizer``'s step, checked finite."""
         weights, state = self._gather_rows(keys, rows, optimizer)
         # Overflow to inf is expected for a diverging update and is
@@ -440,18 +465,17 @@ class Table:
     def _update_span(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray, start: int, stop: int,
                      written: list[tuple[np.ndarray, list[np.ndarray]]]) -> None:
         """Update rows ``start:stop`` chunk by chunk, recording each written chunk's old values in ``written``."""
-        names = self.optimizer.state_names
+        stored = self._stored()
         size = min(_CHUNK_ROWS, stop - start)
-        new = [np.empty((size, self.width), dtype=np.float32) for _ in range(1 + len(names))]
+        new = [np.empty((size, self.width), dtype=np.float32) for _ in stored]
         for begin in range(start, stop, _CHUNK_ROWS):
             end = min(begin + _CHUNK_ROWS, stop)
             chunk = rows[begin:end]
-            old = [self._weights.take(chunk, axis=0)] + [self._state[s].take(chunk, axis=0) for s in names]
+            old = [array.take(chunk, axis=0) for array in stored]
             out = [array[:end - begin] for array in new]
-            out_state = dict(zip(names, out[1:]))
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected below
-                self.optimizer.step(old[0], dict(zip(names, old[1:])), grads[begin:end], out=(out[0], out_state))
-            self._reject_non_finite_update(keys[begin:end], out[0], out_state)
+                self.optimizer.step(*self._split(old), grads[begin:end], out=self._split(out))
+            self._reject_non_finite_update(keys[begin:end], *self._split(out))
             self._store(chunk, out)
             written.append((chunk, old))  # list.append is atomic: spans may record concurrently
 
@@ -460,37 +484,73 @@ class Table:
         parts = run_spans(lambda start, stop: self._index.lookup(keys[start:stop]), keys.shape[0])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy for the common small request
 
+    def _stored(self) -> list[np.ndarray]:
+        """The row arrays kept: the weights unless derived, then each state in ``state_names`` order."""
+        weights = [] if self._weights is None else [self._weights]
+        return weights + [self._state[s] for s in self.optimizer.state_names]
+
+    def _split(self, blocks: list[np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Blocks in :meth:`_stored` order as the ``(weights, state)`` of an optimizer step (weights None if derived)."""
+        if self._weights is None:
+            return None, dict(zip(self.optimizer.state_names, blocks))
+        return blocks[0], dict(zip(self.optimizer.state_names, blocks[1:]))
+
+    def _join(self, weights: np.ndarray | None, state: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The inverse of :meth:`_split`."""
+        blocks = [state[s] for s in self.optimizer.state_names]
+        return blocks if self._weights is None else [weights, *blocks]
+
     def _store(self, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
-        """Write the weights and then each optimizer state (in ``state_names`` order) of existing rows."""
-        for array, block in zip([self._weights, *(self._state[s] for s in self.optimizer.state_names)], blocks):
+        """Write blocks (in :meth:`_stored` order) to existing rows."""
+        for array, block in zip(self._stored(), blocks, strict=True):
             _scatter_kernel(array, rows, block)
 
     def _gather_weights(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Weights of ``keys``: read or derived where the row exists, the initialiser's row where not."""
         absent = rows < 0
         if not absent.any():
-            return self._weights.take(rows, axis=0)
+            return self._read_weights(keys, rows)
         weights = np.empty((keys.shape[0], self.width), dtype=np.float32)
         present = ~absent
-        weights[present] = self._weights.take(rows[present], axis=0)
+        if present.any():  # an empty table has no row to take from
+            weights[present] = self._read_weights(keys[present], rows[present])
         weights[absent] = self.init.rows(keys[absent], self.width)
         return weights
 
+    def _read_weights(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Weights of existing rows: stored, or derived from their state."""
+        if self._weights is not None:
+            return self._weights.take(rows, axis=0)
+        return self._derived_weights(keys, {s: array.take(rows, axis=0) for s, array in self._state.items()})
+
+    def _derived_weights(self, keys: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
+        """Weights of rows with ``state``, each by the rule its key follows (the unpenalised keys' own)."""
+        weights = self.optimizer.weights(state)
+        exempt = self._unpenalised_positions(keys)
+        if exempt.size:
+            weights[exempt] = self._unregularised.weights({s: array[exempt] for s, array in state.items()})
+        return weights
+
     def _gather_rows(self, keys: np.ndarray, rows: np.ndarray, optimizer: Optimizer
-                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Copies of the weights and state of ``keys``; fresh rows (state from ``optimizer``) for absent keys."""
-        weights = self._gather_weights(keys, rows)
+                     ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Copies of the stored arrays of ``keys`` as ``(weights, state)``; fresh rows (state from
+        ``optimizer``) for absent keys."""
         absent = rows < 0
         if not absent.any():
-            return weights, {s: array.take(rows, axis=0) for s, array in self._state.items()}
-        fresh = optimizer.init_state(weights[absent])
-        state = {}
-        for s, array in self._state.items():
-            state[s] = np.empty_like(weights)
-            state[s][~absent] = array.take(rows[~absent], axis=0)
-            state[s][absent] = fresh[s]
-        return weights, state
+            return self._split([array.take(rows, axis=0) for array in self._stored()])
+        initial = self.init.rows(keys[absent], self.width)
+        fresh = self._join(initial, optimizer.init_state(initial))
+        present = ~absent
+        blocks = []
+        for array, new in zip(self._stored(), fresh, strict=True):
+            block = np.empty((keys.shape[0], self.width), dtype=np.float32)
+            if present.any():
+                block[present] = array.take(rows[present], axis=0)
+            block[absent] = new
+            blocks.append(block)
+        return self._split(blocks)
 
-    def _scatter_rows(self, keys: np.ndarray, rows: np.ndarray, weights: np.ndarray,
+    def _scatter_rows(self, keys: np.ndarray, rows: np.ndarray, weights: np.ndarray | None,
                       state: dict[str, np.ndarray]) -> None:
         """Write rows back, creating the rows of absent keys (``rows == -1``)."""
         absent = rows < 0
@@ -498,7 +558,7 @@ class Table:
             self._reserve(len(self._index) + int(absent.sum()))  # before inserting: allocation may fail
             rows = rows.copy()
             rows[absent] = self._index.lookup_or_insert(keys[absent])
-        self._store(rows, [weights, *(state[s] for s in self.optimizer.state_names)])
+        self._store(rows, self._join(weights, state))
 
     def _upsert(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray] | None) -> None:
         if state is None:
@@ -512,7 +572,7 @@ class Table:
 
     def _reserve(self, n_rows: int) -> None:
         """Grow the row arrays to hold ``n_rows``, doubling so appends are amortised O(1)."""
-        capacity = self._weights.shape[0]
+        capacity = self._stored()[0].shape[0]
         if n_rows <= capacity:
             return
         new_capacity = max(n_rows, 2 * capacity, _MIN_ROW_CAPACITY)
@@ -523,7 +583,8 @@ class Table:
             new[:used] = array[:used]
             return new
 
-        self._weights = grown(self._weights)
+        if self._weights is not None:
+            self._weights = grown(self._weights)
         self._state = {s: grown(array) for s, array in self._state.items()}
 
     # --- validation (no lock needed: inputs only) -------------------------
@@ -569,11 +630,14 @@ class Table:
             raise ValueError(f"table {self.name!r}: {op} has duplicate key {repeated[0]}; sum the values of a "
                              f"repeated key before sending (the client does); nothing was applied")
 
-    def _reject_non_finite_update(self, keys: np.ndarray, weights: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        if np.isfinite(weights).all() and all(np.isfinite(array).all() for array in state.values()):
+    def _reject_non_finite_update(self, keys: np.ndarray, weights: np.ndarray | None,
+                                  state: dict[str, np.ndarray]) -> None:
+        # Derived weights (weights None) are finite wherever the state is: not checked.
+        arrays = [array for array in (weights, *state.values()) if array is not None]
+        if all(np.isfinite(array).all() for array in arrays):
             return
-        finite = np.isfinite(weights).all(axis=1)
-        for array in state.values():
+        finite = np.ones(keys.shape[0], dtype=bool)
+        for array in arrays:
             finite &= np.isfinite(array).all(axis=1)
         first = int(np.argmin(finite))
         raise ValueError(f"table {self.name!r}: optimizer {self.optimizer!r} produced a non-finite weight or "
@@ -611,11 +675,28 @@ class Table:
         source = json.loads(metadata[_META_OPTIMIZER])["name"] if _META_OPTIMIZER in metadata else None
         present = [s for s, column in state_columns.items() if column in schema.names]
         if (source is not None and source != self.optimizer.name) or not present:
+            self._reject_unrepresentable(keys, values, where)
             return keys, values, None
         fresh = self.optimizer.init_state(values) if len(present) < len(state_columns) else {}
         state = {s: self._column_rows(batch, column, keys, where) if column in schema.names else fresh[s]
                  for s, column in state_columns.items()}
         return keys, values, state
+
+    def _reject_unrepresentable(self, keys: np.ndarray, values: np.ndarray, where: str) -> None:
+        """Weights imported without state that the rule's fresh state cannot give back (they would become 0)."""
+        if self._weights is not None:
+            return
+        exempt = np.zeros(keys.shape[0], dtype=bool)
+        exempt[self._unpenalised_positions(keys)] = True
+        for rule, rows in ((self.optimizer, ~exempt), (self._unregularised, exempt)):
+            if rule.represents_initial_weights:
+                continue
+            nonzero = rows & values.any(axis=1)
+            if nonzero.any():
+                raise ValueError(f"{where}: key {keys[np.argmax(nonzero)]} has a non-zero weight but no "
+                                 f"{self.optimizer.name} state, and {rule!r} keeps a row without state at "
+                                 f"weight 0; import a checkpoint with its state columns, or use beta > 0 "
+                                 f"or l2 > 0")
 
     def _column_rows(self, batch: pa.RecordBatch, column: str, keys: np.ndarray, where: str) -> np.ndarray:
         array = batch.column(column)

@@ -326,6 +326,7 @@ UNSUPPORTED = [
     ("LogisticRegression", {"thresholds": [0.2, 0.3, 0.5]}, "thresholds must have length 2"),
     ("FMClassifier", {"thresholds": [0.2, 0.3, 0.5]}, "thresholds must have length 2"),
     ("FMClassifier", {"miniBatchFraction": 0.5}, "miniBatchFraction other than 1.0 is not supported"),
+    ("FMClassifier", {"beta": 0.0}, "beta must be > 0 with optimizer='ftrl' and initStd > 0"),
     ("LinearRegression", {"loss": "huber"}, "loss='huber' is not supported"),
     ("LinearRegression", {"regParam": 0.1, "optimizer": "adagrad"}, "regParam > 0 needs optimizer='ftrl'"),
 ] + [(n, {"optimizer": "lbfgs"}, "optimizer must be one of") for n in CASES] \

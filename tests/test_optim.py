@@ -252,8 +252,10 @@ def test_step_checks_its_arguments():
         opt.step(w, state, g.astype(np.float64))
     with pytest.raises(ValueError, match=r"state 'n' has shape \(3, 3\)"):
         opt.step(w, {"z": state["z"], "n": np.zeros((3, 3), np.float32)}, g)
-    with pytest.raises(ValueError, match="grads has shape"):
+    with pytest.raises(ValueError, match=r"weights has shape \(2, 3\), expected .*\(1, 3\)"):
         opt.step(w, state, g[:1])
+    with pytest.raises(ValueError, match=r"grads has shape \(6,\)"):
+        opt.step(w, state, g.reshape(-1))
     w.flags.writeable = False
     with pytest.raises(ValueError, match="weights must be writeable"):
         opt.step(w, state, g)
@@ -298,3 +300,35 @@ def test_invalid_hyper_parameters_are_named(name, hyper, culprit):
 @pytest.mark.parametrize("module", [optim_pkg, base, delta, sgd, adagrad, ftrl, adam])
 def test_docstring_examples(module):
     assert doctest.testmod(module, raise_on_error=False).failed == 0
+
+
+def test_ftrl_weights_are_the_closed_form_of_the_state_and_need_not_be_passed():
+    """A table stores FTRL's z and n only: a step without weights must leave the same state."""
+    h = {"alpha": 0.3, "beta": 0.5, "l1": 0.4, "l2": 0.2}
+    opt = make_optimizer("ftrl", **h)
+    rng = np.random.default_rng(3)
+    w = rng.normal(scale=0.5, size=(40, 3)).astype(np.float32)
+    with_w, without = opt.init_state(w), opt.init_state(w)
+    for _ in range(4):
+        g = rng.normal(size=w.shape).astype(np.float32)
+        opt.step(w, with_w, g)
+        out = {name: np.empty_like(array) for name, array in without.items()}
+        opt.step(None, without, g, out=(None, out))
+        without = out
+    for name in opt.state_names:
+        np.testing.assert_array_equal(without[name], with_w[name])
+    expected = [[ftrl_weight(float(z), float(n), **h) for z, n in zip(zr, nr, strict=True)]
+                for zr, nr in zip(with_w["z"], with_w["n"], strict=True)]
+    np.testing.assert_allclose(opt.weights(without), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(opt.weights(without), w)  # what step wrote is the same closed form
+
+
+def test_weights_of_state_only_for_rules_that_derive_them():
+    opt = make_optimizer("adagrad")
+    w = np.zeros((2, 2), np.float32)
+    with pytest.raises(TypeError, match="adagrad: the weights are stored beside the state"):
+        opt.weights(opt.init_state(w))
+    with pytest.raises(TypeError, match="adagrad: weights are required"):
+        opt.step(None, opt.init_state(w), np.ones_like(w))
+    assert make_optimizer("ftrl").represents_initial_weights and opt.represents_initial_weights
+    assert not make_optimizer("ftrl", beta=0.0, l2=0.0).represents_initial_weights

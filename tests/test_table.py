@@ -94,6 +94,45 @@ def test_ftrl_table_matches_per_key_reference(width):
     np.testing.assert_allclose(table.pull(keys), expected, rtol=2e-4, atol=2e-6)
 
 
+def test_ftrl_table_stores_z_and_n_and_pulls_their_closed_form():
+    from test_optim import ftrl_weight
+    rng = np.random.default_rng(8)
+    table = Table("m", 3, make_optimizer("ftrl", **FTRL), unpenalised_keys=[-1])
+    keys = np.sort(rng.choice(2**50, 500, replace=False))
+    keys[0] = -1
+    grads = rng.normal(size=(500, 3)).astype(np.float32)
+    table.push(keys, grads)
+    # Two arrays of rows, like Adagrad's weights and accumulator: FTRL's w is not stored.
+    same_push = [Table("f", 3, make_optimizer("ftrl", **FTRL)), Table("a", 3, make_optimizer("adagrad"))]
+    for t in same_push:
+        t.push(keys[1:], grads[1:])
+    assert same_push[0].nbytes == same_push[1].nbytes
+    exported = snapshot(table)
+    free = {**FTRL, "l1": 0.0, "l2": 0.0}
+    for key, row in zip(keys, table.pull(keys), strict=True):
+        state = exported[int(key)]
+        hyper = free if key == -1 else FTRL
+        expected = [ftrl_weight(float(z), float(n), **hyper) for z, n in zip(state["state_z"], state["state_n"])]
+        np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(state["value"], row)
+
+
+def test_ftrl_that_cannot_hold_initial_weights_refuses_them():
+    with pytest.raises(ValueError, match=r"table 'e': .* keeps every row at weight 0 .* 'normal' initialiser"):
+        Table("e", 2, make_optimizer("ftrl", beta=0.0), Normal(0.1, seed=1))
+    with pytest.raises(ValueError, match="keeps every row at weight 0"):  # the intercept's rule has no l2
+        Table("e", 2, make_optimizer("ftrl", beta=0.0, l2=1.0), Normal(0.1, seed=1), unpenalised_keys=[-1])
+    Table("e", 2, make_optimizer("ftrl", beta=0.0, l2=1.0), Normal(0.1, seed=1))  # l2 > 0 can hold them
+    table = Table("w", 1, make_optimizer("ftrl", beta=0.0))
+    table.push(np.array([5]), np.ones((1, 1), np.float32))
+    before = snapshot(table)
+    weights_only = pa.RecordBatch.from_arrays([pa.array([1, 2], pa.int64()), fsl([[0.0], [0.5]], 1)],
+                                              names=["key", "value"])
+    with pytest.raises(ValueError, match="key 2 has a non-zero weight but no ftrl state"):
+        table.import_batches([weights_only])
+    assert_same_contents_as(table, before)
+
+
 def test_unpenalised_keys_follow_the_unregularised_reference_others_the_penalised_one():
     """An intercept row pushed with the features: no L1/L2 for it, the table's penalty for the rest."""
     rng = np.random.default_rng(5)

@@ -381,6 +381,11 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
             raise ValueError(f"solver must be 'gd' or 'adamW', got {self.getSolver()!r}")
         if self.getInitStd() < 0:
             raise ValueError(f"initStd must be >= 0, got {self.getInitStd()}")
+        if self.getOptimizer() == "ftrl" and self.getBeta() == 0 and self.getInitStd() > 0:
+            # FTRL's w at n = 0 is -(z - sgn(z) l1) / (beta/alpha + l2): with beta = 0 the intercept
+            # row (no l2) and every unpenalised factor would sit at 0, not at their random start.
+            raise ValueError("beta must be > 0 with optimizer='ftrl' and initStd > 0: FTRL with beta = 0 "
+                             "keeps every factor at 0 until its first gradient, ignoring the random start")
         _BinaryClassifierMixin._validate_thresholds(self)
 
     def _create_model(self, fit: FitResult) -> "FMClassificationModel":

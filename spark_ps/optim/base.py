@@ -12,6 +12,12 @@ them back. A rule therefore touches only the keys present in the push, which
 is what makes sparse training affordable, and keeps no memory of its own
 between calls.
 
+A rule whose weights are a function of its state (FTRL's closed form in
+``z`` and ``n``) says so with :attr:`Optimizer.weights_from_state`. The table
+then stores the state only and derives weights with :meth:`Optimizer.weights`
+when they are read: a push is memory-bound, and not reading and writing a
+third array of rows makes it that much cheaper.
+
 Arrays are stored as float32 (half the memory of a shard); rules compute in
 float64 where rounding would otherwise accumulate (square roots of small
 accumulators, bias corrections), and store the result once.
@@ -113,16 +119,20 @@ class Optimizer(abc.ABC):
     name: ClassVar[str]
     #: Names of the per-coordinate state arrays, each shaped like the weights.
     state_names: ClassVar[tuple[str, ...]] = ()
+    #: Whether the weights are a function of the state (:meth:`weights`): a
+    #: step then reads the state only, and its weights arguments may be None.
+    weights_from_state: ClassVar[bool] = False
 
-    def step(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray, *,
-             out: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> None:
+    def step(self, weights: np.ndarray | None, state: dict[str, np.ndarray], grads: np.ndarray, *,
+             out: tuple[np.ndarray | None, dict[str, np.ndarray]] | None = None) -> None:
         """Apply one update to the rows of one push, in place or into ``out``.
 
         Parameters
         ----------
-        weights : ndarray of float32, shape (n, width)
+        weights : ndarray of float32, shape (n, width), or None
             Current weights of the pushed keys; overwritten with the new ones
-            unless ``out`` is given.
+            unless ``out`` is given. A rule with :attr:`weights_from_state`
+            does not read them, only writes the new ones (None: not wanted).
         state : dict of str to ndarray of float32, shape (n, width)
             One array per name in :attr:`state_names`; updated in place unless
             ``out`` is given.
@@ -156,13 +166,56 @@ class Optimizer(abc.ABC):
         self._update(weights, state, grads, *out)
 
     @abc.abstractmethod
-    def _update(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray,
-                out_weights: np.ndarray, out_state: dict[str, np.ndarray]) -> None:
+    def _update(self, weights: np.ndarray | None, state: dict[str, np.ndarray], grads: np.ndarray,
+                out_weights: np.ndarray | None, out_state: dict[str, np.ndarray]) -> None:
         """The update itself, from the inputs to the outputs; arguments are already checked by :meth:`step`.
 
         The outputs may *be* the inputs (an in-place step), so a kernel must
         read every input of a coordinate before it writes any output of it.
+        The weights are None only for a rule with :attr:`weights_from_state`.
         """
+
+    def weights(self, state: dict[str, np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        """The weights that ``state`` stands for, for a rule with :attr:`weights_from_state`.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray of float32, shape (n, width)
+            One array per name in :attr:`state_names`.
+        out : ndarray of float32, shape (n, width), optional
+            Receives the weights; a new array by default.
+
+        Returns
+        -------
+        ndarray of float32, shape (n, width)
+
+        Raises
+        ------
+        TypeError
+            For a rule that stores its weights beside its state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.optim import make_optimizer
+        >>> opt = make_optimizer("ftrl", alpha=0.5, beta=1.0)
+        >>> w = np.zeros((1, 1), np.float32)
+        >>> state = opt.init_state(w)
+        >>> opt.step(w, state, np.array([[2.0]], np.float32))
+        >>> bool((opt.weights(state) == w).all())
+        True
+        """
+        if not self.weights_from_state:
+            raise TypeError(f"{self.name}: the weights are stored beside the state, not derived from it")
+        reference = state[self.state_names[0]]
+        out = np.empty(reference.shape, dtype=np.float32) if out is None else out
+        self._check_step_args(out, state, out, writes=True, what="weights ")
+        self._derive_weights(state, out)
+        return out
+
+    def _derive_weights(self, state: dict[str, np.ndarray], out: np.ndarray) -> None:
+        """Write the weights of ``state`` into ``out`` (rules with :attr:`weights_from_state`)."""
+        raise NotImplementedError
 
     def init_state(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """State of rows that start out with ``weights``: zeros unless a rule says otherwise.
@@ -194,6 +247,23 @@ class Optimizer(abc.ABC):
         """
         return self
 
+    @property
+    def represents_initial_weights(self) -> bool:
+        """Whether a fresh row (:meth:`init_state`) can hold any initial weight, not only zero.
+
+        Always true when the weights are stored; a rule with
+        :attr:`weights_from_state` may be unable to (FTRL with ``beta = l2 = 0``).
+
+        Examples
+        --------
+        >>> from spark_ps.optim import make_optimizer
+        >>> make_optimizer("ftrl", beta=1.0).represents_initial_weights
+        True
+        >>> make_optimizer("ftrl", beta=0.0, l2=0.0).represents_initial_weights
+        False
+        """
+        return True
+
     def params(self) -> dict[str, float]:
         """Hyper-parameters; ``make_optimizer(opt.name, **opt.params())`` rebuilds the rule.
 
@@ -220,21 +290,24 @@ class Optimizer(abc.ABC):
     def __hash__(self) -> int:
         return hash((type(self), tuple(self.params().items())))
 
-    def _check_step_args(self, weights: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray, *,
+    def _check_step_args(self, weights: np.ndarray | None, state: dict[str, np.ndarray], grads: np.ndarray, *,
                          writes: bool, what: str = "") -> None:
         # Cheap O(1) checks: a wrong dtype or shape here would otherwise be a
         # silent numba re-specialisation or an out-of-bounds write.
         if set(state) != set(self.state_names):
             raise ValueError(f"{self.name}: {what}state must have exactly the arrays {list(self.state_names)}, "
                              f"got {sorted(state)}")
-        arrays = (("weights", weights), *((f"state {k!r}", v) for k, v in state.items()))
-        for label, array in (*arrays, ("grads", grads)):
+        if weights is None and not self.weights_from_state:
+            raise TypeError(f"{self.name}: {what}weights are required (they are not derived from the state)")
+        arrays = (*((("weights", weights),) if weights is not None else ()),
+                  *((f"state {k!r}", v) for k, v in state.items()))
+        for label, array in (("grads", grads), *arrays):
             if not isinstance(array, np.ndarray) or array.dtype != np.float32:
                 raise TypeError(f"{self.name}: {what}{label} must be a float32 ndarray, got "
                                 f"{getattr(array, 'dtype', type(array).__name__)}")
-            if array.ndim != 2 or array.shape != weights.shape:
-                raise ValueError(f"{self.name}: {what}{label} has shape {array.shape}, "
-                                 f"expected the weights' 2-D shape {weights.shape}")
+            if array.ndim != 2 or array.shape != grads.shape:
+                raise ValueError(f"{self.name}: {what}{label} has shape {array.shape}, expected 2-D rows "
+                                 f"of the gradients' shape {grads.shape}")
         for label, array in arrays:
             if writes and not array.flags.writeable:
                 raise ValueError(f"{self.name}: {what}{label} must be writeable (it is updated in place)")
