@@ -183,7 +183,7 @@ def parse_meta(raw: bytes | memoryview) -> dict[str, Any]:
     return meta
 
 
-def parse_body(body: bytearray | bytes | memoryview, n_arrays: int) -> list[np.ndarray]:
+def parse_body(body: bytearray | bytes | memoryview | np.ndarray, n_arrays: int) -> list[np.ndarray]:
     """View each array of ``body`` without copying; reject any inconsistency."""
     arrays = []
     offset = 0
@@ -229,8 +229,10 @@ def _frame(header: Header, meta_raw, body) -> Frame:
 
 # --- socket I/O -------------------------------------------------------------
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
+def _recv_exact(sock: socket.socket, n: int, *, zeroed: bool = True) -> bytearray | np.ndarray:
+    # A body of megabytes is received into uninitialised memory: zero-filling
+    # it first (bytearray) costs a pass over it, ~0.5 ms per 4 MB push here.
+    buf = bytearray(n) if zeroed else np.empty(n, dtype=np.uint8)
     view = memoryview(buf)
     got = 0
     while got < n:
@@ -252,7 +254,7 @@ def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
     """
     header = parse_header(_recv_exact(sock, HEADER.size), max_frame_bytes)
     meta_raw = _recv_exact(sock, header.meta_len + _pad(header.meta_len))
-    body = _recv_exact(sock, header.body_len) if header.body_len else bytearray()
+    body = _recv_exact(sock, header.body_len, zeroed=False) if header.body_len else bytearray()
     return _frame(header, meta_raw[: header.meta_len], body)
 
 
