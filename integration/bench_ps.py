@@ -8,9 +8,10 @@ the same optimizer (the no-network floor). The ratio is what the protocol,
 the socket and the second process cost. Absolute numbers on a shared 2-core
 machine are noisy; the ratio, measured in the same run, is the figure of merit.
 Each figure is the best of ``--repeats`` timed passes over the same batches
-(as ``timeit`` reports its best): on this virtual machine the host takes
-10-30% of the CPU time at random moments (steal time, reported with the
-table), and the best pass is the one least disturbed by that.
+(as ``timeit`` reports its best), the passes of loopback and in-process
+alternating: on this virtual machine the host takes 5-30% of the CPU time at
+random moments (steal time, reported with the table), and the best pass is
+the one least disturbed by that.
 
 Writes a Markdown table to stdout and into ``docs/benchmarks.md`` between
 markers, so the committed doc always comes from a real run.
@@ -25,6 +26,7 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,16 +59,25 @@ def key_batches(rng, universe: np.ndarray, size: int, count: int) -> list[np.nda
     return [np.unique(rng.choice(universe, size, replace=False)) for _ in range(count)]
 
 
-def rate(fn, batches: list[np.ndarray], repeats: int) -> float:
-    """Keys per second of the best of ``repeats`` passes over ``batches``."""
-    fn(batches[0])  # warm up (numba compile, connection, page faults)
-    best = float("inf")
+def best_rates(fns: dict[str, Callable[[np.ndarray], object]], batches: list[np.ndarray],
+               repeats: int) -> dict[str, float]:
+    """Keys per second of each of ``fns``: the best of ``repeats`` passes over ``batches``.
+
+    The passes of the different functions alternate, so loopback and
+    in-process see the same spells of host contention and their ratio stays
+    fair even when the absolute rates drift.
+    """
+    for fn in fns.values():
+        fn(batches[0])  # warm up (numba compile, connection, page faults)
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for keys in batches:
-            fn(keys)
-        best = min(best, time.perf_counter() - start)
-    return sum(len(k) for k in batches) / best
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for keys in batches:
+                fn(keys)
+            best[name] = min(best[name], time.perf_counter() - start)
+    total = sum(len(k) for k in batches)
+    return {name: total / seconds for name, seconds in best.items()}
 
 
 def cpu_ticks() -> tuple[int, int]:
@@ -100,10 +111,12 @@ def run(table_keys: int, seconds_per_cell: float, repeats: int) -> list[dict]:
                     batches = key_batches(rng, universe, size, count)
                     grads = {len(k): rng.normal(0, 0.1, (len(k), width)).astype(np.float32) for k in batches}
                     cell = {"width": width, "keys": size}
-                    cell["pull_net"] = rate(lambda k: client.pull(name, k), batches, repeats)
-                    cell["pull_local"] = rate(lambda k: local.pull(k), batches, repeats)
-                    cell["push_net"] = rate(lambda k: client.push(name, k, grads[len(k)]), batches, repeats)
-                    cell["push_local"] = rate(lambda k: local.push(k, grads[len(k)]), batches, repeats)
+                    cell.update(best_rates({
+                        "pull_net": lambda k: client.pull(name, k),
+                        "pull_local": local.pull,
+                        "push_net": lambda k: client.push(name, k, grads[len(k)]),
+                        "push_local": lambda k: local.push(k, grads[len(k)]),
+                    }, batches, repeats))
                     rows.append(cell)
                     print(format_row(cell), flush=True)
     finally:
@@ -148,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table-keys", type=int, default=2_000_000)
     parser.add_argument("--seconds-per-cell", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure; the best is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per figure; the best is kept")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     if args.repeats < 1:
