@@ -72,7 +72,7 @@ from spark_ps.optim.base import Optimizer
 from spark_ps.prefetch import gather_rows, scatter_rows
 from spark_ps.rowinit import Initializer, Zeros
 from spark_ps.slicer import is_sorted_unique
-from spark_ps.workpool import run_spans
+from spark_ps.workpool import run_spans, spans
 
 __all__ = ["Table"]
 
@@ -211,7 +211,8 @@ class Table:
         keys = self._checked_keys(keys, "pull")
         with self._lock:
             rows = self._lookup(keys)
-            if self._weights is not None:  # a gather is memory-bound: no gain from a second core
+            # A gather is memory-bound (no gain from a second core), and a small request is one span.
+            if self._weights is not None or len(spans(keys.shape[0])) == 1:
                 return self._gather_weights(keys, rows)
             weights = np.empty((keys.shape[0], self.width), dtype=np.float32)
 
