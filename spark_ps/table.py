@@ -8,7 +8,7 @@ Layout and life cycle:
 * **Rows exist only for keys that were pushed.** A :class:`~spark_ps.keyindex.KeyIndex`
   maps keys to dense row ids; the weights and each optimizer state are
   separate append-only ``(rows, width)`` arrays grown by doubling (separate so
-  that a pull reads weight memory only). Memory is proportional to the keys
+  that a pull of stored weights reads weight memory only). Memory is proportional to the keys
   touched, never to ``dim`` (hashed feature spaces have ``dim`` up to 2**64).
 * **Weights that are a function of the state are not stored.** FTRL's weight
   is the closed form of its ``z`` and ``n``
