@@ -13,6 +13,7 @@ import numpy as np
 
 from spark_ps.hashing import GOLDEN, mix64_array
 
+
 def is_sorted_unique(keys: np.ndarray) -> bool:
     """Whether 1-D ``keys`` are strictly increasing: the order every request carries them in on the wire.
 

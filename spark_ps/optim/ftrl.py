@@ -127,7 +127,7 @@ class FTRL(Optimizer):
         # Invert the closed form at n = 0: w0 = -(z0 - sgn(z0) l1) / (beta/alpha + l2).
         w0 = weights.astype(np.float64)
         z0 = -(w0 * (self.beta / self.alpha + self.l2) + np.sign(w0) * self.l1)
-        if self.beta == 0 and self.l2 == 0:
+        if not self.represents_initial_weights:  # every z0 gives w = 0 at n = 0: start from z = 0
             z0[...] = 0.0
         return {"z": z0.astype(np.float32), "n": np.zeros(weights.shape, dtype=np.float32)}
 
