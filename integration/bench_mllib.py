@@ -173,7 +173,7 @@ def spark_ps_unavailable() -> str | None:
     """
     try:
         from spark_ps.ml.classification import LogisticRegression  # noqa: F401
-        from spark_ps.session import plugin_jar_path
+        from spark_ps.spark.session import plugin_jar_path
     except ImportError as exc:
         return f"spark_ps.ml.classification does not import ({exc})"
     try:
@@ -316,7 +316,7 @@ def _role(proc: psutil.Process) -> str | None:
         return "driver_jvm"
     if "CoarseGrainedExecutorBackend" in cmd:
         return "executor_jvm"
-    if "spark_ps.sidecar" in cmd:
+    if "spark_ps.server.sidecar" in cmd:
         return "sidecar"
     if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
         return "python_worker"
@@ -441,7 +441,7 @@ def _spark(cfg: dict[str, Any]):
         # local-cluster[E,C,M]: give each executor its worker's whole M (Spark's default is 1g).
         builder = builder.config("spark.executor.memory", cfg["executor_memory"])
     if cfg["system"] == PS:
-        from spark_ps.session import configure_spark_with_ps
+        from spark_ps.spark.session import configure_spark_with_ps
         builder = configure_spark_with_ps(builder, servers_per_executor=1)
     return builder.getOrCreate()
 
@@ -535,7 +535,7 @@ def run_child(cfg_path: str) -> None:
             pathlib.Path(cfg["result"]).with_name("app_id").write_text(app_id)
             if cfg["system"] == PS:
                 # Session start-up, not training: wait until every executor's shard has registered.
-                from spark_ps.context import PSContext
+                from spark_ps.spark.context import PSContext
                 PSContext.get(spark)
             t0 = time.perf_counter()
             train = spark.read.parquet(cfg["train"])

@@ -1,9 +1,9 @@
 """``make bench-ps``: pull/push throughput of one shard over loopback vs in-process.
 
-One real sidecar process (``python -m spark_ps.sidecar``) serves one shard;
+One real sidecar process (``python -m spark_ps.server.sidecar``) serves one shard;
 this process is the client. For each request size and row width, the same
 sorted-unique key batches go (a) over the socket through :class:`PSClient`
-and (b) straight into a :class:`~spark_ps.table.Table` in this process with
+and (b) straight into a :class:`~spark_ps.server.table.Table` in this process with
 the same optimizer (the no-network floor). The ratio is what the protocol,
 the socket and the second process cost. Absolute numbers on a shared 2-core
 machine are noisy; the ratio, measured in the same run, is the figure of merit.
@@ -30,10 +30,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from spark_ps.client import PSClient
-from spark_ps.optim import make_optimizer
-from spark_ps.rowinit import make_init
-from spark_ps.table import Table
+from spark_ps.client.client import PSClient
+from spark_ps.server.optim import make_optimizer
+from spark_ps.server.rowinit import make_init
+from spark_ps.server.table import Table
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -42,7 +42,7 @@ FTRL = {"alpha": 0.1, "beta": 1.0, "l1": 0.0, "l2": 0.0}
 
 
 def start_sidecar(secret: bytes) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.sidecar", "--host", "127.0.0.1"],
+    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.server.sidecar", "--host", "127.0.0.1"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(secret.hex().encode() + b"\n")
     proc.stdin.flush()

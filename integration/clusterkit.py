@@ -54,14 +54,14 @@ def start_cluster_session(app_name: str, master: str = CLUSTER_MASTER, conf: dic
     Examples
     --------
     >>> spark = start_cluster_session("doc")                       # doctest: +SKIP
-    >>> len(spark_ps.registry.read_registry(spark))                # doctest: +SKIP
+    >>> len(spark_ps.spark.registry.read_registry(spark))                # doctest: +SKIP
     2
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    from spark_ps.registry import wait_for_servers
-    from spark_ps.session import configure_spark_with_ps
+    from spark_ps.spark.registry import wait_for_servers
+    from spark_ps.spark.session import configure_spark_with_ps
 
     active = SparkContext._active_spark_context
     if active is not None:

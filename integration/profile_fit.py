@@ -119,8 +119,8 @@ def fit_targets() -> list[tuple[object, str, str]]:
     import spark_ps.ml.base as base
     import spark_ps.ml.fitting as fitting
     import spark_ps.ml.weights as weights
-    from spark_ps.client import PSClient
-    from spark_ps.context import PSContext
+    from spark_ps.client.client import PSClient
+    from spark_ps.spark.context import PSContext
 
     targets = [
         (DataFrame, "count", "DataFrame.count"),
@@ -191,7 +191,7 @@ def main() -> None:
 
     from sparkkit import start_ps_session
 
-    from spark_ps.context import PSContext
+    from spark_ps.spark.context import PSContext
     from spark_ps.ml.classification import LogisticRegression
 
     paths = prepare_data(args.rows, args.test_rows, args.dim_log2, args.files)

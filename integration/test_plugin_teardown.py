@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from clusterkit import CLUSTER_EXECUTORS, executor_logs
-from spark_ps.registry import read_registry
+from spark_ps.spark.registry import read_registry
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,7 @@ import tempfile
 
 from pyspark.sql import SparkSession
 
-from spark_ps.registry import wait_for_servers
+from spark_ps.spark.registry import wait_for_servers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,10 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "configure_spark_with_ps": "spark_ps.session",
-    "PSContext": "spark_ps.context",
-    "PSClient": "spark_ps.client",
-    "ServerInfo": "spark_ps.registry",
+    "configure_spark_with_ps": "spark_ps.spark.session",
+    "PSContext": "spark_ps.spark.context",
+    "PSClient": "spark_ps.client.client",
+    "ServerInfo": "spark_ps.spark.registry",
 }
 
 __all__ = sorted(_EXPORTS)

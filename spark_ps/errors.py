@@ -1,4 +1,9 @@
-"""Exception hierarchy shared by the client, the server and the protocol.
+"""The one exception hierarchy of spark-ps, shared by every process.
+
+Every error spark-ps raises on purpose derives from :class:`PSError`, and
+also from the builtin a caller would expect (``ValueError`` for bad input,
+``RuntimeError`` for a missing resource, ...), so both ``except PSError`` and
+``except ValueError`` work.
 
 Errors raised on a shard travel back as an error frame carrying the exception
 kind and message. The client re-raises them as :class:`RemoteError` subclasses
@@ -23,6 +28,21 @@ class AuthenticationError(PSError):
 
 class PSConnectionError(PSError, ConnectionError):
     """A shard could not be reached, even after one reconnect."""
+
+
+class PluginNotRunningError(PSError, RuntimeError):
+    """The spark-ps JVM plugin is not loaded or not enabled in this Spark application."""
+
+
+class UnavailableError(PSError, RuntimeError):
+    """What the call needs is not there: a closed PSContext, the summary of a loaded model, shards to score with."""
+
+
+class MissingColumnError(PSError, KeyError, ValueError):
+    """A required column is not in the DataFrame or Arrow batch (catchable as ``KeyError`` or ``ValueError``)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0])
 
 
 class RemoteError(PSError):

@@ -21,7 +21,7 @@ import sys
 def _session():
     from pyspark.sql import SparkSession
 
-    from spark_ps.session import DELTA_CATALOG, DELTA_EXTENSION, delta_jar_paths
+    from spark_ps.spark.session import DELTA_CATALOG, DELTA_EXTENSION, delta_jar_paths
 
     jars = delta_jar_paths()
     if not jars:
@@ -42,7 +42,8 @@ def main(spec_path: str) -> None:
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
 
-    from spark_ps.registry import PluginNotRunningError, read_registry
+    from spark_ps.errors import PluginNotRunningError
+    from spark_ps.spark.registry import read_registry
 
     spec = json.loads(open(spec_path).read())
     spark = _session()

@@ -41,7 +41,7 @@ def start_ps_session(master: str, app_name: str, conf: dict[str, str] | None = N
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    from spark_ps.session import configure_spark_with_ps
+    from spark_ps.spark.session import configure_spark_with_ps
 
     active = SparkContext._active_spark_context
     if active is not None:

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shardkit import SECRET, ShardCluster, shards  # noqa: F401  (fixture)
 
-from spark_ps.client import PSClient
+from spark_ps.client.client import PSClient
 from spark_ps.errors import AuthenticationError, PSConnectionError, ProtocolError, RemoteError
-from spark_ps.protocol import Frame, Op, Status, encode, read_frame, write_frame
-from spark_ps.auth import authenticate_to_server
+from spark_ps.wire.protocol import Frame, Op, Status, encode, read_frame, write_frame
+from spark_ps.wire.auth import authenticate_to_server
 
 
 def send_then_half_close(sock, data: bytes) -> None:

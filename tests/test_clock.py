@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from spark_ps import clock as clock_module
-from spark_ps.clock import ClockTable
+from spark_ps.server import clock as clock_module
+from spark_ps.server.clock import ClockTable
 
 
 def run_workers(clock: ClockTable, work_seconds: list[float], iterations: int) -> list[int]:

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_ps.ml import csr
-from spark_ps.ml.csr import (VECTOR_ARROW_TYPE, CSRBatch, MissingColumnError, labels_to_array,
+from spark_ps.errors import MissingColumnError
+from spark_ps.ml.csr import (VECTOR_ARROW_TYPE, CSRBatch, labels_to_array,
                              record_batch_to_csr, vectors_to_csr, weights_to_array)
 
 

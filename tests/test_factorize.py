@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from spark_ps import factorize
-from spark_ps.factorize import sorted_unique_inverse
+from spark_ps.native import factorize
+from spark_ps.native.factorize import sorted_unique_inverse
 
 INT64 = np.iinfo(np.int64)
 

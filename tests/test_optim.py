@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-import spark_ps.optim as optim_pkg
-from spark_ps.optim import OPTIMIZERS, adagrad, adam, base, delta, ftrl, make_optimizer, sgd
+import spark_ps.server.optim as optim_pkg
+from spark_ps.server.optim import OPTIMIZERS, adagrad, adam, base, delta, ftrl, make_optimizer, sgd
 
 
 # --------------------------------------------------------------------------- references

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from spark_ps.registry import expected_server_count, read_registry, wait_for_servers
+from spark_ps.spark.registry import expected_server_count, read_registry, wait_for_servers
 from sparkkit import start_ps_session
 
 

@@ -8,8 +8,8 @@ import numba
 import numpy as np
 import pytest
 
-from spark_ps import prefetch
-from spark_ps.prefetch import PREFETCH_DISTANCE, gather_rows, prefetch_row, scatter_rows
+from spark_ps.native import prefetch
+from spark_ps.native.prefetch import PREFETCH_DISTANCE, gather_rows, prefetch_row, scatter_rows
 
 
 @pytest.mark.parametrize("n_rows", [0, 1, PREFETCH_DISTANCE, PREFETCH_DISTANCE + 1, 5000])

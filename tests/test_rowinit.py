@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from spark_ps import rowinit
-from spark_ps.rowinit import Normal, Zeros, make_init
+from spark_ps.server import rowinit
+from spark_ps.server.rowinit import Normal, Zeros, make_init
 
 INT64 = np.iinfo(np.int64)
 

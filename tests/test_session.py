@@ -9,10 +9,11 @@ import psutil
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_ps import session
-from spark_ps.registry import (PluginNotRunningError, ServerInfo, app_secret, expected_server_count,
+from spark_ps.spark import session
+from spark_ps.errors import PluginNotRunningError
+from spark_ps.spark.registry import (ServerInfo, app_secret, expected_server_count,
                                read_registry, wait_for_servers)
-from spark_ps.session import configure_spark_with_ps, delta_jar_paths, plugin_jar_path
+from spark_ps.spark.session import configure_spark_with_ps, delta_jar_paths, plugin_jar_path
 
 
 def options(builder) -> dict[str, str]:
@@ -41,7 +42,7 @@ def test_configure_sets_plugin_jars_delta_and_ps_options(fake_jars, monkeypatch)
     assert opts["spark.driver.host"] == "127.0.0.1"
     assert opts["spark.ps.python"] == sys.executable
     # The directory holding the spark_ps package, wherever the jars are.
-    assert opts["spark.ps.pythonPath"] == str(Path(session.__file__).resolve().parent.parent)
+    assert opts["spark.ps.pythonPath"] == str(Path(session.__file__).resolve().parents[2])
     assert opts["spark.ps.serversPerExecutor"] == "2"
     assert opts["spark.ps.startupTimeout"] == "1.5"
     assert opts["spark.ps.expectedServers"] == "4"

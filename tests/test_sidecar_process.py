@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from spark_ps.client import PSClient
-from spark_ps.sidecar import READY_PREFIX
+from spark_ps.client.client import PSClient
+from spark_ps.server.sidecar import READY_PREFIX
 
 SECRET = os.urandom(16)
 
 
 def start_sidecar(secret: bytes | None = SECRET):
-    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.sidecar", "--host", "127.0.0.1"],
+    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.server.sidecar", "--host", "127.0.0.1"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     if secret is not None:
         proc.stdin.write(secret.hex().encode() + b"\n")

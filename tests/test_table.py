@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 from test_optim import FTRLRef  # the scalar per-coordinate reference
 
-from spark_ps import table as table_module
-from spark_ps import workpool
-from spark_ps.optim import make_optimizer
-from spark_ps.rowinit import Normal, Zeros
-from spark_ps.table import Table
+from spark_ps.server import table as table_module
+from spark_ps.server import workpool
+from spark_ps.server.optim import make_optimizer
+from spark_ps.server.rowinit import Normal, Zeros
+from spark_ps.server.table import Table
 
 INT64 = np.iinfo(np.int64)
 FTRL = {"alpha": 0.3, "beta": 1.0, "l1": 0.2, "l2": 0.1}
@@ -309,8 +309,8 @@ def test_shape_dim_and_dtype_errors_leave_table_unchanged():
         ((np.array([1, 2]), np.ones((2,))), ValueError, "expected"),
         ((np.array([1, 100]), np.ones((2, 2))), ValueError, r"key 100 is outside \[0, dim=100\)"),
         ((np.array([-1, 5]), np.ones((2, 2))), ValueError, "key -1 is outside"),
-        ((np.array([[1, 2]]), np.ones((2, 2))), ValueError, "keys must be 1-D"),
-        ((np.array([1.0, 2.0]), np.ones((2, 2))), TypeError, "keys must be int64"),
+        ((np.array([[1, 2]]), np.ones((2, 2))), ValueError, "keys must be a 1-D array"),
+        ((np.array([1.0, 2.0]), np.ones((2, 2))), TypeError, "keys must be integers"),
         ((np.array([1, 2]), [["a", "b"], ["c", "d"]]), ValueError, "not convertible to float32"),
     ]
     for args, error, message in cases:
@@ -368,7 +368,7 @@ def test_export_import_round_trip_then_training_continues_identically(opt, hyper
     assert schema.names == ["key", "value"] + [f"state_{s}" for s in make_optimizer(opt).state_names]
     assert schema.field("value").type == pa.list_(pa.float32(), width)
     meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-    assert meta["spark_ps.table"] == "m" and meta["spark_ps.width"] == "3"
+    assert meta["spark_ps.server.table"] == "m" and meta["spark_ps.width"] == "3"
     assert json.loads(meta["spark_ps.optimizer"]) == {"name": opt, "params": make_optimizer(opt, **hyper).params()}
 
     restored = new()

@@ -20,6 +20,7 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, StructField, StructType
 
+from spark_ps.errors import PluginNotRunningError, UnavailableError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.csr import record_batch_to_csr
 from spark_ps.ml.fitting import FitResult, fit_on_ps, require_columns
@@ -217,7 +218,7 @@ class _PSModel(Model, MLReadable, MLWritable):
     # --- scoring -----------------------------------------------------------
     def _ensure_live_table(self, spark: SparkSession):
         """A client and table name to pull weights from; loads Delta into the shards if needed."""
-        from spark_ps.context import PSContext
+        from spark_ps.spark.context import PSContext
 
         ps = PSContext.get(spark)
         client = ps.client()
@@ -238,14 +239,12 @@ class _PSModel(Model, MLReadable, MLWritable):
         it (a session that only loads and scores), the Delta rows are
         broadcast, but only when the saved non-zero count proves them small.
         """
-        from spark_ps.registry import PluginNotRunningError
-
         try:
             return self._ensure_live_table(spark)
         except PluginNotRunningError:
             limit = int(spark.conf.get("spark.ps.broadcastMaxRows", str(BROADCAST_MAX_ROWS)))
             if self.numNonZeros > limit:
-                raise RuntimeError(
+                raise UnavailableError(
                     f"scoring without parameter-server shards needs the {self._nnz} weight rows in every task, "
                     f"more than spark.ps.broadcastMaxRows={limit}; start the session with "
                     "spark_ps.configure_spark_with_ps so the shards serve them") from None

@@ -34,6 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spark_ps.errors import MissingColumnError
+
 __all__ = ["CSRBatch", "MissingColumnError", "VECTOR_ARROW_TYPE", "labels_to_array", "record_batch_to_csr",
            "vectors_to_csr", "weights_to_array"]
 
@@ -49,13 +51,6 @@ VECTOR_ARROW_TYPE = pa.struct([
 ])
 
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
-
-
-class MissingColumnError(KeyError, ValueError):
-    """A requested column is not in the batch (catchable as ``KeyError`` or ``ValueError``)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message otherwise
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

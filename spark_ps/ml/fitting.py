@@ -28,7 +28,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
-from spark_ps.context import PSContext
+from spark_ps.spark.context import PSContext
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
 from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, DataDependence, TrainSpec, make_train_fn

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spark_ps.factorize import sorted_unique_inverse
+from spark_ps.native.factorize import sorted_unique_inverse
 from spark_ps.ml import kernels
 from spark_ps.ml.csr import CSRBatch
 
@@ -67,7 +67,7 @@ class Objective:
     @staticmethod
     def keys_of(batch: CSRBatch, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique keys to pull (bias first) and each non-zero's feature row."""
-        # Hashing, not np.unique's sort of every entry (see spark_ps.factorize); not
+        # Hashing, not np.unique's sort of every entry (see spark_ps.native.factorize); not
         # pandas' factorize either: importing pandas costs a fresh Python worker 0.3-1.4 s.
         uniq, col = sorted_unique_inverse(batch.indices)
         if fit_intercept:

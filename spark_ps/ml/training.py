@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spark_ps.client import PSClient
+from spark_ps.client.client import PSClient
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.objectives import Objective
 

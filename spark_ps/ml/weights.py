@@ -24,7 +24,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
-from spark_ps.client import PSClient
+from spark_ps.client.client import PSClient
 
 log = logging.getLogger("spark_ps.ml")
 

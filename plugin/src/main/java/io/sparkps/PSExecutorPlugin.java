@@ -94,7 +94,7 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         try {
             // Start all children first, then wait: their Python start-up overlaps.
             for (int i = 0; i < count; i++) {
-                List<String> command = List.of(python, "-m", "spark_ps.sidecar", "--host", host,
+                List<String> command = List.of(python, "-m", "spark_ps.server.sidecar", "--host", host,
                         "--executor-id", executorId, "--index", Integer.toString(i));
                 Sidecar sidecar = Sidecar.start(command, pythonPath, secret, executorId, i);
                 synchronized (sidecars) {

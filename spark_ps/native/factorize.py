@@ -4,7 +4,7 @@
 entry: for a mini-batch of CTR rows (4096 rows x 30 non-zeros, ~25k distinct
 features) that argsort is the largest cost of planning a batch, and planning
 a 200k-row partition took 0.6-1.1 s. Here each entry is hashed once into a
-:class:`~spark_ps.keyindex.KeyIndex` sized for the input (so it never
+:class:`~spark_ps.native.keyindex.KeyIndex` sized for the input (so it never
 grows), and only the distinct values are sorted: linear in the entries, ``u log u`` in the
 distinct values, 5-10x faster on such batches. Same result as ``np.unique``.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spark_ps.keyindex import KeyIndex
+from spark_ps.native.keyindex import KeyIndex
 
 __all__ = ["sorted_unique_inverse"]
 

@@ -5,14 +5,14 @@ weights of a fixed ``width`` and, beside them, one array per state of the
 table's server-side optimizer (Adagrad's accumulator, Adam's moments, ...).
 Layout and life cycle:
 
-* **Rows exist only for keys that were pushed.** A :class:`~spark_ps.keyindex.KeyIndex`
+* **Rows exist only for keys that were pushed.** A :class:`~spark_ps.native.keyindex.KeyIndex`
   maps keys to dense row ids; the weights and each optimizer state are
   separate append-only ``(rows, width)`` arrays grown by doubling (separate so
   that a pull of stored weights reads weight memory only). Memory is proportional to the keys
   touched, never to ``dim`` (hashed feature spaces have ``dim`` up to 2**64).
 * **Weights that are a function of the state are not stored.** FTRL's weight
   is the closed form of its ``z`` and ``n``
-  (:attr:`~spark_ps.optim.base.Optimizer.weights_from_state`); such a table
+  (:attr:`~spark_ps.server.optim.base.Optimizer.weights_from_state`); such a table
   stores the state only and a pull computes the weights from it. A push is
   bound by memory traffic to random rows, and reading and writing two arrays
   instead of three makes it about a third cheaper.
@@ -30,7 +30,7 @@ Layout and life cycle:
   every line again and cost as much as the update itself. A chunk that fails
   the finite check restores the chunks written before it from their gathered
   copies, so the push stays all-or-nothing. Large pushes split into row
-  spans that run on several cores (:mod:`spark_ps.workpool`); a failing span
+  spans that run on several cores (:mod:`spark_ps.server.workpool`); a failing span
   has the others' chunks restored the same way. The table lock is held
   throughout, so no reader ever sees part of a push.
 * **Rows of new keys** are computed beside the update of the existing rows
@@ -39,7 +39,7 @@ Layout and life cycle:
   epoch) still updates the rest in place, chunk by chunk.
 * **Unpenalised keys** (``unpenalised_keys``, e.g. a model's intercept) are
   updated by the optimizer's rule without L1/L2
-  (:meth:`~spark_ps.optim.base.Optimizer.unregularised`), in the same push
+  (:meth:`~spark_ps.server.optim.base.Optimizer.unregularised`), in the same push
   and with the same all-or-nothing guarantee. Keeping them in the table
   saves a second table, and the extra round trips a pull and a push to it
   would cost every mini-batch.
@@ -67,12 +67,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from spark_ps.keyindex import KeyIndex
-from spark_ps.optim.base import Optimizer
-from spark_ps.prefetch import gather_rows, scatter_rows
-from spark_ps.rowinit import Initializer, Zeros
-from spark_ps.slicer import is_sorted_unique
-from spark_ps.workpool import run_spans, spans
+from spark_ps.native.keyindex import KeyIndex
+from spark_ps.server.optim.base import Optimizer
+from spark_ps.native.prefetch import gather_rows, scatter_rows
+from spark_ps.server.rowinit import Initializer, Zeros
+from spark_ps.native.keys import as_keys, is_sorted_unique
+from spark_ps.server.workpool import run_spans, spans
 
 __all__ = ["Table"]
 
@@ -84,7 +84,7 @@ _MIN_ROW_CAPACITY = 64
 _CHUNK_ROWS = 8192
 _STATE_PREFIX = "state_"
 _META_TABLE, _META_WIDTH, _META_OPTIMIZER, _META_INIT = (
-    b"spark_ps.table", b"spark_ps.width", b"spark_ps.optimizer", b"spark_ps.init")
+    b"spark_ps.server.table", b"spark_ps.width", b"spark_ps.optimizer", b"spark_ps.init")
 
 
 class Table:
@@ -99,7 +99,7 @@ class Table:
     optimizer : Optimizer
         The update rule applied to pushed gradients.
     init : Initializer, optional
-        Initial value of rows never pushed; :class:`~spark_ps.rowinit.Zeros` by default.
+        Initial value of rows never pushed; :class:`~spark_ps.server.rowinit.Zeros` by default.
     dim : int, optional
         If given, keys must lie in ``[0, dim)``; by default any int64 is a key.
     unpenalised_keys : sequence of int, optional
@@ -108,7 +108,7 @@ class Table:
     Examples
     --------
     >>> import numpy as np
-    >>> from spark_ps.optim import make_optimizer
+    >>> from spark_ps.server.optim import make_optimizer
     >>> table = Table("w", 2, make_optimizer("sgd", lr=0.5))
     >>> keys = np.array([3, 10], dtype=np.int64)
     >>> table.push(keys, np.array([[1.0, 2.0], [4.0, 0.0]], np.float32))
@@ -174,7 +174,7 @@ class Table:
 
         Examples
         --------
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> d = Table("w", 3, make_optimizer("adagrad")).describe()
         >>> d["name"], d["width"], d["rows"], d["optimizer"], d["state"]
         ('w', 3, 0, 'adagrad', ['n'])
@@ -200,8 +200,8 @@ class Table:
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
-        >>> from spark_ps.rowinit import Normal
+        >>> from spark_ps.server.optim import make_optimizer
+        >>> from spark_ps.server.rowinit import Normal
         >>> table = Table("emb", 4, make_optimizer("delta"), Normal(0.1, seed=1))
         >>> before = table.pull(np.array([7]))
         >>> table.push(np.array([7]), np.ones((1, 4), np.float32))
@@ -247,7 +247,7 @@ class Table:
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> table = Table("w", 1, make_optimizer("delta"))
         >>> table.push(np.array([1, 2]), np.array([[1.0], [np.nan]], np.float32))
         Traceback (most recent call last):
@@ -272,7 +272,7 @@ class Table:
 
         Examples
         --------
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> Table("w", 2, make_optimizer("ftrl")).arrow_schema().names
         ['key', 'value', 'state_z', 'state_n']
         """
@@ -310,7 +310,7 @@ class Table:
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> table = Table("w", 1, make_optimizer("adagrad", lr=0.1))
         >>> table.push(np.arange(5), np.ones((5, 1), np.float32))
         >>> [b.num_rows for b in table.export_batches(max_rows=2)]
@@ -342,7 +342,7 @@ class Table:
         table's optimizer. Where the batch carries none, or its metadata names
         a *different* optimizer (whose state would be meaningless here), each
         row gets the state the optimizer gives a fresh row with that value
-        (:meth:`~spark_ps.optim.base.Optimizer.init_state`: zeros for most
+        (:meth:`~spark_ps.server.optim.base.Optimizer.init_state`: zeros for most
         rules, the accumulator's initial value for Adagrad, and for FTRL the
         ``z`` that reproduces the imported weight, to float32 rounding), so
         training continues from the imported weights. A rule whose weights
@@ -369,7 +369,7 @@ class Table:
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> src = Table("w", 2, make_optimizer("ftrl", alpha=0.5))
         >>> src.push(np.array([4, 9]), np.ones((2, 2), np.float32))
         >>> dst = Table("w", 2, make_optimizer("ftrl", alpha=0.5))
@@ -589,13 +589,7 @@ class Table:
 
     # --- validation (no lock needed: inputs only) -------------------------
     def _checked_keys(self, keys: Any, op: str) -> np.ndarray:
-        keys = np.asarray(keys)
-        if keys.ndim != 1:
-            raise ValueError(f"table {self.name!r}: {op} keys must be 1-D, got shape {keys.shape}")
-        if keys.dtype != np.int64:
-            if keys.size and (keys.dtype.kind not in "iu" or not np.can_cast(keys.dtype, np.int64)):
-                raise TypeError(f"table {self.name!r}: {op} keys must be int64, got {keys.dtype}")
-            keys = keys.astype(np.int64)
+        keys = as_keys(keys, f"table {self.name!r}: {op} keys")
         if self.dim is not None and keys.size:
             outside = (keys < 0) | (keys >= self.dim)
             if outside.any():

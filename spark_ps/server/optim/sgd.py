@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spark_ps.optim.base import Optimizer, real_hyper
+from spark_ps.server.optim.base import Optimizer, real_hyper
 
 __all__ = ["SGD"]
 

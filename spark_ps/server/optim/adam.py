@@ -24,7 +24,7 @@ import math
 import numba
 import numpy as np
 
-from spark_ps.optim.base import Optimizer, flat, real_hyper
+from spark_ps.server.optim.base import Optimizer, flat, real_hyper
 
 __all__ = ["Adam"]
 

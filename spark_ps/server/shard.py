@@ -1,7 +1,7 @@
 """One shard's state and request dispatch, independent of sockets.
 
 :class:`Shard` owns the named tables and clocks of one sidecar and turns a
-request :class:`~spark_ps.protocol.Frame` into reply frames. Keeping it free of
+request :class:`~spark_ps.wire.protocol.Frame` into reply frames. Keeping it free of
 I/O lets the benchmark call the very same code in-process (the no-network
 floor) and lets tests drive it without a server.
 """
@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from spark_ps.clock import ClockTable
-from spark_ps.optim import make_optimizer
-from spark_ps.protocol import Frame, Op
-from spark_ps.rowinit import make_init
-from spark_ps.slicer import is_sorted_unique
-from spark_ps.table import Table
+from spark_ps.server.clock import ClockTable
+from spark_ps.server.optim import make_optimizer
+from spark_ps.wire.protocol import Frame, Op
+from spark_ps.server.rowinit import make_init
+from spark_ps.native.keys import is_sorted_unique
+from spark_ps.server.table import Table
 
 #: Rows per exported Arrow batch: big enough to amortise framing, small enough
 #: that one batch of a wide table stays a few MB.
@@ -80,7 +80,7 @@ class Shard:
     Examples
     --------
     >>> import numpy as np
-    >>> from spark_ps.protocol import Frame, Op
+    >>> from spark_ps.wire.protocol import Frame, Op
     >>> shard = Shard()
     >>> _ = list(shard.handle(Frame(Op.CREATE_TABLE, {"table": "w", "width": 1})))
     >>> keys = np.array([3, 7], dtype=np.int64)

@@ -23,7 +23,7 @@ DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{DELTA_VERSION}"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
-JARS_DIR = Path(__file__).resolve().parent / "jars"
+JARS_DIR = Path(__file__).resolve().parent.parent / "jars"
 PLUGIN_JAR_NAME = "spark-ps-plugin.jar"
 DELTA_JAR_NAMES = (f"delta-spark_{SCALA_BINARY_VERSION}-{DELTA_VERSION}.jar", f"delta-storage-{DELTA_VERSION}.jar")
 
@@ -161,7 +161,7 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
         builder.config("spark.pyspark.python", python)
     # The directory holding the spark_ps package: sidecars import it from there
     # even where spark-ps is not pip-installed (e.g. a source checkout).
-    builder.config("spark.ps.pythonPath", str(Path(__file__).resolve().parent.parent))
+    builder.config("spark.ps.pythonPath", str(Path(__file__).resolve().parent.parent.parent))
     builder.config("spark.ps.serversPerExecutor", str(servers_per_executor))
     # A plain number: the plugin reads it as seconds (fractions allowed).
     builder.config("spark.ps.startupTimeout", _conf_value(startup_timeout))

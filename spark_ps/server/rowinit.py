@@ -26,7 +26,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from spark_ps.hashing import GOLDEN, mix64
+from spark_ps.native.hashing import GOLDEN, mix64
 
 __all__ = ["Initializer", "Normal", "Zeros", "make_init"]
 

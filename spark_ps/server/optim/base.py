@@ -115,7 +115,7 @@ class Optimizer(abc.ABC):
     :meth:`_update`.
     """
 
-    #: Name accepted by :func:`spark_ps.optim.make_optimizer`.
+    #: Name accepted by :func:`spark_ps.server.optim.make_optimizer`.
     name: ClassVar[str]
     #: Names of the per-coordinate state arrays, each shaped like the weights.
     state_names: ClassVar[tuple[str, ...]] = ()
@@ -146,7 +146,7 @@ class Optimizer(abc.ABC):
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> opt = make_optimizer("adagrad", lr=0.1, initial_accumulator_value=0.0, eps=1e-12)
         >>> w = np.zeros((1, 2), np.float32)
         >>> state = opt.init_state(w)
@@ -197,7 +197,7 @@ class Optimizer(abc.ABC):
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> opt = make_optimizer("ftrl", alpha=0.5, beta=1.0)
         >>> w = np.zeros((1, 1), np.float32)
         >>> state = opt.init_state(w)
@@ -226,7 +226,7 @@ class Optimizer(abc.ABC):
         Examples
         --------
         >>> import numpy as np
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> make_optimizer("adam").init_state(np.ones((1, 2), np.float32))["m"].tolist()
         [[0.0, 0.0]]
         """
@@ -239,7 +239,7 @@ class Optimizer(abc.ABC):
 
         Examples
         --------
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> make_optimizer("ftrl", alpha=0.5, l1=2.0, l2=1.0).unregularised()
         FTRL(alpha=0.5, beta=1.0, l1=0.0, l2=0.0)
         >>> make_optimizer("sgd", lr=0.1).unregularised()
@@ -256,7 +256,7 @@ class Optimizer(abc.ABC):
 
         Examples
         --------
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> make_optimizer("ftrl", beta=1.0).represents_initial_weights
         True
         >>> make_optimizer("ftrl", beta=0.0, l2=0.0).represents_initial_weights
@@ -269,7 +269,7 @@ class Optimizer(abc.ABC):
 
         Examples
         --------
-        >>> from spark_ps.optim import make_optimizer
+        >>> from spark_ps.server.optim import make_optimizer
         >>> make_optimizer("sgd", lr=0.25).params()
         {'lr': 0.25}
         """

@@ -19,7 +19,7 @@ Design choices, and why:
   array, so a probe that finds its key reads one line, not two; random lookups
   into a large table are bound by these cache misses.
 * **Probes prefetch ahead.** While one key is probed, the home slot of the
-  key :data:`~spark_ps.prefetch.PREFETCH_DISTANCE` places later is requested
+  key :data:`~spark_ps.native.prefetch.PREFETCH_DISTANCE` places later is requested
   from memory, so the cache misses of a request overlap instead of queueing
   (about 30% faster lookups in a 2M-key index).
 * **Load factor at most 1/2.** Linear probing then needs about 1.5 probes for a
@@ -32,7 +32,7 @@ Design choices, and why:
 
 The kernels release the GIL (``nogil=True``) so different tables can be served
 from several connection threads at once; one index is *not* thread-safe, its
-owner (:class:`~spark_ps.table.Table`) serialises access.
+owner (:class:`~spark_ps.server.table.Table`) serialises access.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from spark_ps.hashing import mix64
-from spark_ps.prefetch import PREFETCH_DISTANCE, prefetch_row, prefetch_row_for_write
+from spark_ps.native.hashing import mix64
+from spark_ps.native.prefetch import PREFETCH_DISTANCE, prefetch_row, prefetch_row_for_write
+from spark_ps.native.keys import as_keys
 
 __all__ = ["KeyIndex"]
 
@@ -146,17 +147,6 @@ def _capacity_for(n_keys: int) -> int:
     return max(_MIN_CAPACITY, 1 << max(0, 2 * n_keys - 1).bit_length())
 
 
-def _as_keys(keys: np.ndarray) -> np.ndarray:
-    keys = np.asarray(keys)
-    if keys.ndim != 1:
-        raise ValueError(f"keys must be a 1-D array, got shape {keys.shape}")
-    if keys.dtype != np.int64:
-        if keys.size and (keys.dtype.kind not in "iu" or not np.can_cast(keys.dtype, np.int64)):
-            raise TypeError(f"keys must be int64 (or an integer type that casts to it safely), got {keys.dtype}")
-        keys = keys.astype(np.int64)
-    return keys
-
-
 class KeyIndex:
     """Map int64 keys to consecutive int64 row ids ``0, 1, 2, ...``.
 
@@ -222,7 +212,7 @@ class KeyIndex:
         >>> index.lookup(np.array([20, 30, 10])).tolist()
         [1, -1, 0]
         """
-        keys = _as_keys(keys)
+        keys = as_keys(keys)
         rows = np.empty(keys.shape[0], dtype=np.int64)
         _lookup_kernel(self._slots, keys, rows)
         return rows
@@ -250,7 +240,7 @@ class KeyIndex:
         >>> index.lookup_or_insert(np.array([3, 9, 8, 9])).tolist()
         [1, 2, 3, 2]
         """
-        keys = _as_keys(keys)
+        keys = as_keys(keys)
         rows = np.empty(keys.shape[0], dtype=np.int64)
         start = 0
         while True:

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from spark_ps.client import PSClient
-from spark_ps.registry import ServerInfo, app_secret, wait_for_servers
+from spark_ps.client.client import PSClient
+from spark_ps.errors import UnavailableError
+from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class PSContext:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this PSContext was shut down; call PSContext.get(spark) again")
+            raise UnavailableError("this PSContext was shut down; call PSContext.get(spark) again")
 
     def client(self, **overrides: Any) -> PSClient:
         """A new picklable client over every shard, for use inside tasks."""

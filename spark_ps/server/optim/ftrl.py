@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from spark_ps.optim.base import Optimizer, flat, real_hyper
+from spark_ps.server.optim.base import Optimizer, flat, real_hyper
 
 __all__ = ["FTRL"]
 

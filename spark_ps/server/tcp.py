@@ -16,10 +16,10 @@ import logging
 import socket
 import threading
 
-from spark_ps.auth import authenticate_client
+from spark_ps.wire.auth import authenticate_client
 from spark_ps.errors import AuthenticationError, ProtocolError
-from spark_ps.protocol import DEFAULT_MAX_FRAME_BYTES, error_frame, read_frame, write_frame
-from spark_ps.shard import Shard
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, error_frame, read_frame, write_frame
+from spark_ps.server.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 class ShardServer:
-    """Serve one :class:`~spark_ps.shard.Shard` over TCP.
+    """Serve one :class:`~spark_ps.server.shard.Shard` over TCP.
 
     Binds port 0 by default and reports the real port in :attr:`address`.
     Use as a context manager; :meth:`shutdown` is idempotent.

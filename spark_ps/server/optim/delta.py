@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spark_ps.optim.base import Optimizer
+from spark_ps.server.optim.base import Optimizer
 
 __all__ = ["Delta"]
 

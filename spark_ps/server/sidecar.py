@@ -1,4 +1,4 @@
-"""``python -m spark_ps.sidecar``: the shard process the executor plugin starts.
+"""``python -m spark_ps.server.sidecar``: the shard process the executor plugin starts.
 
 Contract with the JVM plugin (``io.sparkps.PSExecutorPlugin``):
 
@@ -22,16 +22,16 @@ import signal
 import sys
 import threading
 
-from spark_ps.server import ShardServer
+from spark_ps.server.tcp import ShardServer
 
-log = logging.getLogger("spark_ps.sidecar")
+log = logging.getLogger("spark_ps.server.sidecar")
 
 READY_PREFIX = "SPARK_PS_READY"
 PARENT_POLL_SECONDS = 1.0
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m spark_ps.sidecar", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m spark_ps.server.sidecar", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (the executor's host)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--executor-id", default="?", help="for logs only")

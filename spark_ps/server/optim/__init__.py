@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from spark_ps.optim.adagrad import Adagrad
-from spark_ps.optim.adam import Adam
-from spark_ps.optim.base import Optimizer
-from spark_ps.optim.delta import Delta
-from spark_ps.optim.ftrl import FTRL
-from spark_ps.optim.sgd import SGD
+from spark_ps.server.optim.adagrad import Adagrad
+from spark_ps.server.optim.adam import Adam
+from spark_ps.server.optim.base import Optimizer
+from spark_ps.server.optim.delta import Delta
+from spark_ps.server.optim.ftrl import FTRL
+from spark_ps.server.optim.sgd import SGD
 
 __all__ = ["FTRL", "OPTIMIZERS", "SGD", "Adagrad", "Adam", "Delta", "Optimizer", "make_optimizer"]
 

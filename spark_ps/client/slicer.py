@@ -11,23 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spark_ps.hashing import GOLDEN, mix64_array
+from spark_ps.native.hashing import GOLDEN, mix64_array
 
-
-def is_sorted_unique(keys: np.ndarray) -> bool:
-    """Whether 1-D ``keys`` are strictly increasing: the order every request carries them in on the wire.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> is_sorted_unique(np.array([-3, 0, 7])), is_sorted_unique(np.array([1, 1]))
-    (True, False)
-    """
-    return keys.shape[0] < 2 or bool(np.all(keys[1:] > keys[:-1]))
+__all__ = ["Slices", "routing_hash", "shard_of", "slice_keys"]
 
 
 def routing_hash(keys: np.ndarray) -> np.ndarray:
-    """uint64 hash of int64 keys used for shard routing (see :mod:`spark_ps.hashing`).
+    """uint64 hash of int64 keys used for shard routing (see :mod:`spark_ps.native.hashing`).
 
     Examples
     --------

@@ -20,37 +20,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from spark_ps.connection import ShardConnection
-from spark_ps.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
-from spark_ps.slicer import is_sorted_unique, shard_of, slice_keys
+from spark_ps.client.connection import ShardConnection
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
+from spark_ps.client.slicer import shard_of, slice_keys
+from spark_ps.native.keys import as_keys, is_sorted_unique
 
 #: Keys per request. Keeps every frame (and the shard's working set for one
 #: request) bounded, whatever the caller passes in.
 DEFAULT_MAX_REQUEST_KEYS = 1 << 18
-
-
-def as_keys(keys: Any) -> np.ndarray:
-    """Validate and convert caller keys to a 1-D int64 array.
-
-    Any integer dtype is accepted. ``uint64`` keys are reinterpreted bit for
-    bit, since hashed feature ids span all 64 bits; floats, bools and objects
-    are refused because silently truncating them would alias features.
-
-    Examples
-    --------
-    >>> as_keys([3, 1, 2]).dtype
-    dtype('int64')
-    """
-    arr = np.asarray(keys)
-    if arr.ndim != 1:
-        raise ValueError(f"keys must be a 1-D array, got shape {arr.shape}")
-    if arr.dtype == np.uint64:
-        return arr.view(np.int64)
-    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
-        if arr.size == 0 and arr.dtype.kind == "f":
-            return arr.astype(np.int64)  # np.asarray([]) is float64: an empty list is fine
-        raise TypeError(f"keys must be integers (int64 feature ids), got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
 
 
 #: The shard that hosts every clock, so that all workers meet there.
@@ -88,7 +65,7 @@ class PSClient:
     Examples
     --------
     >>> import numpy as np, threading
-    >>> from spark_ps.server import ShardServer
+    >>> from spark_ps.server.tcp import ShardServer
     >>> server = ShardServer(b"s3cret")
     >>> threading.Thread(target=server.serve_forever, daemon=True).start()
     >>> client = PSClient([server.address], b"s3cret")
@@ -269,7 +246,7 @@ class PSClient:
         Examples
         --------
         >>> import numpy as np, threading
-        >>> from spark_ps.server import ShardServer
+        >>> from spark_ps.server.tcp import ShardServer
         >>> server = ShardServer(b"s3cret")
         >>> threading.Thread(target=server.serve_forever, daemon=True).start()
         >>> client = PSClient([server.address], b"s3cret")

@@ -4,9 +4,9 @@ SplitMix64's finaliser (Steele, Lea & Flood, OOPSLA 2014) turns clustered
 feature ids into well-spread bits. It is used three ways, each deliberately
 different so that the hashes stay independent of one another:
 
-* shard routing mixes ``key + GOLDEN`` (:func:`spark_ps.slicer.shard_of`);
-* a shard's hash index mixes the key itself (:mod:`spark_ps.keyindex`);
-* seeded row initialisation mixes ``key ^ seed`` streams (:mod:`spark_ps.rowinit`).
+* shard routing mixes ``key + GOLDEN`` (:func:`spark_ps.client.slicer.shard_of`);
+* a shard's hash index mixes the key itself (:mod:`spark_ps.native.keyindex`);
+* seeded row initialisation mixes ``key ^ seed`` streams (:mod:`spark_ps.server.rowinit`).
 
 Were routing and the index to share a hash, every key on shard ``s`` of
 ``n`` would have the same hash residue mod ``n``, and the index would only

@@ -14,6 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from spark_ps.errors import PluginNotRunningError
+
 DRIVER_PLUGIN_CLASS = "io.sparkps.PSDriverPlugin"
 _POLL_SECONDS = 0.2
 _LOCAL_MASTER = re.compile(r"local(\[.*\])?")
@@ -35,10 +37,6 @@ class ServerInfo:
     port: int
     pid: int
     index: int = 0
-
-
-class PluginNotRunningError(RuntimeError):
-    """The spark-ps JVM plugin is not loaded or not enabled in this Spark application."""
 
 
 def _driver_plugin(spark):

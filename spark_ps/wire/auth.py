@@ -15,7 +15,7 @@ import os
 import socket
 
 from spark_ps.errors import AuthenticationError, ProtocolError
-from spark_ps.protocol import Frame, Op, Status, error_frame, read_frame, write_frame
+from spark_ps.wire.protocol import Frame, Op, Status, error_frame, read_frame, write_frame
 
 NONCE_BYTES = 32
 #: Handshake frames are tiny; a peer that announces more is not one of ours.

@@ -1,0 +1,1 @@
+"""The driver's side of Spark integration: session helpers, the plugin's registry, ``PSContext``."""
