@@ -74,7 +74,7 @@ smoke: build
 	SPARK_PS_DEMO_MASTER='local-cluster[2,1,1024]' SPARK_PS_DEMO_JOB=jobs/ps_smoke.py bash jobs/run_demo.sh
 
 bench-ps: build
-	$(VPY) integration/bench_ps.py
+	$(VPY) bench/ps.py
 
 # Head-to-head with MLlib on synthetic CTR data: the issue's whole matrix in one
 # invocation, one results.json and one section of docs/benchmarks.md: 400k train /
@@ -88,7 +88,7 @@ BENCH_TEST_ROWS ?= 100000
 BENCH_MASTERS ?= local[2],local-cluster[2,1,2048]
 BENCH_ARGS ?=
 bench: build
-	$(VPY) integration/bench_mllib.py --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) \
+	$(VPY) bench/mllib.py --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) \
 		--masters '$(BENCH_MASTERS)' --timeout 600 $(BENCH_ARGS)
 
 clean:
