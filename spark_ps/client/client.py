@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from spark_ps.client.connection import ShardConnection
 from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
+from spark_ps.wire.spec import TableSpec
 from spark_ps.client.slicer import shard_of, slice_keys
 from spark_ps.native.keys import as_keys, is_sorted_unique
 
@@ -69,10 +70,12 @@ class PSClient:
     >>> server = ShardServer(b"s3cret")
     >>> threading.Thread(target=server.serve_forever, daemon=True).start()
     >>> client = PSClient([server.address], b"s3cret")
-    >>> client.create_table("w", width=1, optimizer="sgd", hyper={"lr": 0.5})
+    >>> _ = client.create_table("w", width=1, optimizer="sgd", lr=0.5)
     >>> client.push("w", [5, 2, 5], np.ones((3, 1), np.float32))
     >>> client.pull("w", [5, 2]).ravel().tolist()
     [-1.0, -0.5]
+    >>> client.list_tables(), client.ping()
+    (['w'], [1])
     >>> client.close(); server.shutdown()
     """
 
@@ -156,19 +159,21 @@ class PSClient:
             yield slice(start, min(start + self.max_request_keys, n))
 
     # --- tables --------------------------------------------------------------
-    def create_table(self, name: str, *, width: int = 1, optimizer: str = "delta",
-                     hyper: dict[str, float] | None = None, init: str = "zeros",
-                     init_params: dict[str, float] | None = None, dim: int | None = None,
-                     unpenalised_keys: Sequence[int] = ()) -> None:
-        """Create ``name`` on every shard (a no-op where an identical one exists).
+    def create_table(self, spec: TableSpec | str, /, **fields: Any) -> TableSpec:
+        """Create a table on every shard (a no-op where an identical one exists); return its spec.
 
-        ``unpenalised_keys`` are updated without the optimizer's L1/L2 (an intercept).
+        Parameters
+        ----------
+        spec : TableSpec or str
+            The table's spec, or its name with the spec's fields as keywords
+            (see :meth:`TableSpec.of <spark_ps.wire.spec.TableSpec.of>`).
+        **fields
+            :class:`~spark_ps.wire.spec.TableSpec` fields and hyper-parameters, with a name.
         """
-        meta = {"table": name, "width": width, "optimizer": optimizer, "hyper": dict(hyper or {}),
-                "init": init, "init_params": dict(init_params or {}), "dim": dim,
-                "unpenalised_keys": [int(k) for k in unpenalised_keys]}
-        self._broadcast(Op.CREATE_TABLE, meta, idempotent=True)
-        self._widths[name] = width
+        spec = TableSpec.of(spec, **fields)
+        self._broadcast(Op.CREATE_TABLE, spec.to_meta(), idempotent=True)
+        self._widths[spec.name] = spec.width
+        return spec
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
         """Drop ``name`` from every shard."""
@@ -176,6 +181,14 @@ class PSClient:
         self._widths.pop(name, None)
         if not missing_ok and not any(r.meta.get("dropped") for r in replies):
             raise KeyError(f"unknown table {name!r}")
+
+    def ping(self) -> list[int]:
+        """Round-trip every shard; return the number of tables on each (a liveness check)."""
+        return [int(r.meta["tables"]) for r in self._broadcast(Op.PING, {})]
+
+    def list_tables(self) -> list[str]:
+        """Names of the tables on the shards (every shard holds every table), sorted."""
+        return sorted({name for r in self._broadcast(Op.LIST_TABLES, {}) for name in r.meta["tables"]})
 
     def describe(self, name: str) -> list[dict[str, Any]]:
         """Per-shard spec and size (rows, bytes) of ``name``."""
@@ -250,7 +263,7 @@ class PSClient:
         >>> server = ShardServer(b"s3cret")
         >>> threading.Thread(target=server.serve_forever, daemon=True).start()
         >>> client = PSClient([server.address], b"s3cret")
-        >>> client.create_table("w", width=1, optimizer="delta")
+        >>> _ = client.create_table("w", width=1, optimizer="delta")
         >>> client.clock_create("c", num_workers=1, staleness=0)
         >>> client.push_and_advance("w", [3], [[2.0]], "c", worker=0)
         1

@@ -1,10 +1,12 @@
 """Private bases of the public estimators, in the style of xgboost.spark.
 
-:class:`_PSEstimator` owns the whole fit; a public estimator only supplies
-hooks: :meth:`_objective` (what is computed), :meth:`_table_spec` (how the
-shards store and update it), and :meth:`_create_model`. :class:`_PSModel`
-owns scoring and persistence; public models add their output columns
-through :meth:`_output_columns` and their typed accessors.
+A public estimator and its model share one Params class (as in
+``pyspark.ml.classification``), which also says what they compute
+(``_objective``). :class:`_PSEstimator` owns the whole fit; a public
+estimator names its model class (:meth:`_PSEstimator._model_class`) and,
+where it differs, how the shards initialise its rows (``_table_init``).
+:class:`_PSModel` owns scoring, summaries and persistence; a public model
+adds its output columns (``_output_columns``) and its typed accessors.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyspark.ml import Estimator, Model
+from pyspark.ml.linalg import SparseVector, Vector
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from spark_ps.errors import PluginNotRunningError, UnavailableError
 from spark_ps.ml import weights as weight_store
-from spark_ps.ml.csr import record_batch_to_csr
-from spark_ps.ml.fitting import FitResult, fit_on_ps, require_columns
-from spark_ps.ml.objectives import Objective
+from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
+from spark_ps.ml.fitting import fit_on_ps, require_columns
+from spark_ps.ml.persistence import PSModelReader, PSModelWriter
+from spark_ps.ml.summary import TrainingHistory
 from spark_ps.ml.training import DataDependence
+from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -45,22 +50,23 @@ def _reg_to_l1_l2(reg_param: float, elastic_net: float, num_rows: int) -> tuple[
 
 
 class _PSEstimator(Estimator, MLReadable, MLWritable):
-    """Fit on the parameter server; subclasses provide the hooks below."""
+    """Fit on the parameter server. A public estimator names its model class and
+    its objective (in the Params class it shares with the model); the base does
+    the rest, as in xgboost.spark."""
 
-    _label = "spark-ps"
     _binary_labels = True
     #: Per-estimator overrides of :data:`DEFAULT_LEARNING_RATE`.
     _default_learning_rates: dict[str, float] = {}
 
     # --- hooks -------------------------------------------------------------
-    def _objective(self) -> Objective:
+    @classmethod
+    def _model_class(cls) -> type["_PSModel"]:
+        """The public model class this estimator fits."""
         raise NotImplementedError
 
     def _table_init(self) -> dict[str, Any]:
+        """Initialiser of the model table's rows: ``init`` and ``init_params`` of its :class:`TableSpec`."""
         return {"init": "zeros", "init_params": {}}
-
-    def _create_model(self, fit: FitResult) -> "_PSModel":
-        raise NotImplementedError
 
     def _validate_params(self) -> None:
         """Refuse MLlib Param values we do not support (never ignore them silently)."""
@@ -109,9 +115,10 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
     def _elastic_net(self) -> float:
         return self.getElasticNetParam() if self.hasParam("elasticNetParam") else 0.0
 
-    def _table_spec(self) -> dict[str, Any]:
-        return {"width": self._objective().width, "optimizer": self.getOptimizer(),
-                "hyper": self._hyper(), "dim": None, **self._table_init()}
+    def _table_spec(self) -> TableSpec:
+        """The model table's spec; the fit names it and adds the row-scaled penalty and the intercept."""
+        return TableSpec("model", width=self._objective().width, optimizer=self.getOptimizer(),
+                         hyper=self._hyper(), **self._table_init())
 
     def _num_epochs(self) -> int:
         return max(1, min(self.getNumEpochs(), self.getMaxIter()))
@@ -119,21 +126,23 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
     def _fit(self, dataset: DataFrame) -> "_PSModel":
         self._validate_params()
         spark = dataset.sparkSession
-        weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+        weight_col = self._weight_col()
         require_columns(dataset, features=self.getFeaturesCol(), label=self.getLabelCol(), weight=weight_col)
         # The intercept row starts at 0 like every row: the starting point (from the mean
         # label) rides along as the objective's margin offset, and is added back to the
         # fitted intercept. The tasks count the rows and labels it and the penalty need.
         fit = fit_on_ps(
-            spark, dataset, label=f"{self._label}[{self.uid}]", objective=self._objective(),
+            spark, dataset, label=f"{type(self).__name__}[{self.uid}]", objective=self._objective(),
             table_spec=self._table_spec(), data_dependence=self._data_dependence(),
             features_col=self.getFeaturesCol(),
-            label_col=self.getLabelCol(), weight_col=weight_col, num_features=None,
+            label_col=self.getLabelCol(), weight_col=weight_col,
             fit_intercept=self.getFitIntercept(), batch_size=self.getBatchSize(), num_epochs=self._num_epochs(),
             sync_mode=self.getSyncMode(), staleness=self.getStaleness(), num_workers=self.getNumWorkers(),
             timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
             if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
-        model = self._create_model(fit)
+        model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows,
+                                    objective_history=fit.objective_history, epoch_seconds=fit.epoch_seconds,
+                                    table=fit.table, num_features=fit.num_features)
         model._export = fit.export
         model._resetUid(self.uid)
         model._training_data = dataset  # for model.summary, evaluated lazily on the executors
@@ -150,15 +159,20 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
 class _PSModel(Model, MLReadable, MLWritable):
     """A fitted model whose weights live in Delta (and, while training's shards live, on them)."""
 
+    #: The summary class, and the Param naming the score column its metrics read.
+    _summary_class: type[TrainingHistory] = TrainingHistory
+    _summary_score_param = "predictionCol"
+
     def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0,
                  nnz: int = 0, objective_history: list[float] | None = None, table: str | None = None,
-                 num_features: int | None = None):
+                 num_features: int | None = None, epoch_seconds: list[float] | None = None):
         super().__init__()
         self._weights_path = weights_path
         self._intercept = float(intercept)
         self._num_rows = num_rows
         self._nnz = nnz
         self._objective_history = list(objective_history or [])
+        self._epoch_seconds = list(epoch_seconds or [])
         self._table = table  # live shard table to score from: the training table, or one loaded from Delta
         self._num_features = num_features
         self._training_data = None  # set by fit, for the lazily evaluated training summary
@@ -181,9 +195,6 @@ class _PSModel(Model, MLReadable, MLWritable):
         return int(self._num_features or 0)
 
     # --- hooks -------------------------------------------------------------
-    def _objective(self) -> Objective:
-        raise NotImplementedError
-
     def _output_columns(self, scored: DataFrame) -> DataFrame:
         """Turn the raw margin column into the model's public output columns."""
         raise NotImplementedError
@@ -214,6 +225,77 @@ class _PSModel(Model, MLReadable, MLWritable):
         values = table.column("value").combine_chunks()
         width = self._objective().width
         return keys, values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float64)
+
+    def _vector_size(self, keys: np.ndarray) -> int:
+        """Size of a vector over the model's features: the training vectors', or past the largest stored key."""
+        return max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
+
+    def _linear_weights(self) -> SparseVector:
+        """The first column of every stored row, as MLlib's ``coefficients`` (or FM's ``linear``)."""
+        keys, values = self._sparse_rows()
+        # A stored row may have non-zero factors and a linear weight that L1 holds at exactly 0.
+        nonzero = values[:, 0] != 0.0
+        return SparseVector(self._vector_size(keys), keys[nonzero].astype(np.int32), values[nonzero, 0])
+
+    def _margin_of(self, value: Vector) -> float:
+        """Margin of one feature vector, reading only its features' rows from Delta."""
+        if isinstance(value, SparseVector):
+            idx, vals = np.asarray(value.indices, np.int64), np.asarray(value.values, np.float64)
+        else:
+            dense = value.toArray()
+            idx = np.flatnonzero(dense)
+            vals = dense[idx]
+        if not np.all(np.isfinite(vals)):
+            raise ValueError("feature vector has NaN or infinite values")
+        spark = SparkSession.active()
+        rows = weight_store.read_rows(spark, self.weightsPath, idx.tolist()) if len(idx) else {}
+        objective = self._objective()
+        pulled = np.array([rows.get(int(k), [0.0] * objective.width) for k in idx],
+                          dtype=np.float32).reshape(-1, objective.width)
+        batch = CSRBatch(np.array([0, len(idx)]), np.arange(len(idx), dtype=np.int64), vals, np.zeros(1), None)
+        bias = self.intercept if self.getFitIntercept() else 0.0
+        return float(objective.margins(batch, np.arange(len(idx)), pulled, bias)[0])
+
+    # --- summaries -----------------------------------------------------------
+    def _summary_of(self, dataset: DataFrame) -> TrainingHistory:
+        """Metrics of this model on ``dataset``; scores into a temporary column when the user's is "".
+
+        As MLlib's ``findSummaryModel``.
+        """
+        model = self
+        param = self.getParam(self._summary_score_param)
+        if not self.getOrDefault(param):
+            model = self.copy()
+            model._set(**{param.name: f"{param.name}_{self.uid}"})
+        return self._summary_class(model.transform(dataset), self._objective_history, self._epoch_seconds,
+                                   model.getOrDefault(param.name), self.getLabelCol(), self._weight_col())
+
+    def evaluate(self, dataset: DataFrame) -> TrainingHistory:
+        """Metrics of this model on ``dataset``, computed on the executors.
+
+        Parameters
+        ----------
+        dataset : pyspark.sql.DataFrame
+            Rows with the model's features and label columns (and weight column, if set).
+        """
+        return self._summary_of(dataset)
+
+    def _training_summary(self) -> TrainingHistory:
+        if self._training_data is None:
+            raise UnavailableError(f"no training summary available for this {type(self).__name__}: it was "
+                                   "loaded, not fitted; use evaluate(df)")
+        return self._summary_of(self._training_data)
+
+    @property
+    def summary(self) -> TrainingHistory:
+        """Training summary: ``objectiveHistory``, ``totalIterations``, ``epochSeconds`` and metrics on the
+        training data."""
+        return self._training_summary()
+
+    @property
+    def hasSummary(self) -> bool:
+        """Whether :attr:`summary` is available (the model was fitted in this session, not loaded)."""
+        return self._training_data is not None
 
     # --- scoring -----------------------------------------------------------
     def _ensure_live_table(self, spark: SparkSession):
@@ -286,8 +368,8 @@ class _PSModel(Model, MLReadable, MLWritable):
     # --- persistence ---------------------------------------------------------
     def _extra_metadata(self) -> dict[str, Any]:
         return {"intercept": self._intercept, "numRows": self._num_rows, "nnz": self.numNonZeros,
-                "objectiveHistory": self._objective_history, "numFeatures": self.numFeatures,
-                "weightsFormat": "delta:key,value"}
+                "objectiveHistory": self._objective_history, "epochSeconds": self._epoch_seconds,
+                "numFeatures": self.numFeatures, "weightsFormat": "delta:key,value"}
 
     def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
         self._weights_path = weights_path
@@ -295,17 +377,18 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._num_rows = int(metadata["numRows"])
         self._nnz = int(metadata["nnz"])
         self._objective_history = list(metadata["objectiveHistory"])
+        self._epoch_seconds = list(metadata.get("epochSeconds", []))  # absent in models saved before it
         self._num_features = metadata.get("numFeatures")
         self._table = None
         self._training_data = None
         self._export = None
 
     def write(self) -> MLWriter:
-        return _PSModelWriter(self)
+        return PSModelWriter(self)
 
     @classmethod
     def read(cls) -> MLReader:
-        return _PSModelReader(cls)
+        return PSModelReader(cls)
 
 
 def _describe_or_empty(client, table: str) -> list[dict[str, Any]]:

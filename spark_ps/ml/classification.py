@@ -30,7 +30,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from spark_ps.ml.base import _MARGIN_COL, _PSEstimator, _PSModel
-from spark_ps.ml.fitting import FitResult
 from spark_ps.ml.objectives import Objective
 from spark_ps.ml.params import _PSTrainingParams, _SharedSetters
 from spark_ps.ml.summary import BinaryClassificationSummary
@@ -38,8 +37,17 @@ from spark_ps.ml.summary import BinaryClassificationSummary
 __all__ = ["LogisticRegression", "LogisticRegressionModel", "FMClassifier", "FMClassificationModel"]
 
 
-class _BinaryClassifierMixin:
-    """Output columns and thresholds shared by the binary classifiers."""
+class _BinaryClassifierParams(HasThresholds):
+    """Threshold rules shared by the binary classifiers' estimators and models (MLlib's, for two classes)."""
+
+    def _validate_thresholds(self) -> None:
+        """Raise ``ValueError`` unless ``thresholds`` (if set) has length 2, is >= 0 and has a positive value."""
+        if self.isSet(self.thresholds):
+            ts = self.getOrDefault(self.thresholds)
+            if len(ts) != 2:
+                raise ValueError(f"only binary classification is supported: thresholds must have length 2, got {ts}")
+            if min(ts) < 0 or max(ts) == 0:
+                raise ValueError(f"thresholds must be >= 0 with at least one > 0, got {ts}")
 
     def _decision(self) -> tuple[float, float] | float:
         """MLlib's rule: thresholds [t0, t1] if set (argmax p_i / t_i), else threshold (default 0.5).
@@ -47,13 +55,47 @@ class _BinaryClassifierMixin:
         Raises
         ------
         ValueError
-            If ``thresholds`` does not have length 2 or is not valid (see :meth:`_validate_thresholds`).
+            If ``thresholds`` is invalid (see :meth:`_validate_thresholds`).
         """
         if self.isSet(self.thresholds):
             self._validate_thresholds()
             t0, t1 = self.getOrDefault(self.thresholds)
             return float(t0), float(t1)
         return float(self.getThreshold()) if self.hasParam("threshold") else 0.5
+
+
+class _LogisticRegressionPSParams(_SharedSetters, _BinaryClassifierParams, _LogisticRegressionParams, _PSTrainingParams,
+                                  HasSeed):
+    """Params of :class:`LogisticRegression` and :class:`LogisticRegressionModel`: MLlib's plus ours.
+
+    ``priorL1`` defaults to 1.0 (see :class:`LogisticRegression`).
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(priorL1=1.0)
+
+    def _objective(self) -> Objective:
+        return Objective("logistic")
+
+
+class _FMClassifierPSParams(_SharedSetters, _BinaryClassifierParams, _FactorizationMachinesParams, HasProbabilityCol,
+                            HasRawPredictionCol, _PSTrainingParams):
+    """Params of :class:`FMClassifier` and :class:`FMClassificationModel`; ``priorL1`` defaults to 1.0."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(priorL1=1.0)
+
+    def _objective(self) -> Objective:
+        return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())
+
+
+class _BinaryClassificationModel(_PSModel):
+    """Output columns, single-vector predictions and summaries of the binary classifiers' models."""
+
+    _summary_class = BinaryClassificationSummary
+    _summary_score_param = "rawPredictionCol"
 
     def _threshold_margin_column(self, margin: Column) -> Column:
         rule = self._decision()
@@ -83,45 +125,10 @@ class _BinaryClassifierMixin:
             scored = scored.withMetadata(self.getPredictionCol(), label_meta)
         return scored
 
-    def _validate_thresholds(self) -> None:
-        if self.isSet(self.thresholds):
-            ts = self.getOrDefault(self.thresholds)
-            if len(ts) != 2:
-                raise ValueError(f"only binary classification is supported: thresholds must have length 2, got {ts}")
-            if min(ts) < 0 or max(ts) == 0:
-                raise ValueError(f"thresholds must be >= 0 with at least one > 0, got {ts}")
-
     @property
     def numClasses(self) -> int:
+        """Always 2: binary classification."""
         return 2
-
-    def _summary_of(self, dataset: DataFrame) -> BinaryClassificationSummary:
-        """Metrics of this model on ``dataset``; scores with a raw-prediction column even when the user's is ""."""
-        model = self
-        if not self.getRawPredictionCol():  # as MLlib's findSummaryModel: score into a temporary column
-            model = self.copy().setRawPredictionCol(f"rawPrediction_{self.uid}")
-        weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-        return BinaryClassificationSummary(model.transform(dataset), self._objective_history,
-                                           model.getRawPredictionCol(), self.getLabelCol(), weight_col)
-
-    def evaluate(self, dataset: DataFrame) -> BinaryClassificationSummary:
-        """Metrics (areaUnderROC, areaUnderPR) of this model on ``dataset``, computed on the executors."""
-        return self._summary_of(dataset)
-
-    def _training_summary(self) -> BinaryClassificationSummary:
-        if self._training_data is None:
-            raise RuntimeError(f"no training summary available for this {type(self).__name__}: it was loaded, "
-                               "not fitted; use evaluate(df)")
-        return self._summary_of(self._training_data)
-
-    @property
-    def summary(self) -> BinaryClassificationSummary:
-        """Training summary: ``objectiveHistory``, ``totalIterations``, ``areaUnderROC`` on the training data."""
-        return self._training_summary()
-
-    @property
-    def hasSummary(self) -> bool:
-        return self._training_data is not None
 
     def predictRaw(self, value: Vector) -> Vector:
         """Raw prediction ``[-margin, margin]`` of one feature vector."""
@@ -143,7 +150,7 @@ class _BinaryClassifierMixin:
         return 1.0 if p > rule else 0.0
 
 
-class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams, _PSTrainingParams, HasSeed):
+class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
     """Binomial logistic regression trained on the parameter server.
 
     Same Params as :class:`pyspark.ml.classification.LogisticRegression`, plus
@@ -174,14 +181,11 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
     (100, 'ftrl', 3)
     """
 
-    _label = "LogisticRegression"
     # Measured on a9a, w8a and iPinYou (see integration/test_accuracy.py): 0.5 keeps
     # a9a at MLlib's level and brings w8a within 0.005; 0.1 under-trains w8a. A lower
     # rate also held iPinYou's weakly supported features back, but too little and at
     # w8a's expense: priorL1 does that job instead.
     _default_learning_rates = {"ftrl": 0.5}
-    #: Default ``priorL1`` (see the class docstring).
-    _default_prior_l1 = 1.0
 
     @keyword_only
     def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
@@ -198,8 +202,11 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
                  syncMode: str = "ssp", staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None, seed: int | None = None):
         super().__init__()
-        self._setDefault(priorL1=self._default_prior_l1)
         self.setParams(**self._input_kwargs)
+
+    @classmethod
+    def _model_class(cls) -> type["LogisticRegressionModel"]:
+        return LogisticRegressionModel
 
     @keyword_only
     def setParams(self, **kwargs: Any) -> "LogisticRegression":
@@ -223,9 +230,6 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
     def setUpperBoundsOnIntercepts(self, value: Vector) -> "LogisticRegression":
         return self._set(upperBoundsOnIntercepts=value)
 
-    def _objective(self) -> Objective:
-        return Objective("logistic")
-
     @staticmethod
     def _initial_intercept(label_mean: float | None) -> float:
         """MLlib's start: the log-odds ``log(p / (1 - p))`` of the mean label ``p``.
@@ -247,27 +251,11 @@ class LogisticRegression(_SharedSetters, _PSEstimator, _LogisticRegressionParams
                       "upperBoundsOnIntercepts"):
             if self.isSet(bound):
                 raise ValueError(f"{bound} is not supported by spark-ps LogisticRegression")
-        if not 0.0 <= self.getElasticNetParam() <= 1.0:
-            raise ValueError(f"elasticNetParam must be in [0, 1], got {self.getElasticNetParam()}")
-        if self.getRegParam() < 0:
-            raise ValueError(f"regParam must be >= 0, got {self.getRegParam()}")
-        _BinaryClassifierMixin._validate_thresholds(self)
-
-    def _create_model(self, fit: FitResult) -> "LogisticRegressionModel":
-        return LogisticRegressionModel(fit.weights_path, fit.intercept, fit.num_rows,
-                                       objective_history=fit.objective_history, table=fit.table,
-                                       num_features=fit.extra.get("num_features"))
+        self._validate_thresholds()
 
 
-class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _LogisticRegressionParams,
-                              _PSTrainingParams, HasSeed):
+class LogisticRegressionModel(_BinaryClassificationModel, _LogisticRegressionPSParams):
     """Model fitted by :class:`LogisticRegression`; scores through the shards, persists to Delta."""
-
-    def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
-                 objective_history: list[float] | None = None, table: str | None = None,
-                 num_features: int | None = None):
-        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
-        self._setDefault(priorL1=LogisticRegression._default_prior_l1)  # the estimator's, as for every Param
 
     def setThreshold(self, value: float) -> "LogisticRegressionModel":
         self._set(threshold=value)
@@ -279,15 +267,10 @@ class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, 
         self.clear(self.threshold)
         return self
 
-    def _objective(self) -> Objective:
-        return Objective("logistic")
-
     @property
     def coefficients(self) -> SparseVector:
         """Non-zero coefficients as a SparseVector (read from Delta on the executors, O(nnz) here)."""
-        keys, values = self._sparse_rows()
-        size = max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
-        return SparseVector(size, keys.astype(np.int32), values[:, 0])
+        return self._linear_weights()
 
     @property
     def coefficientMatrix(self) -> SparseMatrix:
@@ -303,12 +286,8 @@ class LogisticRegressionModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, 
         """The intercept as a vector of length 1 (binomial), as MLlib's."""
         return Vectors.dense([self.intercept])
 
-    def _margin_of(self, value: Vector) -> float:
-        return _margin_from_delta(self, value)
 
-
-class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, HasProbabilityCol,
-                   HasRawPredictionCol, HasThresholds, _PSTrainingParams):
+class FMClassifier(_PSEstimator, _FMClassifierPSParams):
     """Factorization-machine classifier trained on the parameter server.
 
     Same Params as :class:`pyspark.ml.classification.FMClassifier`. Each
@@ -324,10 +303,6 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
     which noise the rarely seen features fit); with it, 0.557-0.569.
     """
 
-    _label = "FMClassifier"
-    #: Default ``priorL1`` (see above and LogisticRegression).
-    _default_prior_l1 = 1.0
-
     @keyword_only
     def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
                  predictionCol: str = "prediction", probabilityCol: str = "probability",
@@ -340,8 +315,11 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
                  syncMode: str = "ssp", staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None):
         super().__init__()
-        self._setDefault(priorL1=self._default_prior_l1)
         self.setParams(**self._input_kwargs)
+
+    @classmethod
+    def _model_class(cls) -> type["FMClassificationModel"]:
+        return FMClassificationModel
 
     @keyword_only
     def setParams(self, **kwargs: Any) -> "FMClassifier":
@@ -364,9 +342,6 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
     def setThresholds(self, value: list[float]) -> "FMClassifier":
         return self._set(thresholds=value)
 
-    def _objective(self) -> Objective:
-        return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())
-
     def _table_init(self) -> dict[str, Any]:
         seed = self.getSeed() if self.isDefined(self.seed) and self.getSeed() is not None else 0
         return {"init": "normal", "init_params": {"sigma": self.getInitStd(), "seed": int(seed) & 0x7FFFFFFF}}
@@ -386,23 +361,11 @@ class FMClassifier(_SharedSetters, _PSEstimator, _FactorizationMachinesParams, H
             # row (no l2) and every unpenalised factor would sit at 0, not at their random start.
             raise ValueError("beta must be > 0 with optimizer='ftrl' and initStd > 0: FTRL with beta = 0 "
                              "keeps every factor at 0 until its first gradient, ignoring the random start")
-        _BinaryClassifierMixin._validate_thresholds(self)
-
-    def _create_model(self, fit: FitResult) -> "FMClassificationModel":
-        return FMClassificationModel(fit.weights_path, fit.intercept, fit.num_rows,
-                                     objective_history=fit.objective_history, table=fit.table,
-                                     num_features=fit.extra.get("num_features"))
+        self._validate_thresholds()
 
 
-class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _FactorizationMachinesParams,
-                            HasProbabilityCol, HasRawPredictionCol, HasThresholds, _PSTrainingParams):
+class FMClassificationModel(_BinaryClassificationModel, _FMClassifierPSParams):
     """Model fitted by :class:`FMClassifier`."""
-
-    def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
-                 objective_history: list[float] | None = None, table: str | None = None,
-                 num_features: int | None = None):
-        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
-        self._setDefault(priorL1=FMClassifier._default_prior_l1)  # the estimator's, as for every Param
 
     def setThresholds(self, value: list[float]) -> "FMClassificationModel":
         return self._set(thresholds=value)
@@ -412,49 +375,16 @@ class FMClassificationModel(_SharedSetters, _BinaryClassifierMixin, _PSModel, _F
         ``totalIterations``, ``areaUnderROC`` on the training data."""
         return self._training_summary()
 
-    def _objective(self) -> Objective:
-        return Objective("logistic", factor_size=self.getFactorSize(), fit_linear=self.getFitLinear())
-
     @property
     def linear(self) -> SparseVector:
         """Linear weights (non-zero entries)."""
-        keys, values = self._sparse_rows()
-        size = max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
-        # A stored row may have non-zero factors and a linear weight that L1 holds at exactly 0.
-        nonzero = values[:, 0] != 0.0
-        return SparseVector(size, keys[nonzero].astype(np.int32), values[nonzero, 0])
+        return self._linear_weights()
 
     @property
     def factors(self) -> DenseMatrix:
         """Factor matrix (numFeatures x factorSize); O(numFeatures * k) on the driver, as in MLlib."""
         keys, values = self._sparse_rows()
         k = self.getFactorSize()
-        dense = np.zeros((max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0), k))
+        dense = np.zeros((self._vector_size(keys), k))
         dense[keys] = values[:, 1:]
         return DenseMatrix(dense.shape[0], k, dense.ravel(order="F").tolist())
-
-    def _margin_of(self, value: Vector) -> float:
-        return _margin_from_delta(self, value)
-
-
-def _margin_from_delta(model: _PSModel, value: Vector) -> float:
-    """Margin of one vector, reading only its features' rows from Delta."""
-    from spark_ps.ml import weights as weight_store
-    from spark_ps.ml.csr import CSRBatch
-
-    sparse = value.toArray() if not isinstance(value, SparseVector) else None
-    if sparse is not None:
-        idx = np.flatnonzero(sparse)
-        vals = sparse[idx]
-    else:
-        idx, vals = np.asarray(value.indices, np.int64), np.asarray(value.values, np.float64)
-    if not np.all(np.isfinite(vals)):
-        raise ValueError("feature vector has NaN or infinite values")
-    from pyspark.sql import SparkSession
-    rows = weight_store.read_rows(SparkSession.active(), model.weightsPath, idx.tolist()) if len(idx) else {}
-    width = model._objective().width
-    pulled = np.array([rows.get(int(k), [0.0] * width) for k in idx], dtype=np.float32).reshape(-1, width)
-    batch = CSRBatch(np.array([0, len(idx)]), np.arange(len(idx), dtype=np.int64), vals,
-                     np.zeros(1), None)
-    bias = model.intercept if model.getFitIntercept() else 0.0
-    return float(model._objective().margins(batch, np.arange(len(idx)), pulled, bias)[0])

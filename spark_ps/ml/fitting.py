@@ -2,7 +2,7 @@
 
 The driver creates the model table on the shards, starts one barrier stage
 whose tasks do all the training (see :mod:`spark_ps.ml.training`), prints one
-progress line per epoch from a tiny statistics table on the shards, and
+progress line per epoch from the epochs' all-reduce on the shards, and
 finally has executors stream the weights from the sidecars into Delta. What
 reaches the driver is O(workers x epochs) numbers, never O(d).
 
@@ -15,23 +15,27 @@ trained is 0 in both).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
-from spark_ps.spark.context import PSContext
+from spark_ps.client.collectives import AllReduce, Barrier, Counter
+from spark_ps.errors import MissingColumnError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
-from spark_ps.ml.training import STATS_WIDTH, TASK_RESULT_SCHEMA, DataDependence, TrainSpec, make_train_fn
+from spark_ps.ml.training import (EPOCH_FIELDS, TASK_RESULT_SCHEMA, TOTALS_FIELDS, DataDependence, TrainSpec,
+                                  make_train_fn)
+from spark_ps.spark.context import PSContext
+from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -50,19 +54,31 @@ class FitResult:
     #: The fitted intercept: the table's intercept row plus where training started it.
     intercept: float
     objective_history: list[float]
+    #: Wall seconds of each epoch (the slowest worker's).
     epoch_seconds: list[float]
     num_rows: int
+    #: Largest feature-vector size seen in the training data.
+    num_features: int
     #: The running Delta export of the weights to ``weights_path``; its result is the non-zero row count.
     export: weight_store.BackgroundExport
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def require_columns(dataset: DataFrame, **columns: str | None) -> None:
-    """Raise ``ValueError`` naming a missing column and listing the available ones."""
+    """Raise :class:`~spark_ps.errors.MissingColumnError` naming a missing column and listing the available ones.
+
+    Examples
+    --------
+    >>> df = spark.createDataFrame([(1.0,)], ["label"])
+    >>> require_columns(df, label="label", features="features")
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.MissingColumnError: features column 'features' not found in the DataFrame; available columns: ['label']
+    """
     available = dataset.columns
     for role, name in columns.items():
         if name and name not in available:
-            raise ValueError(f"{role} column {name!r} not found in the DataFrame; available columns: {available}")
+            raise MissingColumnError(
+                f"{role} column {name!r} not found in the DataFrame; available columns: {available}")
 
 
 def task_slots(spark) -> int:
@@ -85,10 +101,10 @@ def checkpoint_root(spark, configured: str | None) -> str:
 
 
 class _ProgressPrinter:
-    """Polls the statistics table and logs one line per epoch that every worker has finished."""
+    """Polls the epochs' all-reduce and logs one line per epoch that every worker has finished."""
 
-    def __init__(self, client, stats_table: str, num_epochs: int, num_workers: int, label: str):
-        self._client, self._table, self._num_workers = client, stats_table, num_workers
+    def __init__(self, client, epochs: AllReduce, num_epochs: int, num_workers: int, label: str):
+        self._client, self._epochs, self._num_workers = client, epochs, num_workers
         self._num_epochs, self._label = num_epochs, label
         self._stop = threading.Event()
         self._reported = 0
@@ -111,22 +127,23 @@ class _ProgressPrinter:
         if self._reported >= self._num_epochs:
             return
         try:
-            stats = self._client.pull(self._table, np.arange(self._num_epochs, dtype=np.int64))
-        except (ConnectionError, KeyError) as exc:
+            stats = self._epochs.get_many(self._client, range(self._num_epochs))
+        except (ConnectionError, KeyError) as exc:  # the table goes when the fit ends: nothing left to report
             log.debug("progress poll failed: %s", exc)
             return
-        while self._reported < self._num_epochs and stats[self._reported, 4] >= self._num_workers:
-            loss_sum, weight_sum, rows, task_seconds, _ = stats[self._reported]
+        while self._reported < self._num_epochs and stats[self._reported]["workers"] >= self._num_workers:
+            epoch = stats[self._reported]
             # Workers run side by side: the epoch took about the mean task time.
-            seconds = task_seconds / self._num_workers
+            seconds = epoch["seconds"] / self._num_workers
             log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s)", self._label, self._reported + 1,
-                     self._num_epochs, loss_sum / max(weight_sum, 1e-300), rows / max(seconds, 1e-9), seconds)
+                     self._num_epochs, epoch["loss_sum"] / max(epoch["weight_sum"], 1e-300),
+                     epoch["rows"] / max(seconds, 1e-9), seconds)
             self._reported += 1
 
 
-def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: dict[str, Any],
+def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: TableSpec,
               data_dependence: DataDependence, features_col: str, label_col: str, weight_col: str | None,
-              num_features: int | None, fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str,
+              fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str,
               staleness: int, num_workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
               uid: str) -> FitResult:
     """Train ``objective`` on the rows of ``dataset`` through the parameter server.
@@ -148,22 +165,22 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
 
     client = ps.client(timeout=timeout)
     run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
-    table, stats_table, attempts_table = f"model_{run_id}", f"stats_{run_id}", f"attempts_{run_id}"
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
-    sync_clock = f"sync_{run_id}"  # the tasks' rendezvous
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
-    table_spec = model_table_spec(table_spec, fit_intercept)  # created by worker 0, once the rows are counted
-    ps.create_table(stats_table, width=STATS_WIDTH, optimizer="delta")
-    ps.create_table(attempts_table, width=1, optimizer="delta")
+    # The model table is created by the tasks, once they have counted the rows.
+    table_spec = model_table_spec(dataclasses.replace(table_spec, name=f"model_{run_id}"), fit_intercept)
+    table = table_spec.name
+    epochs, totals = AllReduce(f"epochs_{run_id}", EPOCH_FIELDS), AllReduce(f"totals_{run_id}", TOTALS_FIELDS)
+    attempts, rendezvous = Counter(f"attempts_{run_id}"), Barrier(f"meet_{run_id}", workers)
+    for group in (epochs, totals, attempts, rendezvous):
+        group.create(client)
     if clock is not None:
         client.clock_create(clock, workers, stale)
-    client.clock_create(sync_clock, workers, 0)
 
-    spec = TrainSpec(client=client, table=table, table_spec=table_spec, data_dependence=data_dependence,
-                     stats_table=stats_table, sync_clock=sync_clock,
-                     attempts_table=attempts_table, clock=clock,
+    spec = TrainSpec(client=client, table_spec=table_spec, data_dependence=data_dependence, epochs=epochs,
+                     totals=totals, attempts=attempts, rendezvous=rendezvous, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
-                     label_col=label_col, weight_col=weight_col, num_features=num_features,
+                     label_col=label_col, weight_col=weight_col,
                      fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
                      timeout=timeout, binary_labels=binary_labels)
     log.info("%s: training on %d workers x %d shards, %d epochs, %s", label, workers, client.num_shards,
@@ -171,11 +188,11 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
     # Zero-initialised tables answer untrained features with 0, as the Delta weights do, so the
     # model can score from the training table. Others (FM's random factors) would not: the model
     # scores from Delta, and the table goes once it is exported.
-    serve_from_table = table_spec["init"] == "zeros"
+    serve_from_table = table_spec.init == "zeros"
     export = None
     try:
         start = time.perf_counter()
-        with _ProgressPrinter(client, stats_table, num_epochs, workers, label):
+        with _ProgressPrinter(client, epochs, num_epochs, workers, label):
             task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
         num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
         if num_rows == 0:
@@ -193,19 +210,24 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: d
     finally:
         if export is None:  # training failed: nothing will read the model table
             ps.drop_table(table, missing_ok=True)
-        ps.drop_table(stats_table, missing_ok=True)
-        ps.drop_table(attempts_table, missing_ok=True)
+        for group in (epochs, totals, attempts, rendezvous):
+            group.drop(client)
         if clock is not None:
             client.clock_drop(clock)
-        client.clock_drop(sync_clock)
     num_features = max((row["num_features"] for row in task_stats), default=0)
-    return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows, export,
-                     {"num_features": num_features})
+    return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows,
+                     num_features, export)
 
 
-def model_table_spec(table_spec: dict[str, Any], fit_intercept: bool) -> dict[str, Any]:
-    """The model table's spec: the intercept row (``BIAS_KEY``) is exempt from L1/L2, as in MLlib."""
-    return {**table_spec, "unpenalised_keys": [BIAS_KEY] if fit_intercept else []}
+def model_table_spec(table_spec: TableSpec, fit_intercept: bool) -> TableSpec:
+    """The model table's spec: the intercept row (``BIAS_KEY``) is exempt from L1/L2, as in MLlib.
+
+    Examples
+    --------
+    >>> model_table_spec(TableSpec("m", optimizer="ftrl"), fit_intercept=True).unpenalised_keys
+    (-1,)
+    """
+    return dataclasses.replace(table_spec, unpenalised_keys=(BIAS_KEY,) if fit_intercept else ())
 
 
 def _epoch_summary(task_stats, num_epochs: int) -> tuple[list[float], list[float]]:

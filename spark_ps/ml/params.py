@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
-OPTIMIZERS = ("ftrl", "adagrad", "sgd", "adam")
+from spark_ps.wire.spec import TRAINING_OPTIMIZERS
+
 SYNC_MODES = ("bsp", "ssp", "asp")
 
 
@@ -172,6 +173,10 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasPriorL1, HasBatchSiz
     def setCheckpointDir(self, value: str):
         return self._set(checkpointDir=value)
 
+    def _weight_col(self) -> str | None:
+        """The weight column's name, or None when unset or empty (MLlib treats both as unweighted)."""
+        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+
     def _validate_mllib_params(self) -> None:
         """Raise ``ValueError`` naming the first MLlib Param outside the range MLlib's own validators allow.
 
@@ -189,8 +194,8 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasPriorL1, HasBatchSiz
     def _validate_ps_params(self) -> None:
         """Raise ``ValueError`` naming the first invalid Param: MLlib's ranges first, then the PS knobs."""
         self._validate_mllib_params()
-        if self.getOptimizer() not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.getOptimizer()!r}")
+        if self.getOptimizer() not in TRAINING_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {TRAINING_OPTIMIZERS}, got {self.getOptimizer()!r}")
         if self.getSyncMode() not in SYNC_MODES:
             raise ValueError(f"syncMode must be one of {SYNC_MODES}, got {self.getSyncMode()!r}")
         checks = [("batchSize", self.getBatchSize() >= 1), ("numEpochs", self.getNumEpochs() >= 1),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.linalg import SparseVector, Vector
 from pyspark.ml.param.shared import HasSeed
@@ -21,8 +20,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_ps.ml.base import _MARGIN_COL, _PSEstimator, _PSModel
-from spark_ps.ml.classification import _margin_from_delta
-from spark_ps.ml.fitting import FitResult
 from spark_ps.ml.objectives import Objective
 from spark_ps.ml.params import _PSTrainingParams, _SharedSetters
 from spark_ps.ml.summary import RegressionSummary
@@ -30,7 +27,18 @@ from spark_ps.ml.summary import RegressionSummary
 __all__ = ["LinearRegression", "LinearRegressionModel"]
 
 
-class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _PSTrainingParams, HasSeed):
+class _LinearRegressionPSParams(_SharedSetters, _LinearRegressionParams, _PSTrainingParams, HasSeed):
+    """Params of :class:`LinearRegression` and :class:`LinearRegressionModel`; ``optimizer`` defaults to adagrad."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(optimizer="adagrad")
+
+    def _objective(self) -> Objective:
+        return Objective("squared")
+
+
+class LinearRegression(_PSEstimator, _LinearRegressionPSParams):
     """Least-squares linear regression trained on the parameter server.
 
     Examples
@@ -40,7 +48,6 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
     ('adagrad', 'squaredError')
     """
 
-    _label = "LinearRegression"
     _binary_labels = False
 
     @keyword_only
@@ -54,8 +61,11 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
                  staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None, seed: int | None = None):
         super().__init__()
-        self._setDefault(optimizer="adagrad")
         self.setParams(**self._input_kwargs)
+
+    @classmethod
+    def _model_class(cls) -> type["LinearRegressionModel"]:
+        return LinearRegressionModel
 
     @keyword_only
     def setParams(self, **kwargs: Any) -> "LinearRegression":
@@ -69,9 +79,6 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
     def setEpsilon(self, value: float) -> "LinearRegression":
         return self._set(epsilon=value)
 
-    def _objective(self) -> Objective:
-        return Objective("squared")
-
     def _validate_params(self) -> None:
         super()._validate_params()
         if self.getLoss() != "squaredError":
@@ -79,29 +86,17 @@ class LinearRegression(_SharedSetters, _PSEstimator, _LinearRegressionParams, _P
         if self.getSolver() not in ("auto", "normal", "l-bfgs"):
             raise ValueError(f"solver must be 'auto', 'normal' or 'l-bfgs' (as in pyspark.ml; it has no effect "
                              f"here), got {self.getSolver()!r}")
-        if self.getRegParam() < 0 or not 0.0 <= self.getElasticNetParam() <= 1.0:
-            raise ValueError("regParam must be >= 0 and elasticNetParam in [0, 1]")
         if self.getRegParam() > 0 and self.getOptimizer() != "ftrl":
             raise ValueError(f"regParam > 0 needs optimizer='ftrl' (it carries the L1/L2 terms); "
                              f"got optimizer={self.getOptimizer()!r}")
 
-    def _create_model(self, fit: FitResult) -> "LinearRegressionModel":
-        return LinearRegressionModel(fit.weights_path, fit.intercept, fit.num_rows,
-                                     objective_history=fit.objective_history, table=fit.table,
-                                     num_features=fit.extra.get("num_features"))
 
 
-class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _PSTrainingParams, HasSeed):
+class LinearRegressionModel(_PSModel, _LinearRegressionPSParams):
     """Model fitted by :class:`LinearRegression`."""
 
-    def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0, nnz: int = 0,
-                 objective_history: list[float] | None = None, table: str | None = None,
-                 num_features: int | None = None):
-        super().__init__(weights_path, intercept, num_rows, nnz, objective_history, table, num_features)
-        self._setDefault(optimizer="adagrad")
-
-    def _objective(self) -> Objective:
-        return Objective("squared")
+    _summary_class = RegressionSummary
+    _summary_score_param = "predictionCol"
 
     def _output_columns(self, scored: DataFrame) -> DataFrame:
         if self.getPredictionCol():
@@ -112,39 +107,14 @@ class LinearRegressionModel(_SharedSetters, _PSModel, _LinearRegressionParams, _
 
     @property
     def coefficients(self) -> SparseVector:
-        keys, values = self._sparse_rows()
-        size = max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
-        return SparseVector(size, keys.astype(np.int32), values[:, 0])
+        """Non-zero coefficients as a SparseVector (read from Delta on the executors, O(nnz) here)."""
+        return self._linear_weights()
 
     @property
     def scale(self) -> float:
+        """Always 1.0: the loss is squared error (MLlib's huber scale does not apply)."""
         return 1.0
 
     def predict(self, value: Vector) -> float:
-        return _margin_from_delta(self, value)
-
-    def _summary_of(self, dataset: DataFrame) -> RegressionSummary:
-        """Metrics of this model on ``dataset``; scores with a prediction column even when the user's is ""."""
-        model = self
-        if not self.getPredictionCol():  # as MLlib's findSummaryModel: score into a temporary column
-            model = self.copy().setPredictionCol(f"prediction_{self.uid}")
-        weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-        return RegressionSummary(model.transform(dataset), self._objective_history, model.getPredictionCol(),
-                                 self.getLabelCol(), weight_col)
-
-    def evaluate(self, dataset: DataFrame) -> RegressionSummary:
-        """Metrics (rootMeanSquaredError, r2, ...) of this model on ``dataset``, computed on the executors."""
-        return self._summary_of(dataset)
-
-    @property
-    def summary(self) -> RegressionSummary:
-        """Training summary: ``objectiveHistory``, ``totalIterations`` and metrics on the training data."""
-        if self._training_data is None:
-            raise RuntimeError(f"no training summary available for this {type(self).__name__}: it was loaded, "
-                               "not fitted; use evaluate(df)")
-        return self._summary_of(self._training_data)
-
-    @property
-    def hasSummary(self) -> bool:
-        return self._training_data is not None
-
+        """Prediction of one feature vector."""
+        return self._margin_of(value)

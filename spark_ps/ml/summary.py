@@ -1,22 +1,39 @@
-"""Training and evaluation summaries, computed by Spark evaluators on the executors."""
+"""Training and evaluation summaries, computed by Spark evaluators on the executors.
+
+A summary holds the fit's per-epoch history (small: one number per epoch)
+and a scored DataFrame; its metrics are Spark jobs run on first access and
+then cached, so the driver never collects the scores.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
+from typing import ClassVar
 
-from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, Evaluator, RegressionEvaluator
 from pyspark.sql import DataFrame
+
+__all__ = ["BinaryClassificationSummary", "RegressionSummary", "TrainingHistory"]
 
 
 class TrainingHistory:
-    """Per-epoch objective (mean data loss, weighted) of a fit."""
+    """Per-epoch objective (mean data loss, weighted) and wall time of a fit.
 
-    def __init__(self, objective_history: list[float]):
+    Examples
+    --------
+    >>> h = TrainingHistory([0.6, 0.5], [1.25, 0.75])
+    >>> h.totalIterations, h.objectiveHistory, h.epochSeconds
+    (2, [0.6, 0.5], [1.25, 0.75])
+    """
+
+    def __init__(self, objective_history: Sequence[float], epoch_seconds: Sequence[float] = ()):
         self._history = list(objective_history)
+        self._epoch_seconds = list(epoch_seconds)
 
     @property
     def objectiveHistory(self) -> list[float]:
-        """Mean training loss after each epoch (without the regularisation term)."""
+        """Mean training loss of each epoch (without the regularisation term)."""
         return list(self._history)
 
     @property
@@ -24,71 +41,71 @@ class TrainingHistory:
         """Epochs run (one parameter-server pass over the data each)."""
         return len(self._history)
 
+    @property
+    def epochSeconds(self) -> list[float]:
+        """Wall seconds of each epoch (the slowest worker's); empty for models saved without them."""
+        return list(self._epoch_seconds)
 
-class BinaryClassificationSummary(TrainingHistory):
-    """Like MLlib's ``BinaryLogisticRegressionSummary``: metrics of ``predictions``.
 
-    Examples
-    --------
-    >>> s = BinaryClassificationSummary(None, [0.6, 0.5], "rawPrediction", "label", None)  # doctest: +SKIP
-    >>> s.totalIterations                                                                     # doctest: +SKIP
-    2
-    """
+class _EvaluatedSummary(TrainingHistory):
+    """A history plus metrics of ``predictions``, by a Spark evaluator reading ``score_col``."""
 
-    def __init__(self, predictions: DataFrame | None, objective_history: list[float], raw_col: str,
-                 label_col: str, weight_col: str | None):
-        super().__init__(objective_history)
+    _evaluator: ClassVar[type[Evaluator]]
+    _score_param: ClassVar[str]
+
+    def __init__(self, predictions: DataFrame, objective_history: Sequence[float], epoch_seconds: Sequence[float],
+                 score_col: str, label_col: str, weight_col: str | None):
+        super().__init__(objective_history, epoch_seconds)
         self.predictions = predictions
-        self._raw_col, self._label_col, self._weight_col = raw_col, label_col, weight_col
+        self._score_col, self._label_col, self._weight_col = score_col, label_col, weight_col
 
     def _metric(self, name: str) -> float:
-        if self.predictions is None:
-            raise RuntimeError("this summary has no predictions (the model was loaded); use model.evaluate(df)")
-        evaluator = BinaryClassificationEvaluator(rawPredictionCol=self._raw_col, labelCol=self._label_col,
-                                                  metricName=name)
+        evaluator = self._evaluator(**{self._score_param: self._score_col}, labelCol=self._label_col,
+                                    metricName=name)
         if self._weight_col:
             evaluator.setWeightCol(self._weight_col)
         return evaluator.evaluate(self.predictions)
 
+
+class BinaryClassificationSummary(_EvaluatedSummary):
+    """Like MLlib's ``BinaryLogisticRegressionSummary``: metrics of ``predictions``."""
+
+    _evaluator = BinaryClassificationEvaluator
+    _score_param = "rawPredictionCol"
+
     @cached_property
     def areaUnderROC(self) -> float:
+        """Area under the ROC curve of the scores."""
         return self._metric("areaUnderROC")
 
     @cached_property
     def areaUnderPR(self) -> float:
+        """Area under the precision-recall curve of the scores."""
         return self._metric("areaUnderPR")
 
 
-class RegressionSummary(TrainingHistory):
+class RegressionSummary(_EvaluatedSummary):
     """Like MLlib's ``LinearRegressionSummary``: metrics of ``predictions``."""
 
-    def __init__(self, predictions: DataFrame | None, objective_history: list[float], prediction_col: str,
-                 label_col: str, weight_col: str | None):
-        super().__init__(objective_history)
-        self.predictions = predictions
-        self._prediction_col, self._label_col, self._weight_col = prediction_col, label_col, weight_col
-
-    def _metric(self, name: str) -> float:
-        if self.predictions is None:
-            raise RuntimeError("this summary has no predictions (the model was loaded); use model.evaluate(df)")
-        evaluator = RegressionEvaluator(predictionCol=self._prediction_col, labelCol=self._label_col,
-                                        metricName=name)
-        if self._weight_col:
-            evaluator.setWeightCol(self._weight_col)
-        return evaluator.evaluate(self.predictions)
+    _evaluator = RegressionEvaluator
+    _score_param = "predictionCol"
 
     @cached_property
     def rootMeanSquaredError(self) -> float:
+        """Root of the (weighted) mean squared error."""
         return self._metric("rmse")
 
     @cached_property
     def meanSquaredError(self) -> float:
+        """(Weighted) mean squared error."""
         return self._metric("mse")
 
     @cached_property
     def meanAbsoluteError(self) -> float:
+        """(Weighted) mean absolute error."""
         return self._metric("mae")
 
     @cached_property
     def r2(self) -> float:
+        """Coefficient of determination."""
         return self._metric("r2")

@@ -12,10 +12,10 @@ that carries the tick. Only per-epoch statistics go back to the
 driver.
 
 Retry semantics: training runs as a Spark *barrier* stage, so a failed task
-restarts every task. Worker 0 counts its starts in a tiny ``attempts`` table
-on the shards; on any start after the first it drops the model table and
-resets the clocks and the statistics while the other workers convert their
-partitions, and nobody goes on before the Spark barrier that follows; then
+restarts every task. Worker 0 counts its starts in a
+:class:`~spark_ps.client.collectives.Counter` on the shards; on any start
+after the first it drops the model table and resets the clocks and the
+statistics while the other workers convert their partitions, and nobody goes on before the Spark barrier that follows; then
 everyone trains from scratch: the final model has seen every row exactly
 ``numEpochs`` times, never a partial mix of two attempts.
 """
@@ -25,21 +25,22 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from spark_ps.client.client import PSClient
+from spark_ps.client.collectives import AllReduce, Barrier, Counter
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.objectives import Objective
+from spark_ps.wire.spec import TableSpec
 
-#: Per-epoch statistics row: [loss sum, weight sum, rows, task seconds, workers done].
-STATS_WIDTH = 5
-#: Statistics row of the training data's totals: [rows, weight sum, weighted label sum, 0, 0].
-TOTALS_KEY = -1
+#: Per-epoch statistics, summed over workers (slot = epoch); ``workers`` counts the workers done.
+EPOCH_FIELDS = ("loss_sum", "weight_sum", "rows", "seconds", "workers")
+#: The training data's totals, summed over workers (slot 0).
+TOTALS_FIELDS = ("rows", "weight_sum", "label_sum")
 
 #: One row per (worker, epoch); ``load_seconds`` (Arrow to CSR and batch planning) and
 #: ``offset`` (where the intercept started, from the mean label) repeat per epoch.
@@ -63,7 +64,8 @@ class DataDependence:
     Examples
     --------
     >>> dep = DataDependence(l1_per_row=1e-4, l2_per_row=2e-4)
-    >>> dep.table_spec({"hyper": {"alpha": 0.1, "l1": 1.0, "l2": 0.0}}, 10_000)["hyper"]
+    >>> spec = TableSpec("m", optimizer="ftrl", hyper={"alpha": 0.1, "l1": 1.0, "l2": 0.0})
+    >>> dict(dep.table_spec(spec, 10_000).hyper)
     {'alpha': 0.1, 'l1': 2.0, 'l2': 2.0}
     """
 
@@ -72,14 +74,12 @@ class DataDependence:
     #: Start of the intercept given the (weighted) mean label, None if unknown; None: no intercept.
     intercept_start: Callable[[float | None], float] | None = None
 
-    def table_spec(self, spec: dict[str, Any], num_rows: int) -> dict[str, Any]:
+    def table_spec(self, spec: TableSpec, num_rows: int) -> TableSpec:
         """``spec`` with the row-scaled L1/L2 added to its optimizer's."""
         if not (self.l1_per_row or self.l2_per_row):
             return spec
-        hyper = dict(spec["hyper"])
-        hyper["l1"] = hyper.get("l1", 0.0) + self.l1_per_row * num_rows
-        hyper["l2"] = hyper.get("l2", 0.0) + self.l2_per_row * num_rows
-        return {**spec, "hyper": hyper}
+        return spec.with_hyper(l1=spec.hyper.get("l1", 0.0) + self.l1_per_row * num_rows,
+                               l2=spec.hyper.get("l2", 0.0) + self.l2_per_row * num_rows)
 
     def offset(self, label_mean: float | None) -> float:
         return 0.0 if self.intercept_start is None else float(self.intercept_start(label_mean))
@@ -90,14 +90,14 @@ class TrainSpec:
     """Everything a training task needs; pickled once into the task closure."""
 
     client: PSClient
-    table: str
     #: The model table's spec before the row-scaled penalty (see DataDependence).
-    table_spec: dict[str, Any]
+    table_spec: TableSpec
     data_dependence: DataDependence
-    stats_table: str
-    attempts_table: str
-    #: The rendezvous clock (staleness 0, see _meet).
-    sync_clock: str
+    epochs: AllReduce
+    totals: AllReduce
+    attempts: Counter
+    #: The tasks' rendezvous (see _gather_totals).
+    rendezvous: Barrier
     clock: str | None
     staleness: int | None
     num_workers: int
@@ -105,50 +105,45 @@ class TrainSpec:
     features_col: str
     label_col: str
     weight_col: str | None
-    num_features: int | None
     fit_intercept: bool
     batch_size: int
     num_epochs: int
     timeout: float
     binary_labels: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        return self.table_spec.name
 
 
 def _reset_for_retry(spec: TrainSpec, client: PSClient) -> None:
     client.drop_table(spec.table, missing_ok=True)  # created afresh once the rows are counted
-    client.drop_table(spec.stats_table, missing_ok=True)
-    client.create_table(spec.stats_table, width=STATS_WIDTH, optimizer="delta")
-    client.clock_drop(spec.sync_clock)
-    client.clock_create(spec.sync_clock, spec.num_workers, 0)
+    spec.epochs.reset(client)
+    spec.totals.reset(client)
+    spec.rendezvous.reset(client)
     if spec.clock is not None:
         client.clock_drop(spec.clock)
         client.clock_create(spec.clock, spec.num_workers, spec.staleness)
 
 
-def _meet(client: PSClient, worker: int, spec: TrainSpec) -> None:
-    """Wait until every worker has called this as often: a tick of a staleness-0 clock on the shards.
-
-    Spark's ``BarrierTaskContext.barrier()`` and ``allGather()`` took about a
-    second each here; this takes a round trip.
-    """
-    client.clock_advance(spec.sync_clock, worker, timeout=spec.timeout)
-
-
 def _gather_totals(client: PSClient, spec: TrainSpec, worker: int, data: CSRBatch | None) -> tuple[int, float | None]:
     """Every task's row count and (weighted) label sum, summed on the shards: (rows, mean label or None).
 
-    The sums are float32 (a ``delta`` row of the statistics table): exact for
-    row counts below 2**24, and the same on every worker in any case, which
-    is what the identical table specs of :func:`make_train_fn` need.
+    The sums are float32 (:class:`~spark_ps.client.collectives.AllReduce`):
+    exact for row counts below 2**24, and the same on every worker in any
+    case, which is what the identical table specs of :func:`make_train_fn`
+    need. The rendezvous is a :class:`~spark_ps.client.collectives.Barrier`
+    on the shards: a round trip, where Spark's ``allGather`` took a second.
     """
     rows, weights, labels = 0, 0.0, 0.0
     if data is not None:
         w = np.ones(data.num_rows) if data.weights is None else data.weights
         rows, weights, labels = data.num_rows, float(w.sum()), float(w @ data.labels)
-    client.push(spec.stats_table, [TOTALS_KEY], [[rows, weights, labels, 0.0, 0.0]])
-    _meet(client, worker, spec)  # every worker's totals are in
-    rows, weights, labels = (float(v) for v in client.pull(spec.stats_table, [TOTALS_KEY])[0, :3])
-    return int(rows), (labels / weights if weights > 0 else None)
+    spec.totals.add(client, 0, rows=rows, weight_sum=weights, label_sum=labels)
+    spec.rendezvous.wait(client, worker, timeout=spec.timeout)  # every worker's totals are in
+    totals = spec.totals.get(client, 0)
+    weights = totals["weight_sum"]
+    return int(totals["rows"]), (totals["label_sum"] / weights if weights > 0 else None)
 
 
 def _barrier_context():
@@ -170,8 +165,7 @@ def load_partition(batches: Iterator[pa.RecordBatch], spec: TrainSpec) -> tuple[
     parts, offset, size = [], 0, 0
     for batch in batches:
         parts.append(record_batch_to_csr(batch, spec.features_col, spec.label_col, spec.weight_col,
-                                         num_features=spec.num_features, binary_labels=spec.binary_labels,
-                                         row_offset=offset))
+                                         binary_labels=spec.binary_labels, row_offset=offset))
         size = max(size, vector_size(batch.column(spec.features_col)))
         offset += batch.num_rows
     return (CSRBatch.concat(parts) if parts else None), size
@@ -241,7 +235,8 @@ def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, work
             loss_sum += loss
             weight_sum += batch.weight_sum
         seconds = time.perf_counter() - start
-        client.push(spec.stats_table, [epoch], [[loss_sum, weight_sum, rows, seconds, 1.0]])
+        spec.epochs.add(client, epoch, loss_sum=loss_sum, weight_sum=weight_sum, rows=rows, seconds=seconds,
+                        workers=1)
         results.append({"worker": worker, "epoch": epoch, "loss_sum": loss_sum, "weight_sum": weight_sum,
                         "rows": rows, "seconds": seconds})
     if spec.clock is not None:
@@ -257,11 +252,8 @@ def make_train_fn(spec: TrainSpec):
         worker = ctx.partitionId()
         client = spec.client
         try:
-            if worker == 0:
-                starts = client.pull(spec.attempts_table, [0])[0, 0]
-                client.push(spec.attempts_table, [0], [[1.0]])
-                if starts > 0:
-                    _reset_for_retry(spec, client)
+            if worker == 0 and spec.attempts.increment(client) > 0:
+                _reset_for_retry(spec, client)
             # Convert before meeting: tasks start at different times (worker
             # start-up, Arrow conversion in the JVM), and the conversion fills that wait.
             start = time.perf_counter()
@@ -269,7 +261,7 @@ def make_train_fn(spec: TrainSpec):
             planned = plan_batches(data, spec)
             load_seconds = time.perf_counter() - start
             # Spark's barrier orders worker 0's possible reset (of the rendezvous clock too)
-            # before anyone goes on; the later meetings are the shards' (see _meet).
+            # before anyone goes on; the later meetings are the shards' (see _gather_totals).
             ctx.barrier()
             num_rows, label_mean = _gather_totals(client, spec, worker, data)
             results = []
@@ -277,7 +269,7 @@ def make_train_fn(spec: TrainSpec):
                 dep = spec.data_dependence
                 # Every worker asks for the same table (same totals, same spec): the
                 # first request creates it, the others find it, nobody waits for anyone.
-                client.create_table(spec.table, **dep.table_spec(spec.table_spec, num_rows))
+                client.create_table(dep.table_spec(spec.table_spec, num_rows))
                 offset = dep.offset(label_mean)
                 started = dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, offset=offset))
                 results = [{**r, "num_features": size, "load_seconds": load_seconds, "offset": offset}

@@ -19,6 +19,7 @@ import pyarrow as pa
 from spark_ps.server.clock import ClockTable
 from spark_ps.server.optim import make_optimizer
 from spark_ps.wire.protocol import Frame, Op
+from spark_ps.wire.spec import TableSpec
 from spark_ps.server.rowinit import make_init
 from spark_ps.native.keys import is_sorted_unique
 from spark_ps.server.table import Table
@@ -26,32 +27,6 @@ from spark_ps.server.table import Table
 #: Rows per exported Arrow batch: big enough to amortise framing, small enough
 #: that one batch of a wide table stays a few MB.
 EXPORT_BATCH_ROWS = 65536
-
-
-def table_spec(meta: dict[str, Any]) -> dict[str, Any]:
-    """Normalise a CREATE_TABLE request into the spec that defines a table."""
-    width = meta.get("width", 1)
-    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-        raise ValueError(f"table width must be a positive integer, got {width!r}")
-    dim = meta.get("dim")
-    if dim is not None and (not isinstance(dim, int) or dim < 1):
-        raise ValueError(f"table dim must be a positive integer or None, got {dim!r}")
-    return {
-        "width": width,
-        "dim": dim,
-        "optimizer": str(meta.get("optimizer", "delta")),
-        "hyper": dict(meta.get("hyper", {})),
-        "init": str(meta.get("init", "zeros")),
-        "init_params": dict(meta.get("init_params", {})),
-        "unpenalised_keys": _int_list(meta.get("unpenalised_keys", []), "unpenalised_keys"),
-    }
-
-
-def _int_list(value: Any, name: str) -> list[int]:
-    """A JSON list of integers, sorted and unique (so that equal specs compare equal)."""
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"table {name} must be a list of integers, got {value!r}")
-    return sorted(set(value))
 
 
 def _sorted_unique_keys(arrays: list[np.ndarray], op: str) -> np.ndarray:
@@ -81,8 +56,9 @@ class Shard:
     --------
     >>> import numpy as np
     >>> from spark_ps.wire.protocol import Frame, Op
+    >>> from spark_ps.wire.spec import TableSpec
     >>> shard = Shard()
-    >>> _ = list(shard.handle(Frame(Op.CREATE_TABLE, {"table": "w", "width": 1})))
+    >>> _ = list(shard.handle(Frame(Op.CREATE_TABLE, TableSpec("w").to_meta())))
     >>> keys = np.array([3, 7], dtype=np.int64)
     >>> _ = list(shard.handle(Frame(Op.PUSH, {"table": "w"}, [keys, np.ones((2, 1), np.float32)])))
     >>> next(shard.handle(Frame(Op.PULL, {"table": "w"}, [keys]))).arrays[0].ravel().tolist()
@@ -91,7 +67,7 @@ class Shard:
 
     def __init__(self) -> None:
         self._tables: dict[str, Table] = {}
-        self._specs: dict[str, dict[str, Any]] = {}
+        self._specs: dict[str, TableSpec] = {}
         self._clocks: dict[str, ClockTable] = {}
         self._lock = threading.Lock()  # guards the two dicts, not the tables
 
@@ -103,17 +79,18 @@ class Shard:
             known = ", ".join(sorted(self._tables)) or "none"
             raise KeyError(f"unknown table {name!r} (tables on this shard: {known})") from None
 
-    def create_table(self, name: str, spec: dict[str, Any]) -> bool:
-        """Create ``name``; return False if an identical table already exists."""
+    def create_table(self, spec: TableSpec) -> bool:
+        """Create the table ``spec`` defines; return False if an identical one already exists."""
+        name = spec.name
         with self._lock:
             if name in self._tables:
                 if self._specs[name] != spec:
                     raise ValueError(f"table {name!r} already exists with a different spec: "
                                      f"{self._specs[name]} != {spec}")
                 return False
-            table = Table(name, spec["width"], make_optimizer(spec["optimizer"], **spec["hyper"]),
-                          make_init(spec["init"], **spec["init_params"]), spec["dim"],
-                          unpenalised_keys=spec["unpenalised_keys"])
+            table = Table(name, spec.width, make_optimizer(spec.optimizer, **spec.hyper),
+                          make_init(spec.init, **spec.init_params), spec.dim,
+                          unpenalised_keys=list(spec.unpenalised_keys))
             self._tables[name] = table
             self._specs[name] = spec
             return True
@@ -146,7 +123,7 @@ class Shard:
         return Frame(Op.PING, {"tables": len(self._tables)})
 
     def _on_create_table(self, req: Frame) -> Frame:
-        created = self.create_table(_require_str(req.meta, "table"), table_spec(req.meta))
+        created = self.create_table(TableSpec.from_meta(req.meta))
         return Frame(Op.CREATE_TABLE, {"created": created})
 
     def _on_drop_table(self, req: Frame) -> Frame:
@@ -159,7 +136,7 @@ class Shard:
     def _on_describe_table(self, req: Frame) -> Frame:
         name = _require_str(req.meta, "table")
         table = self.table(name)
-        return Frame(Op.DESCRIBE_TABLE, {**self._specs[name], "rows": len(table), "nbytes": table.nbytes})
+        return Frame(Op.DESCRIBE_TABLE, {**self._specs[name].to_meta(), "rows": len(table), "nbytes": table.nbytes})
 
     def _on_list_tables(self, req: Frame) -> Frame:
         return Frame(Op.LIST_TABLES, {"tables": sorted(self._tables)})

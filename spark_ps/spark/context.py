@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import UnavailableError
+from spark_ps.wire.spec import TableSpec
 from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers
 
 log = logging.getLogger(__name__)
@@ -93,35 +93,29 @@ class PSContext:
         self._check_open()
         return PSClient(self._servers, self._secret, **{**self._client_options, **overrides})
 
-    def create_table(self, name: str, *, width: int = 1, optimizer: str = "delta", init: str = "zeros",
-                     sigma: float | None = None, seed: int | None = None, dim: int | None = None,
-                     unpenalised_keys: Sequence[int] = (), **hyper: float) -> None:
-        """Create table ``name`` on every shard.
+    def create_table(self, spec: TableSpec | str, /, **fields: Any) -> TableSpec:
+        """Create a table on every shard; it is dropped again by :meth:`shutdown`.
 
         Parameters
         ----------
-        name : str
-            Table name.
-        width : int
-            float32 values per row: 1 for a linear model, 1 + k for an FM.
-        optimizer : {"delta", "sgd", "adagrad", "ftrl", "adam"}
-            Update rule the shards apply to pushed values.
-        init : {"zeros", "normal"}
-            Value of a row never pushed; ``normal`` draws N(0, sigma)
-            deterministically per (key, seed, column).
-        dim : int, optional
-            If set, keys must lie in ``[0, dim)``. Memory never depends on it.
-        unpenalised_keys : sequence of int, optional
-            Keys the optimizer updates without its L1/L2 penalty (a model's intercept).
-        **hyper
-            Optimizer hyper-parameters (``alpha``, ``beta``, ``l1``, ``l2``, ``lr``, ...).
+        spec : TableSpec or str
+            The table's spec, or its name with the spec's fields as keywords:
+            ``width``, ``optimizer``, ``init``, ``sigma``, ``seed``, ``dim``,
+            ``unpenalised_keys`` and the update rule's hyper-parameters
+            (``alpha=0.1``); see :meth:`TableSpec.of <spark_ps.wire.spec.TableSpec.of>`.
+        **fields
+            The spec's fields, with a name.
+
+        Returns
+        -------
+        TableSpec
+            The spec the shards hold.
         """
         self._check_open()
-        init_params = {k: v for k, v in (("sigma", sigma), ("seed", seed)) if v is not None}
-        self._admin.create_table(name, width=width, optimizer=optimizer, hyper=hyper,
-                                 init=init, init_params=init_params, dim=dim, unpenalised_keys=unpenalised_keys)
+        spec = self._admin.create_table(spec, **fields)
         with self._lock:
-            self._own_tables.add(name)
+            self._own_tables.add(spec.name)
+        return spec
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
         """Drop table ``name`` from every shard."""
