@@ -4,7 +4,8 @@
 #   make test      build, then the fast tests and the local-cluster integration tests
 #   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
-#   make bench-ps  build, then the shard throughput benchmark
+#   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)
+#   make bench     build, then the head-to-head with MLlib (python -m bench.mllib)
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
 SHELL := bash
@@ -74,7 +75,7 @@ smoke: build
 	SPARK_PS_DEMO_MASTER='local-cluster[2,1,1024]' SPARK_PS_DEMO_JOB=jobs/ps_smoke.py bash jobs/run_demo.sh
 
 bench-ps: build
-	$(VPY) bench/ps.py
+	$(VPY) -m bench.ps
 
 # Head-to-head with MLlib on synthetic CTR data: the issue's whole matrix in one
 # invocation, one results.json and one section of docs/benchmarks.md: 400k train /
@@ -88,11 +89,11 @@ BENCH_TEST_ROWS ?= 100000
 BENCH_MASTERS ?= local[2],local-cluster[2,1,2048]
 BENCH_ARGS ?=
 bench: build
-	$(VPY) bench/mllib.py --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) \
+	$(VPY) -m bench.mllib --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) \
 		--masters '$(BENCH_MASTERS)' --timeout 600 $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(JARS_DIR) .pytest_cache integration/out spark-warehouse metastore_db derby.log
+	rm -rf build $(JARS_DIR) .pytest_cache integration/out bench/out spark-warehouse metastore_db derby.log
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

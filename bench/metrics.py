@@ -1,6 +1,6 @@
 """Binary-classification metrics in plain numpy, for the reference trainers and the generator.
 
-Spark-side runs use Spark's own evaluators (see ``bench_mllib.py``); these are
+Spark-side runs use Spark's own evaluators (see :func:`bench.child.evaluate`); these are
 for data that is already in this process.
 """
 

@@ -17,7 +17,7 @@ Examples
 --------
 Command line (prints rows/s, AUC and log-loss on the held-out rows)::
 
-    python integration/numpy_ftrl.py --rows 400000 --test-rows 100000 --dim-log2 22
+    python -m bench.numpy_ftrl --rows 400000 --test-rows 100000 --dim-log2 22
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from ctr_data import generate
-from metrics import auc, log_loss
+from bench.ctr_data import generate
+from bench.metrics import auc, log_loss
+from spark_ps.native.hashing import mix64
 
 
 class FTRLModel(NamedTuple):
@@ -161,15 +162,6 @@ def train_ftrl(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, labe
 
 
 @numba.njit(cache=True)
-def _mix(k):
-    # SplitMix64 finaliser (as in ctr_data.mix64): spreads clustered keys over the table.
-    x = np.uint64(k)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-@numba.njit(cache=True)
 def _first_seen_slots(indices):
     """Distinct keys in first-seen order and each entry's index into them (open addressing, doubling)."""
     n = len(indices)
@@ -182,7 +174,8 @@ def _first_seen_slots(indices):
     count = 0
     for i in range(n):
         k = indices[i]
-        h = _mix(k) & mask
+        # SplitMix64 (spark-ps's own key hash): spreads clustered keys over the table.
+        h = mix64(np.uint64(k)) & mask
         while table_slot[h] != -1 and table_key[h] != k:
             h = (h + np.uint64(1)) & mask
         if table_slot[h] != -1:
@@ -199,7 +192,7 @@ def _first_seen_slots(indices):
             table_key = np.empty(cap, np.int64)
             table_slot = np.full(cap, -1, np.int64)
             for s in range(count):
-                g = _mix(distinct[s]) & mask
+                g = mix64(np.uint64(distinct[s])) & mask
                 while table_slot[g] != -1:
                     g = (g + np.uint64(1)) & mask
                 table_key[g] = distinct[s]
@@ -256,6 +249,7 @@ def predict(model: FTRLModel, indptr: np.ndarray, indices: np.ndarray, values: n
 
 
 def main() -> None:
+    """Command line: generate train and test rows, fit, print rows/s, AUC and log-loss."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--test-rows", type=int, default=100_000)

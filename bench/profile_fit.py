@@ -1,20 +1,20 @@
 """Where the wall time of ``LogisticRegression().fit(df)`` goes, phase by phase, on ``local[2]``.
 
-Mirrors one spark-ps run of ``bench_mllib.py`` (synthetic CTR data from
-``ctr_data.py``, VectorUDT Parquet, training DataFrame cached and shards
+Mirrors one spark-ps run of :mod:`bench.mllib` (synthetic CTR data from
+:mod:`bench.ctr_data`, VectorUDT Parquet, training DataFrame cached and shards
 registered before the clock starts; FTRL alpha 0.2, beta 1, batch 4096,
 reg 0) and times the driver-side calls a fit makes by wrapping them for the
 duration of the fit: each phase is reported with the phases nested inside it
 (a call tree, inclusive seconds). The training stage's own breakdown (Arrow
 to CSR, epochs) comes from the per-epoch seconds the tasks report.
 
-The data is written once under ``integration/out/profile_fit/`` and reused.
+The data is written once under ``bench/out/profile_fit/`` and reused.
 
 Examples
 --------
 ::
 
-    SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python integration/profile_fit.py --epochs 2 --repeats 2
+    SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python -m bench.profile_fit --epochs 2 --repeats 2
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import ctr_data
+from bench import OUT as BENCH_OUT, ROOT
+from bench.ctr_files import write_dataset
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-OUT = ROOT / "integration" / "out" / "profile_fit"
+OUT = BENCH_OUT / "profile_fit"
 sys.path.insert(0, str(ROOT / "tests"))  # the session helper of the fast tests
 
 
 @dataclasses.dataclass
 class _Node:
+    """One phase of the call tree: inclusive seconds, calls, and the phases nested inside it."""
+
     seconds: float = 0.0
     calls: int = 0
     children: dict[str, "_Node"] = dataclasses.field(default_factory=dict)
@@ -59,6 +61,7 @@ class CallTree:
 
     @contextlib.contextmanager
     def phase(self, label: str) -> Iterator[None]:
+        """Time the body as phase ``label``, nested in the phase open around it (main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -73,6 +76,7 @@ class CallTree:
             self._stack.pop()
 
     def lines(self, node: _Node | None = None, depth: int = 0) -> list[str]:
+        """The tree as indented lines, slowest phase first, with each phase's own (self) time."""
         node = node or self.root
         out = []
         for label, child in sorted(node.children.items(), key=lambda kv: -kv[1].seconds):
@@ -150,6 +154,19 @@ def fit_targets() -> list[tuple[object, str, str]]:
     return targets
 
 
+@dataclasses.dataclass
+class FitProfile:
+    """One profiled fit: wall seconds, the wait for its Delta export, its progress lines, and optionally AUC."""
+
+    repeat: int
+    fit_s: float
+    export_wait_s: float
+    nnz: int
+    epoch_lines: list[str]
+    eval_s: float | None = None
+    auc: float | None = None
+
+
 class EpochLines(logging.Handler):
     """Keeps the estimator's progress lines (logger ``spark_ps.ml``)."""
 
@@ -158,6 +175,7 @@ class EpochLines(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the line."""
         self.lines.append(record.getMessage())
 
 
@@ -167,13 +185,13 @@ def prepare_data(rows: int, test_rows: int, log2d: int, files: int) -> dict[str,
     paths = {}
     for split, n, start in (("train", rows, 0), ("test", test_rows, rows)):
         if not (root / split / "meta.json").exists():
-            ctr_data.write_dataset(root / split, n, 2**log2d, 0, start_row=start, formats=("vector",),
-                                   n_files=files)
+            write_dataset(root / split, n, 2**log2d, 0, start_row=start, formats=("vector",), n_files=files)
         paths[split] = str(root / split / "vector")
     return paths
 
 
 def main() -> None:
+    """Command line: fit ``--repeats`` times in one ``local[2]`` session and print each fit's call tree."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--test-rows", type=int, default=100_000)
@@ -203,7 +221,7 @@ def main() -> None:
     ps_log = logging.getLogger("spark_ps.ml")
     ps_log.setLevel(logging.INFO)
     ps_log.addHandler(progress)
-    records = []
+    records: list[FitProfile] = []
     try:
         PSContext.get(spark)  # session start-up, not the fit (as in the bench)
         train = spark.read.parquet(paths["train"]).cache()
@@ -224,8 +242,7 @@ def main() -> None:
             start = time.perf_counter()
             nnz = model.numNonZeros
             export_wait_s = time.perf_counter() - start
-            record = {"repeat": repeat, "fit_s": fit_s, "export_wait_s": export_wait_s, "nnz": nnz,
-                      "epoch_lines": list(progress.lines)}
+            record = FitProfile(repeat, fit_s, export_wait_s, nnz, list(progress.lines))
             print(f"\n=== fit {repeat + 1}/{args.repeats}: {fit_s:.2f} s wall; then {export_wait_s:.2f} s until "
                   f"the {nnz:,} weight rows were in Delta")
             print("\n".join(tree.lines()))
@@ -236,13 +253,13 @@ def main() -> None:
                 start = time.perf_counter()
                 auc = BinaryClassificationEvaluator(numBins=0).evaluate(
                     model.transform(spark.read.parquet(paths["test"])))
-                record["eval_s"], record["auc"] = time.perf_counter() - start, auc
-                print(f"held-out AUC {auc:.4f} in {record['eval_s']:.2f} s (serving-table load included)")
+                record.eval_s, record.auc = time.perf_counter() - start, auc
+                print(f"held-out AUC {auc:.4f} in {record.eval_s:.2f} s (serving-table load included)")
             records.append(record)
     finally:
         spark.stop()
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+        pathlib.Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
 
 
 if __name__ == "__main__":

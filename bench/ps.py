@@ -14,14 +14,15 @@ random moments (steal time, reported with the table), and the best pass is
 the one least disturbed by that.
 
 Writes a Markdown table to stdout and into ``docs/benchmarks.md`` between
-markers, so the committed doc always comes from a real run.
+markers, so the committed doc always comes from a real run (``--no-doc``:
+stdout only). Run from the repository root: ``python -m bench.ps``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import pathlib
 import selectors
 import subprocess
 import sys
@@ -30,18 +31,47 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bench.report import write_section
 from spark_ps.client.client import PSClient
 from spark_ps.server.optim import make_optimizer
 from spark_ps.server.rowinit import make_init
 from spark_ps.server.table import Table
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench-ps:begin -->", "<!-- bench-ps:end -->"
 FTRL = {"alpha": 0.1, "beta": 1.0, "l1": 0.0, "l2": 0.0}
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardCell:
+    """One (row width, keys per request) cell: keys/s over loopback (``_net``) and in-process (``_local``)."""
+
+    width: int
+    keys: int
+    pull_net: float
+    pull_local: float
+    push_net: float
+    push_local: float
+
+    def rate(self, op: str, where: str) -> float:
+        """Keys/s of ``op`` (``"pull"`` or ``"push"``) ``where`` (``"net"`` or ``"local"``)."""
+        return getattr(self, f"{op}_{where}")
+
+
 def start_sidecar(secret: bytes) -> tuple[subprocess.Popen, int]:
+    """Start ``python -m spark_ps.server.sidecar`` on 127.0.0.1 with ``secret``; wait for its port.
+
+    Parameters
+    ----------
+    secret : bytes
+        The shared secret, sent to the sidecar's stdin as hex.
+
+    Returns
+    -------
+    proc : subprocess.Popen
+        The sidecar; closing its stdin stops it.
+    port : int
+        The port it reported ready on.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "spark_ps.server.sidecar", "--host", "127.0.0.1"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(secret.hex().encode() + b"\n")
@@ -56,6 +86,7 @@ def start_sidecar(secret: bytes) -> tuple[subprocess.Popen, int]:
 
 
 def key_batches(rng, universe: np.ndarray, size: int, count: int) -> list[np.ndarray]:
+    """``count`` sorted unique batches of ``size`` keys drawn from ``universe`` without replacement."""
     return [np.unique(rng.choice(universe, size, replace=False)) for _ in range(count)]
 
 
@@ -90,7 +121,23 @@ def cpu_ticks() -> tuple[int, int]:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
-def run(table_keys: int, seconds_per_cell: float, repeats: int) -> list[dict]:
+def run(table_keys: int, seconds_per_cell: float, repeats: int) -> list[ShardCell]:
+    """Measure every (row width, request size) cell, loopback against in-process.
+
+    Parameters
+    ----------
+    table_keys : int
+        Keys pushed into each table before the timing.
+    seconds_per_cell : float
+        Rough time budget of one pass of one cell (sets the number of batches).
+    repeats : int
+        Timed passes per figure; the best is kept.
+
+    Returns
+    -------
+    list of ShardCell
+        Widths 1 and 9 by 1k, 10k and 100k keys per request.
+    """
     rng = np.random.default_rng(0)
     universe = np.unique(rng.integers(-2**62, 2**62, table_keys, dtype=np.int64))
     secret = os.urandom(32)
@@ -110,8 +157,7 @@ def run(table_keys: int, seconds_per_cell: float, repeats: int) -> list[dict]:
                     count = max(3, int(seconds_per_cell * 5e6 / size / (1 + width / 4)))
                     batches = key_batches(rng, universe, size, count)
                     grads = {len(k): rng.normal(0, 0.1, (len(k), width)).astype(np.float32) for k in batches}
-                    cell = {"width": width, "keys": size}
-                    cell.update(best_rates({
+                    cell = ShardCell(width, size, **best_rates({
                         "pull_net": lambda k: client.pull(name, k),
                         "pull_local": local.pull,
                         "push_net": lambda k: client.push(name, k, grads[len(k)]),
@@ -125,10 +171,11 @@ def run(table_keys: int, seconds_per_cell: float, repeats: int) -> list[dict]:
     return rows
 
 
-def format_row(c: dict) -> str:
-    return (f"| {c['width']} | {c['keys']:,} | {c['pull_net'] / 1e6:.2f} | {c['pull_local'] / 1e6:.2f} | "
-            f"{c['pull_net'] / c['pull_local']:.0%} | {c['push_net'] / 1e6:.2f} | {c['push_local'] / 1e6:.2f} | "
-            f"{c['push_net'] / c['push_local']:.0%} |")
+def format_row(c: ShardCell) -> str:
+    """One Markdown table row of a cell of :func:`run`."""
+    return (f"| {c.width} | {c.keys:,} | {c.pull_net / 1e6:.2f} | {c.pull_local / 1e6:.2f} | "
+            f"{c.pull_net / c.pull_local:.0%} | {c.push_net / 1e6:.2f} | {c.push_local / 1e6:.2f} | "
+            f"{c.push_net / c.push_local:.0%} |")
 
 
 HEADER = ("| width | keys/request | pull Mkeys/s (loopback) | pull Mkeys/s (in-process) | pull ratio "
@@ -136,9 +183,9 @@ HEADER = ("| width | keys/request | pull Mkeys/s (loopback) | pull Mkeys/s (in-p
           "|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
-def write_doc(rows: list[dict], table_keys: int, repeats: int, steal: float) -> None:
-    block = "\n".join([
-        BEGIN,
+def write_doc(rows: list[ShardCell], table_keys: int, repeats: int, steal: float) -> None:
+    """Rewrite the bench-ps section of ``docs/benchmarks.md`` (other sections untouched)."""
+    text = "\n".join([
         f"One shard, {table_keys:,} keys already in the table, FTRL on push, "
         f"sorted unique random keys per request; {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} cores, client and sidecar as separate processes over 127.0.0.1; "
@@ -146,19 +193,13 @@ def write_doc(rows: list[dict], table_keys: int, repeats: int, steal: float) -> 
         "",
         HEADER,
         *[format_row(r) for r in rows],
-        END,
     ])
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n## Shard throughput (`make bench-ps`)\n\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    write_section(BEGIN, END, text, new_doc="# Benchmarks\n\n## Shard throughput (`make bench-ps`)\n")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Command line: run the cells, print the table and the target verdicts, write the doc section."""
+    parser = argparse.ArgumentParser(prog="python -m bench.ps", description=__doc__.splitlines()[0])
     parser.add_argument("--table-keys", type=int, default=2_000_000)
     parser.add_argument("--seconds-per-cell", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per figure; the best is kept")
@@ -174,12 +215,13 @@ def main() -> None:
     print(f"CPU steal during the run: {steal:.1%}")
     if not args.no_doc:
         write_doc(rows, args.table_keys, args.repeats, steal)
-    big = [r for r in rows if r["keys"] == 100_000]
+    big = [r for r in rows if r.keys == 100_000]
     for r in big:
         for op in ("pull", "push"):
-            ok = r[f"{op}_net"] >= 5e6 and r[f"{op}_net"] >= 0.5 * r[f"{op}_local"]
-            print(f"target width={r['width']} {op} 100k: {'MET' if ok else 'MISSED'} "
-                  f"({r[f'{op}_net'] / 1e6:.1f} Mkeys/s, {r[f'{op}_net'] / r[f'{op}_local']:.0%} of floor)")
+            net, local = r.rate(op, "net"), r.rate(op, "local")
+            ok = net >= 5e6 and net >= 0.5 * local
+            print(f"target width={r.width} {op} 100k: {'MET' if ok else 'MISSED'} "
+                  f"({net / 1e6:.1f} Mkeys/s, {net / local:.0%} of floor)")
 
 
 if __name__ == "__main__":
