@@ -316,17 +316,27 @@ class PSClient:
         return None if tick is None else int(reply.meta["clock"])
 
     # --- export / import -----------------------------------------------------
-    def export(self, table: str, *, shards: Iterable[int] | None = None,
+    def export(self, table: str, *, shards: Iterable[int] | None = None, keys: Any = None,
                max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
         """Stream the rows (and optimizer state) of ``table`` as Arrow batches, shard by shard.
 
         Each shard streams over its own fresh connection, so the caller may
-        keep using this client while it consumes the iterator.
+        keep using this client while it consumes the iterator. With ``keys``,
+        only the stored rows of those keys (any order, repeats allowed) are
+        exported, each from its own shard; keys never pushed have no row.
         """
+        if keys is not None:
+            uniq = np.unique(as_keys(keys))
+            slices = slice_keys(uniq, self.num_shards)
+            parts = {s: uniq[slices.positions(s)] for s in range(self.num_shards)}
         for shard in (range(self.num_shards) if shards is None else shards):
+            if keys is not None and parts[shard].size == 0:
+                continue
             conn = self._new_connection(shard)
+            request = Frame(Op.EXPORT, {"table": table, "max_rows": max_rows},
+                            [] if keys is None else [parts[shard]])
             try:
-                for frame in conn.stream(Frame(Op.EXPORT, {"table": table, "max_rows": max_rows})):
+                for frame in conn.stream(request):
                     yield from pa.ipc.open_stream(pa.py_buffer(frame.arrays[0]))
             finally:
                 conn.close()

@@ -177,6 +177,8 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._num_features = num_features
         self._training_data = None  # set by fit, for the lazily evaluated training summary
         self._export = None  # set by fit: the Delta export of the weights, until it has been waited for
+        #: Weights as a DataFrame rather than the Delta table at weights_path (a version of an online model).
+        self._weights_source: DataFrame | None = None
 
     def _await_weights(self) -> None:
         """Wait for the fit's background Delta export, if any, and take its row count.
@@ -216,6 +218,9 @@ class _PSModel(Model, MLReadable, MLWritable):
         return self._nnz
 
     def _weights_frame(self) -> DataFrame:
+        """The model's weight rows (``key, value``), read on the executors: the one source of every accessor."""
+        if self._weights_source is not None:
+            return self._weights_source
         return SparkSession.active().read.format("delta").load(self.weightsPath)
 
     def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +253,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         if not np.all(np.isfinite(vals)):
             raise ValueError("feature vector has NaN or infinite values")
         spark = SparkSession.active()
-        rows = weight_store.read_rows(spark, self.weightsPath, idx.tolist()) if len(idx) else {}
+        rows = weight_store.read_rows(spark, self._weights_frame(), idx.tolist()) if len(idx) else {}
         objective = self._objective()
         pulled = np.array([rows.get(int(k), [0.0] * objective.width) for k in idx],
                           dtype=np.float32).reshape(-1, objective.width)
@@ -308,7 +313,7 @@ class _PSModel(Model, MLReadable, MLWritable):
             return client, self._table
         name = f"serve_{self.uid}_{os.urandom(4).hex()}"
         ps.create_table(name, width=self._objective().width, optimizer="delta")
-        rows = weight_store.load_table(spark, client, name, self.weightsPath)
+        rows = weight_store.load_table(spark, client, name, self._weights_frame())
         log.info("loaded %d weight rows from %s into shard table %s", rows, self._weights_path, name)
         self._table = name
         return client, name
@@ -371,8 +376,10 @@ class _PSModel(Model, MLReadable, MLWritable):
                 "objectiveHistory": self._objective_history, "epochSeconds": self._epoch_seconds,
                 "numFeatures": self.numFeatures, "weightsFormat": "delta:key,value"}
 
-    def _restore(self, metadata: dict[str, Any], weights_path: str) -> None:
+    def _restore(self, metadata: dict[str, Any], weights_path: str, weights: DataFrame | None = None) -> None:
+        """Set the loaded state: ``weights`` (key, value rows) if given, else the Delta table at ``weights_path``."""
         self._weights_path = weights_path
+        self._weights_source = weights
         self._intercept = float(metadata["intercept"])
         self._num_rows = int(metadata["numRows"])
         self._nnz = int(metadata["nnz"])
@@ -390,48 +397,25 @@ class _PSModel(Model, MLReadable, MLWritable):
     def read(cls) -> MLReader:
         return PSModelReader(cls)
 
+    @classmethod
+    def load(cls, path: str, version: int | None = None, timestamp: str | None = None):
+        """Load the model saved at ``path``: its newest version, or an earlier one.
+
+        Parameters
+        ----------
+        path : str
+            A model directory written by ``save`` or by a streaming trainer.
+        version : int, optional
+            Delta version of the model's weights (a batch model) or change log
+            (an online model: one version per committed micro-batch).
+        timestamp : str, optional
+            The version current at this time (Delta's ``timestampAsOf``).
+        """
+        return PSModelReader(cls, version=version, timestamp=timestamp).load(path)
+
 
 def _describe_or_empty(client, table: str) -> list[dict[str, Any]]:
     try:
         return client.describe(table)
     except KeyError:
         return []
-
-
-class _PSModelWriter(DefaultParamsWriter):
-    """Params as MLlib metadata JSON; weights copied by executors into ``<path>/weights`` (Delta).
-
-    ``overwrite()`` replaces the metadata but writes the weights as a new
-    version of the existing Delta table (MLlib's writer would delete the whole
-    directory, losing the table's history, and with it the weights of a
-    model loaded from that very path).
-    """
-
-    def save(self, path: str) -> None:
-        if self.shouldOverwrite:
-            self._delete(os.path.join(path, "metadata"))
-        self.saveImpl(path)
-
-    def _delete(self, path: str) -> None:
-        jvm = self.sparkSession.sparkContext._jvm
-        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-        fs = hadoop_path.getFileSystem(self.sparkSession.sparkContext._jsc.hadoopConfiguration())
-        fs.delete(hadoop_path, True)
-
-    def saveImpl(self, path: str) -> None:
-        model: _PSModel = self.instance
-        spark = self.sparkSession
-        DefaultParamsWriter.saveMetadata(model, path, spark, extraMetadata=model._extra_metadata())
-        target = os.path.join(path, "weights")
-        if os.path.abspath(model.weightsPath) == os.path.abspath(target):
-            return  # saving a loaded model onto itself: its weights are already there
-        (spark.read.format("delta").load(model.weightsPath)
-         .write.format("delta").mode("overwrite" if self.shouldOverwrite else "errorifexists").save(target))
-
-
-class _PSModelReader(DefaultParamsReader):
-    def load(self, path: str) -> _PSModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        instance = DefaultParamsReader.load(self, path)
-        instance._restore(metadata, os.path.join(path, "weights"))
-        return instance

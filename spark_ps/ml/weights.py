@@ -21,7 +21,9 @@ from concurrent.futures import Future
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
 from spark_ps.client.client import PSClient
@@ -135,8 +137,37 @@ class BackgroundExport:
         return self._future.result()
 
 
-def load_table(spark: SparkSession, client: PSClient, table: str, path: str) -> int:
-    """Push the Delta weights at ``path`` into the (fresh, ``delta``-optimizer) ``table``; return rows."""
+def as_fixed_size(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Rows stored in Delta (``list<float>`` columns) as the shards' export format (fixed-size lists).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> batch = pa.RecordBatch.from_pydict({"key": [1, 2], "value": [[0.5, 1.0], [2.0, 3.0]]})
+    >>> as_fixed_size(batch).schema.field("value").type
+    FixedSizeListType(fixed_size_list<item: float>[2])
+    """
+    columns, fields = [], []
+    for name, column in zip(batch.schema.names, batch.columns):
+        if name != "key":
+            lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+            width = int(lengths[0]) if len(lengths) else 1
+            if len(lengths) and (lengths != width).any():
+                raise ValueError(f"column {name!r}: rows of different widths {sorted(set(lengths.tolist()))}")
+            column = pa.FixedSizeListArray.from_arrays(pc.cast(column.flatten(), pa.float32()), width)
+        else:
+            column = pc.cast(column, pa.int64())
+        columns.append(column)
+        fields.append(pa.field(name, column.type, nullable=False))
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _frame(spark: SparkSession, source: str | DataFrame) -> DataFrame:
+    return spark.read.format("delta").load(source) if isinstance(source, str) else source
+
+
+def load_table(spark: SparkSession, client: PSClient, table: str, source: str | DataFrame) -> int:
+    """Push weights (``key, value``: a Delta path, or a DataFrame) into the fresh ``delta`` ``table``; return rows."""
 
     def push(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         total = 0
@@ -151,12 +182,12 @@ def load_table(spark: SparkSession, client: PSClient, table: str, path: str) -> 
         client.close()
         yield pa.RecordBatch.from_pydict({"rows": [total]})
 
-    counted = spark.read.format("delta").load(path).mapInArrow(push, "rows long")
+    counted = _frame(spark, source).select("key", "value").mapInArrow(push, "rows long")
     return int(counted.agg({"rows": "sum"}).first()[0] or 0)
 
 
-def read_rows(spark: SparkSession, path: str, keys: list[int]) -> dict[int, list[float]]:
-    """Rows for a handful of ``keys`` (e.g. the intercept); filtered on the executors."""
-    rows = spark.read.format("delta").load(path).where(f"key in ({','.join(str(int(k)) for k in keys)})").collect()
+def read_rows(spark: SparkSession, source: str | DataFrame, keys: list[int]) -> dict[int, list[float]]:
+    """Rows for a handful of ``keys`` (e.g. the intercept) of a Delta path or DataFrame; filtered on the executors."""
+    rows = _frame(spark, source).where(F.col("key").isin([int(k) for k in keys])).select("key", "value").collect()
     return {r["key"]: list(r["value"]) for r in rows}
 

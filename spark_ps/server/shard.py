@@ -165,7 +165,8 @@ class Shard:
     def _on_export(self, req: Frame) -> Iterator[Frame]:
         table = self.table(_require_str(req.meta, "table"))
         max_rows = int(req.meta.get("max_rows", EXPORT_BATCH_ROWS))
-        for batch in table.export_batches(max_rows=max_rows):
+        keys = _sorted_unique_keys(req.arrays, "export") if req.arrays else None  # else the whole table
+        for batch in table.export_batches(max_rows=max_rows, keys=keys):
             yield Frame(Op.EXPORT, {"more": True}, [_ipc_bytes(batch)])
         yield Frame(Op.EXPORT, {"more": False})
 

@@ -31,12 +31,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["INITIALIZERS", "OPTIMIZERS", "TRAINING_OPTIMIZERS", "TableSpec"]
+__all__ = ["INITIALIZERS", "OPTIMIZERS", "STATE_NAMES", "TRAINING_OPTIMIZERS", "TableSpec"]
 
-#: Update rules an estimator can train with (``optimizer`` Param).
+#: Every update rule a table can have, with the state it keeps per row beside (or instead of) the
+#: weights: what an export carries as ``state_<name>`` columns and a checkpoint must keep. The
+#: rules themselves (``spark_ps.server.optim``) take their state names from here.
+STATE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "delta": (), "sgd": (), "adagrad": ("n",), "ftrl": ("z", "n"), "adam": ("m", "v", "t")})
+#: Update rules an estimator can train with (``optimizer`` Param); ``delta`` adds pushed values
+#: (statistics, counters, serving tables).
 TRAINING_OPTIMIZERS = ("ftrl", "adagrad", "sgd", "adam")
-#: Every update rule a table can have: ``delta`` adds pushed values (statistics, counters, serving tables).
-OPTIMIZERS = ("delta", *TRAINING_OPTIMIZERS)
+OPTIMIZERS = tuple(STATE_NAMES)
 #: Initialisers of rows never pushed.
 INITIALIZERS = ("zeros", "normal")
 

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from spark_ps.server.optim.base import Optimizer, flat, real_hyper
+from spark_ps.wire.spec import STATE_NAMES
 
 __all__ = ["Adagrad"]
 
@@ -53,7 +54,7 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
-    state_names = ("n",)
+    state_names = STATE_NAMES["adagrad"]
 
     def __init__(self, lr: float = 0.01, initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> None:
         self.lr = real_hyper(self.name, "lr", lr, gt=0)

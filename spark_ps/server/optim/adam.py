@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from spark_ps.server.optim.base import Optimizer, flat, real_hyper
+from spark_ps.wire.spec import STATE_NAMES
 
 __all__ = ["Adam"]
 
@@ -75,7 +76,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    state_names = ("m", "v", "t")
+    state_names = STATE_NAMES["adam"]
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         self.lr = real_hyper(self.name, "lr", lr, gt=0)

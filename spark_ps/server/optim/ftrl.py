@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from spark_ps.server.optim.base import Optimizer, flat, real_hyper
+from spark_ps.wire.spec import STATE_NAMES
 
 __all__ = ["FTRL"]
 
@@ -114,7 +115,7 @@ class FTRL(Optimizer):
     """
 
     name = "ftrl"
-    state_names = ("z", "n")
+    state_names = STATE_NAMES["ftrl"]
     weights_from_state = True
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0) -> None:

@@ -1,0 +1,179 @@
+"""The durable truth of an online model: a Delta change log of full rows, plus compacted snapshots.
+
+Decision: the parameter-server shards are a cache, and the model directory
+is the one source of truth. Each committed micro-batch appends, in **one**
+Delta commit to ``<modelPath>/log``, the complete rows (weights *and*
+optimizer state: FTRL's ``z``/``n``, AdaGrad's sums, ...) of every key the
+batch changed, with the batch's metrics and source offsets in the commit's
+``userMetadata`` and Spark's ``batchId`` as the commit's idempotent
+transaction (``txnAppId``/``txnVersion``). So:
+
+* a replayed batch finds its ``batchId`` already committed and changes
+  nothing, and Delta itself refuses a second commit of the same
+  ``txnVersion`` should two attempts race;
+* a batch that failed half-way has committed nothing: the shards, which
+  may hold half its updates, are rebuilt from the log before the next batch;
+* rows are absolute, not increments, so recovery needs no ordering of
+  deltas: the state after commit ``v`` is, per key, the newest row in the
+  log up to ``v`` (or in the snapshot the log continues);
+* every commit is a Delta version, so ``load(path, version=v)`` is Delta
+  time travel, and :meth:`ModelStore.metrics` is the table's history.
+
+A snapshot (``<modelPath>/snapshot``, a new Delta version each time) is the
+compacted state after a batch; recovery reads it and the log after it, and
+log rows older than the retained snapshots can be deleted and vacuumed.
+Everything here is a Spark job run on the executors: the driver reads only
+commit metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+__all__ = ["Commit", "ModelStore"]
+
+#: Column of the log holding the batch that wrote the row.
+BATCH_COL = "batch"
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One committed micro-batch: its Delta version in the log and the metadata stored with it."""
+
+    version: int
+    batch_id: int
+    metadata: dict[str, Any]
+
+
+class ModelStore:
+    """The Delta tables under one online model's path.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str
+        The model directory (``modelPath``).
+    app_id : str
+        Delta ``txnAppId`` of this model's commits: one writer identity per model path.
+    """
+
+    def __init__(self, spark: SparkSession, path: str, app_id: str | None = None):
+        self.spark = spark
+        self.path = path
+        self.log_path = os.path.join(path, "log")
+        self.snapshot_path = os.path.join(path, "snapshot")
+        self.app_id = app_id or f"spark-ps:{os.path.abspath(path)}"
+
+    # --- reading ---------------------------------------------------------------
+    def _exists(self, path: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, path)
+
+    def _history(self, path: str) -> DataFrame:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.forPath(self.spark, path).history()
+
+    def commits(self) -> list[Commit]:
+        """Every committed batch, oldest first (reads the log's Delta history: one row per commit)."""
+        if not self._exists(self.log_path):
+            return []
+        rows = (self._history(self.log_path).where(F.col("userMetadata").isNotNull())
+                .select("version", "userMetadata").orderBy("version").collect())
+        out = []
+        for row in rows:
+            meta = json.loads(row["userMetadata"])
+            if "batchId" in meta:
+                out.append(Commit(int(row["version"]), int(meta["batchId"]), meta))
+        return out
+
+    def last_commit(self) -> Commit | None:
+        """The newest committed batch, or None before the first."""
+        commits = self.commits()
+        return commits[-1] if commits else None
+
+    def version_at(self, timestamp: str) -> int:
+        """The newest log version committed at or before ``timestamp`` (Delta's ``timestampAsOf`` rule)."""
+        rows = (self._history(self.log_path).where(F.col("timestamp") <= F.to_timestamp(F.lit(timestamp)))
+                .agg(F.max("version")).first())
+        if rows is None or rows[0] is None:
+            raise ValueError(f"{self.path}: no version committed at or before {timestamp!r}")
+        return int(rows[0])
+
+    def latest_snapshot(self, up_to_version: int | None = None) -> tuple[int, int] | None:
+        """``(snapshot Delta version, log version it compacts)`` of the newest snapshot at or before a log version."""
+        if not self._exists(self.snapshot_path):
+            return None
+        rows = (self._history(self.snapshot_path).where(F.col("userMetadata").isNotNull())
+                .select("version", "userMetadata").collect())
+        best = None
+        for row in rows:
+            log_version = int(json.loads(row["userMetadata"])["logVersion"])
+            if up_to_version is None or log_version <= up_to_version:
+                if best is None or log_version > best[1]:
+                    best = (int(row["version"]), log_version)
+        return best
+
+    def state(self, version: int | None = None) -> DataFrame | None:
+        """The model's rows (key, value, state columns) as of log version ``version`` (default: newest).
+
+        Newest row per key from the snapshot at or before ``version`` and the
+        log after it; computed on the executors. None if nothing was committed.
+        """
+        if not self._exists(self.log_path):
+            return None
+        reader = self.spark.read.format("delta")
+        log = reader.load(self.log_path) if version is None else \
+            reader.option("versionAsOf", version).load(self.log_path)
+        snap = self.latest_snapshot(version)
+        if snap is not None:
+            snap_version, log_version = snap
+            older = reader.option("versionAsOf", snap_version).load(self.snapshot_path)
+            newer_batches = [c.batch_id for c in self.commits() if log_version < c.version
+                             and (version is None or c.version <= version)]
+            log = log.where(F.col(BATCH_COL).isin(newer_batches)) if newer_batches else log.limit(0)
+            log = older.withColumn(BATCH_COL, F.lit(-1).cast("long")).unionByName(log)
+        newest = Window.partitionBy("key").orderBy(F.col(BATCH_COL).desc())
+        return (log.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
+                .drop("_rank", BATCH_COL))
+
+    # --- writing ---------------------------------------------------------------
+    def commit(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any]) -> int:
+        """Append a batch's changed rows and metadata in one idempotent Delta commit; return its log version.
+
+        Raises
+        ------
+        ValueError
+            If ``batch_id`` is not newer than the last committed batch.
+        """
+        last = self.last_commit()
+        if last is not None and batch_id <= last.batch_id:
+            raise ValueError(f"batch {batch_id} is not newer than the last committed batch {last.batch_id} "
+                             f"of {self.path}; committing it would apply it twice")
+        meta = json.dumps({"batchId": int(batch_id), **metadata}, sort_keys=True)
+        (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long")).write.format("delta").mode("append")
+         .option("txnAppId", self.app_id).option("txnVersion", int(batch_id))
+         .option("userMetadata", meta).save(self.log_path))
+        committed = self.last_commit()
+        if committed is None or committed.batch_id != batch_id:
+            raise RuntimeError(f"batch {batch_id} of {self.path} was not committed (Delta skipped the write: "
+                               f"a commit with txnVersion {batch_id} exists already)")
+        return committed.version
+
+    def snapshot(self, log_version: int | None = None) -> int | None:
+        """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version."""
+        last = self.last_commit()
+        if last is None:
+            return None
+        version = last.version if log_version is None else log_version
+        state = self.state(version)
+        (state.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+         .option("userMetadata", json.dumps({"logVersion": version})).save(self.snapshot_path))
+        return version
