@@ -7,8 +7,9 @@ its validators' ranges and its model accessors' shapes. What MLlib cannot
 tell (our accessors' values) is checked against our own ``transform`` output
 and against formulas written here from their definitions.
 
-Persistence is in ``test_ml_api_persistence.py``, pipelines and tuning in
-``test_ml_api_pipelines.py``.
+The Params of fresh estimators and the values a fit refuses are in
+``test_ml_api_params.py``, persistence in ``test_ml_api_persistence.py``,
+pipelines and tuning in ``test_ml_api_pipelines.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from pyspark.ml.linalg import DenseMatrix, DenseVector, Matrices, SparseVector, Vectors
+from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vectors
 
 from mlapikit import (A9A_DIM, CASES, PS_KWARGS, SHARED_KWARGS, a9a_rows, auc, fm_margin, log_loss,
                       regression_rows, session_conf)
 from sparkkit import start_ps_session
+from test_ml_api_params import sample_value  # the non-default value a setter is tried with
 
 CLASSIFIERS = ["LogisticRegression", "FMClassifier"]
 
@@ -97,54 +99,7 @@ def _summary(model):
     return model.summary() if inspect.ismethod(model.summary) else model.summary
 
 
-def _param_names(obj) -> list[str]:
-    return [p.name for p in obj.params]
-
-
-# Non-default values for Params that have no default (or where the default cannot be reused).
-SAMPLE_VALUES = {
-    "thresholds": [0.4, 0.6], "weightCol": "w", "seed": 7, "family": "binomial",
-    "lowerBoundsOnCoefficients": Matrices.dense(1, 2, [-1.0, -1.0]),
-    "upperBoundsOnCoefficients": Matrices.dense(1, 2, [1.0, 1.0]),
-    "lowerBoundsOnIntercepts": Vectors.dense([-1.0]), "upperBoundsOnIntercepts": Vectors.dense([1.0]),
-    "solver": {"FMClassifier": "gd", "LinearRegression": "normal"}, "loss": "squaredError",
-    "optimizer": "adagrad", "syncMode": "bsp", "checkpointDir": "/tmp/spark-ps-unused", "alpha": 0.2,
-    "threshold": 0.3, "miniBatchFraction": 1.0, "epsilon": 2.0,
-}
-
-
-def _sample(name: str, param: str, default):
-    value = SAMPLE_VALUES.get(param)
-    if isinstance(value, dict):
-        value = value[name]
-    if value is not None:
-        return value
-    if isinstance(default, bool):
-        return not default
-    if isinstance(default, str):
-        return f"{param}_x"
-    if isinstance(default, int):
-        return default + 3
-    if isinstance(default, float):
-        return default * 0.5 if default else 0.25
-    raise AssertionError(f"no sample value for {param} (default {default!r})")
-
-
-# --------------------------------------------------------------------------- 1. Params
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_fresh_estimators_have_every_mllib_param_with_same_default_and_converter(spark, name):
-    ours_cls, ml_cls, *_ = CASES[name]
-    ours, ml = ours_cls(), ml_cls()
-    for p in ml.params:
-        assert ours.hasParam(p.name), f"{name} lacks MLlib Param {p.name}"
-        mine = ours.getParam(p.name)
-        assert mine.typeConverter is p.typeConverter, p.name
-        assert ours.hasDefault(mine) == ml.hasDefault(p), p.name
-        if ml.hasDefault(p):
-            assert ours.getOrDefault(mine) == ml.getOrDefault(p), p.name
-        assert not ours.isSet(mine), p.name
+# --------------------------------------------------------------------------- 1. Params of fitted estimators and models
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -179,7 +134,7 @@ def test_mllib_getters_and_setters_exist_and_setters_return_self(fitted, name, k
     for method in sorted(_methods(type(ml), "set") - {"setParams"}):
         param = method[3].lower() + method[4:]
         default = ours.getOrDefault(param) if ours.isDefined(param) else None
-        value = _sample(name, param, default)
+        value = sample_value(name, param, default)
         assert getattr(ours, method)(value) is ours, f"{method} must return self"
         assert ours.getOrDefault(param) == ours.getParam(param).typeConverter(value), method
 
@@ -200,72 +155,6 @@ def test_mllib_getters_agree_with_ours(fitted, name, kind):
                 getattr(ours, method)()
             continue
         assert getattr(ours, method)() == want, method
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_every_param_of_our_estimators_has_getter_and_setter(spark, name):
-    """Our parameter-server knobs follow MLlib's convention too: getX, and setX returning self."""
-    est = CASES[name][0]()
-    for param in _param_names(est):
-        cap = param[0].upper() + param[1:]
-        assert callable(getattr(est, f"get{cap}", None)), f"{name} lacks get{cap}"
-        setter = getattr(est, f"set{cap}", None)
-        assert callable(setter), f"{name} lacks set{cap}"
-        if param in ("threshold", "thresholds"):
-            continue  # covered with MLlib's clearing semantics below
-        default = est.getOrDefault(param) if est.isDefined(param) else None
-        value = _sample(name, param, default)
-        assert setter(value) is est
-        assert getattr(est, f"get{cap}")() == est.getParam(param).typeConverter(value), param
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_constructor_and_setParams_accept_every_mllib_keyword(spark, name):
-    ours_cls, ml_cls, *_ = CASES[name]
-    ml_sig = inspect.signature(ml_cls.__init__).parameters
-    ours_sig = inspect.signature(ours_cls.__init__).parameters
-    kwargs = {}
-    for key, p in ml_sig.items():
-        if key == "self":
-            continue
-        assert key in ours_sig, f"{name}() lacks MLlib keyword {key}"
-        assert ours_sig[key].kind is inspect.Parameter.KEYWORD_ONLY, key
-        assert ours_sig[key].default == p.default, key
-        if key != "thresholds" or "threshold" not in ml_sig:  # LR: threshold and thresholds must agree
-            kwargs[key] = _sample(name, key, p.default)
-    with pytest.raises(TypeError):
-        ours_cls("features")  # keyword only, like MLlib
-    constructed = ours_cls(**kwargs)
-    est = ours_cls()
-    assert est.setParams(**kwargs) is est
-    for key, value in kwargs.items():
-        want = est.getParam(key).typeConverter(value)
-        assert est.getOrDefault(key) == want, key
-        assert constructed.getOrDefault(key) == want, key
-        assert est.isSet(key) and constructed.isSet(key), key
-    with pytest.raises((TypeError, ValueError, AttributeError)):
-        est.setParams(noSuchParam=1)
-
-
-def test_threshold_and_thresholds_interplay_like_mllib(spark):
-    ours_cls, ml_cls, *_ = CASES["LogisticRegression"]
-    ours, ml = ours_cls(), ml_cls()
-    for op, arg in [("setThresholds", [0.3, 0.7]), ("getThreshold", None), ("setThreshold", 0.2),
-                    ("getThresholds", None), ("getThreshold", None)]:
-        got = getattr(ours, op)() if arg is None else getattr(ours, op)(arg)
-        want = getattr(ml, op)() if arg is None else getattr(ml, op)(arg)
-        if arg is None:
-            assert got == pytest.approx(want), op
-        for p in ("threshold", "thresholds"):
-            assert ours.isSet(p) == ml.isSet(p), (op, p)
-    with pytest.raises(ValueError, match="inconsistent"):
-        ml_cls(threshold=0.5, thresholds=[0.2, 0.8])
-    with pytest.raises(ValueError, match="inconsistent"):
-        ours_cls(threshold=0.5, thresholds=[0.2, 0.8])
-    # Deliberately kinder than MLlib, whose estimator's setThresholds (ProbabilisticClassifier's) keeps a set
-    # threshold and then fails as inconsistent: ours follows _LogisticRegressionParams' documented rule.
-    ours.setThresholds([0.5, 0.25])
-    assert not ours.isSet("threshold") and ours.getThreshold() == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -312,35 +201,7 @@ def test_empty_output_column_is_dropped_like_mllib(fitted, name, col):
         assert ours.evaluate(f.test).areaUnderROC == pytest.approx(f.test_metric(), rel=1e-12)
 
 
-# --------------------------------------------------------------------------- 2. unsupported values
-
-
-UNSUPPORTED = [
-    ("LogisticRegression", {"family": "multinomial"}, "family='multinomial' is not supported"),
-    ("LogisticRegression", {"lowerBoundsOnCoefficients": Matrices.dense(1, A9A_DIM, [0.0] * A9A_DIM)},
-     "lowerBoundsOnCoefficients is not supported"),
-    ("LogisticRegression", {"upperBoundsOnCoefficients": Matrices.dense(1, A9A_DIM, [1.0] * A9A_DIM)},
-     "upperBoundsOnCoefficients is not supported"),
-    ("LogisticRegression", {"lowerBoundsOnIntercepts": Vectors.dense([0.0])}, "lowerBoundsOnIntercepts"),
-    ("LogisticRegression", {"upperBoundsOnIntercepts": Vectors.dense([1.0])}, "upperBoundsOnIntercepts"),
-    ("LogisticRegression", {"thresholds": [0.2, 0.3, 0.5]}, "thresholds must have length 2"),
-    ("FMClassifier", {"thresholds": [0.2, 0.3, 0.5]}, "thresholds must have length 2"),
-    ("FMClassifier", {"miniBatchFraction": 0.5}, "miniBatchFraction other than 1.0 is not supported"),
-    ("FMClassifier", {"beta": 0.0}, "beta must be > 0 with optimizer='ftrl' and initStd > 0"),
-    ("LinearRegression", {"loss": "huber"}, "loss='huber' is not supported"),
-    ("LinearRegression", {"regParam": 0.1, "optimizer": "adagrad"}, "regParam > 0 needs optimizer='ftrl'"),
-] + [(n, {"optimizer": "lbfgs"}, "optimizer must be one of") for n in CASES] \
-  + [(n, {"syncMode": "bulk"}, "syncMode must be one of") for n in CASES] \
-  + [(n, {"numEpochs": 0}, "invalid value for numEpochs") for n in CASES]
-
-
-@pytest.mark.parametrize(("name", "kwargs", "message"), UNSUPPORTED,
-                         ids=[f"{n}-{'-'.join(k)}" for n, k, _ in UNSUPPORTED])
-def test_unsupported_values_raise_a_clear_error(frames, name, kwargs, message):
-    ours_cls, *_, binary = CASES[name]
-    train, _ = frames["binary" if binary else "regression"]
-    with pytest.raises(ValueError, match=re.escape(message)):
-        ours_cls(**kwargs).fit(train)
+# --------------------------------------------------------------------------- 2. unsupported values at transform
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
@@ -351,30 +212,6 @@ def test_model_thresholds_of_wrong_length_raise_at_transform(fitted, name):
         model.transform(f.test)
     with pytest.raises(ValueError, match="thresholds must have length 2"):
         model.predict(f.test.first().features)
-
-
-# Values MLlib's own ParamValidators refuse: both sides must refuse them, ours with the Param's name.
-OUT_OF_RANGE = [
-    ("LogisticRegression", "regParam", -0.1), ("LogisticRegression", "elasticNetParam", 1.5),
-    ("LogisticRegression", "threshold", 1.5), ("LogisticRegression", "maxIter", -1),
-    ("LogisticRegression", "tol", -1.0), ("LogisticRegression", "family", "poisson"),
-    ("FMClassifier", "regParam", -0.1), ("FMClassifier", "factorSize", 0), ("FMClassifier", "initStd", -1.0),
-    ("FMClassifier", "stepSize", 0.0), ("FMClassifier", "miniBatchFraction", 0.0),
-    ("FMClassifier", "solver", "sgd"), ("FMClassifier", "maxIter", -1),
-    ("LinearRegression", "regParam", -0.1), ("LinearRegression", "elasticNetParam", -0.5),
-    ("LinearRegression", "epsilon", 1.0), ("LinearRegression", "solver", "newton"),
-    ("LinearRegression", "maxIter", -1), ("LinearRegression", "tol", -1.0),
-]
-
-
-@pytest.mark.parametrize(("name", "param", "value"), OUT_OF_RANGE)
-def test_values_mllib_refuses_are_refused(frames, name, param, value):
-    ours_cls, ml_cls, *_, binary = CASES[name]
-    train, _ = frames["binary" if binary else "regression"]
-    with pytest.raises(Exception):  # the reference: MLlib refuses it (IllegalArgumentException from the JVM)
-        ml_cls(**{param: value}).fit(train)
-    with pytest.raises(ValueError, match=param):
-        ours_cls(**{param: value}).fit(train)
 
 
 # --------------------------------------------------------------------------- 3. bad input data

@@ -53,25 +53,26 @@ the numba kernels below it release the GIL, so different tables are served in
 parallel by the server's connection threads.
 
 Arrow export/import gives checkpoints that restore *training* state: besides
-``key`` and ``value`` every optimizer state is a ``state_<name>`` column.
+``key`` and ``value`` every optimizer state is a ``state_<name>`` column. It
+lives in :mod:`spark_ps.server.tablearrow`, mixed into :class:`Table`, with
+the checks of incoming keys and rows that push and import share.
 """
 
 from __future__ import annotations
 
-import json
 import numbers
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from spark_ps.native.keyindex import KeyIndex
 from spark_ps.server.optim.base import Optimizer
 from spark_ps.native.prefetch import gather_rows, scatter_rows
 from spark_ps.server.rowinit import Initializer, Zeros
-from spark_ps.native.keys import as_keys, is_sorted_unique
+from spark_ps.native.keys import is_sorted_unique
+from spark_ps.server.tablearrow import ArrowCheckpoints
 from spark_ps.server.workpool import run_spans, spans
 
 __all__ = ["Table"]
@@ -82,12 +83,9 @@ _MIN_ROW_CAPACITY = 64
 #: 1024-2048 are measurably slower (Python overhead per chunk); 8192-16384
 #: were alike and a little faster than 4096.
 _CHUNK_ROWS = 8192
-_STATE_PREFIX = "state_"
-_META_TABLE, _META_WIDTH, _META_OPTIMIZER, _META_INIT = (
-    b"spark_ps.server.table", b"spark_ps.width", b"spark_ps.optimizer", b"spark_ps.init")
 
 
-class Table:
+class Table(ArrowCheckpoints):
     """Rows of one sparse table on one shard, updated by a server-side optimizer.
 
     Parameters
@@ -266,124 +264,6 @@ class Table:
             else:
                 self._push_rows(keys, grads)
 
-    # --- Arrow export / import --------------------------------------------
-    def arrow_schema(self) -> pa.Schema:
-        """Schema of :meth:`export_batches`: key, value, one column per optimizer state, and metadata.
-
-        Examples
-        --------
-        >>> from spark_ps.server.optim import make_optimizer
-        >>> Table("w", 2, make_optimizer("ftrl")).arrow_schema().names
-        ['key', 'value', 'state_z', 'state_n']
-        """
-        row_type = pa.list_(pa.float32(), self.width)
-        fields = [pa.field("key", pa.int64(), nullable=False), pa.field("value", row_type, nullable=False)]
-        fields += [pa.field(_STATE_PREFIX + s, row_type, nullable=False) for s in self.optimizer.state_names]
-        metadata = {
-            _META_TABLE: self.name.encode(),
-            _META_WIDTH: str(self.width).encode(),
-            _META_OPTIMIZER: json.dumps({"name": self.optimizer.name, "params": self.optimizer.params()}).encode(),
-            _META_INIT: json.dumps({"name": self.init.name, "params": self.init.params()}).encode(),
-        }
-        return pa.schema(fields, metadata=metadata)
-
-    def export_batches(self, max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
-        """Stream every row, with its optimizer state, as Arrow record batches.
-
-        The set of keys is fixed when iteration starts; each batch is copied
-        under the lock, so every row is internally consistent (value and state
-        from the same push). Rows of different batches may straddle pushes
-        that happen meanwhile: for a point-in-time checkpoint, export while no
-        worker pushes (e.g. between training stages). The lock is not held
-        while the consumer handles a batch.
-
-        Parameters
-        ----------
-        max_rows : int, default 65536
-            Rows per batch, >= 1.
-
-        Yields
-        ------
-        pyarrow.RecordBatch
-            With the schema of :meth:`arrow_schema`; nothing for an empty table.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from spark_ps.server.optim import make_optimizer
-        >>> table = Table("w", 1, make_optimizer("adagrad", lr=0.1))
-        >>> table.push(np.arange(5), np.ones((5, 1), np.float32))
-        >>> [b.num_rows for b in table.export_batches(max_rows=2)]
-        [2, 2, 1]
-        """
-        if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 1:
-            raise ValueError(f"table {self.name!r}: max_rows must be a positive integer, got {max_rows!r}")
-        schema = self.arrow_schema()
-        with self._lock:
-            keys = self._index.keys()  # rows are append-only: these row ids stay valid
-        for start in range(0, keys.shape[0], max_rows):
-            stop = min(start + max_rows, keys.shape[0])
-            with self._lock:
-                blocks = [array[start:stop].copy() for array in self._stored()]
-            if self._weights is None:
-                blocks.insert(0, self._derived_weights(keys[start:stop], self._split(blocks)[1]))
-            columns = [pa.array(keys[start:stop])]
-            columns += [pa.FixedSizeListArray.from_arrays(pa.array(b.reshape(-1)), self.width) for b in blocks]
-            yield pa.RecordBatch.from_arrays(columns, schema=schema)
-
-    def import_batches(self, batches: Iterable[pa.RecordBatch]) -> int:
-        """Upsert rows (value and optimizer state) from Arrow record batches.
-
-        Every batch is validated before anything is written, so a bad batch
-        leaves the table unchanged. A key present in several batches takes
-        the value of the last one.
-
-        Optimizer state comes from the ``state_<name>`` columns of this
-        table's optimizer. Where the batch carries none, or its metadata names
-        a *different* optimizer (whose state would be meaningless here), each
-        row gets the state the optimizer gives a fresh row with that value
-        (:meth:`~spark_ps.server.optim.base.Optimizer.init_state`: zeros for most
-        rules, the accumulator's initial value for Adagrad, and for FTRL the
-        ``z`` that reproduces the imported weight, to float32 rounding), so
-        training continues from the imported weights. A rule whose weights
-        are derived from its state (FTRL) does not store the ``value`` column
-        of a row imported with its state: the weight follows from the state.
-
-        Parameters
-        ----------
-        batches : iterable of pyarrow.RecordBatch
-            Columns ``key: int64`` and ``value: fixed_size_list<float32>[width]``,
-            optionally ``state_<name>`` columns of the same type.
-
-        Returns
-        -------
-        int
-            Number of rows read.
-
-        Raises
-        ------
-        ValueError
-            Missing or mistyped column, wrong width, null, NaN or infinite
-            entry, key outside ``[0, dim)`` or repeated within a batch.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from spark_ps.server.optim import make_optimizer
-        >>> src = Table("w", 2, make_optimizer("ftrl", alpha=0.5))
-        >>> src.push(np.array([4, 9]), np.ones((2, 2), np.float32))
-        >>> dst = Table("w", 2, make_optimizer("ftrl", alpha=0.5))
-        >>> dst.import_batches(src.export_batches())
-        2
-        >>> bool((dst.pull(np.array([4, 9])) == src.pull(np.array([4, 9]))).all())
-        True
-        """
-        parsed = [self._parse_batch(i, batch) for i, batch in enumerate(batches)]
-        with self._lock:
-            for keys, values, state in parsed:
-                self._upsert(keys, values, state)
-        return sum(keys.shape[0] for keys, _, _ in parsed)
-
     # --- storage helpers (called with the lock held) ----------------------
     def _push_rows(self, keys: np.ndarray, grads: np.ndarray) -> None:
         """Update existing rows in place, chunk by chunk, and create the rows of absent keys.
@@ -560,16 +440,6 @@ class Table:
             rows[absent] = self._index.lookup_or_insert(keys[absent])
         self._store(rows, self._join(weights, state))
 
-    def _upsert(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray] | None) -> None:
-        if state is None:
-            state = self.optimizer.init_state(values)
-            exempt = self._unpenalised_positions(keys)
-            if exempt.size:  # the state that gives back the value under the rule these rows follow
-                fresh = self._unregularised.init_state(values[exempt])
-                for name, array in state.items():
-                    array[exempt] = fresh[name]
-        self._scatter_rows(keys, self._index.lookup(keys), values, state)
-
     def _reserve(self, n_rows: int) -> None:
         """Grow the row arrays to hold ``n_rows``, doubling so appends are amortised O(1)."""
         capacity = self._stored()[0].shape[0]
@@ -587,43 +457,7 @@ class Table:
             self._weights = grown(self._weights)
         self._state = {s: grown(array) for s, array in self._state.items()}
 
-    # --- validation (no lock needed: inputs only) -------------------------
-    def _checked_keys(self, keys: Any, op: str) -> np.ndarray:
-        keys = as_keys(keys, f"table {self.name!r}: {op} keys")
-        if self.dim is not None and keys.size:
-            outside = (keys < 0) | (keys >= self.dim)
-            if outside.any():
-                first = int(np.argmax(outside))
-                raise ValueError(f"table {self.name!r}: {op} key {keys[first]} is outside [0, dim={self.dim}); "
-                                 f"nothing was applied")
-        return keys
-
-    def _checked_rows(self, keys: np.ndarray, rows: Any, op: str, what: str) -> np.ndarray:
-        try:
-            # A float64 beyond float32's range becomes inf here and is rejected below by key.
-            with np.errstate(over="ignore"):
-                rows = np.asarray(rows, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"table {self.name!r}: {op} {what} array is not convertible to float32: {exc}") from None
-        expected = (keys.shape[0], self.width)
-        if rows.shape != expected:
-            raise ValueError(f"table {self.name!r}: {op} {what} array has shape {rows.shape}, expected {expected} "
-                             f"(one row of width {self.width} per key)")
-        if not np.isfinite(rows).all():  # whole-array test first: the per-row pass only runs to name the key
-            first = int(np.argmin(np.isfinite(rows).all(axis=1)))
-            raise ValueError(f"table {self.name!r}: {op} has a non-finite {what} for key {keys[first]} "
-                             f"(row {first} of {keys.shape[0]}); nothing was applied")
-        return rows
-
-    def _reject_duplicates(self, keys: np.ndarray, op: str) -> None:
-        if is_sorted_unique(keys):  # the wire contract
-            return
-        ordered = np.sort(keys)
-        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-        if repeated.size:
-            raise ValueError(f"table {self.name!r}: {op} has duplicate key {repeated[0]}; sum the values of a "
-                             f"repeated key before sending (the client does); nothing was applied")
-
+    # --- the finite check of an update (with the lock held, before anything is written) ---
     def _reject_non_finite_update(self, keys: np.ndarray, weights: np.ndarray | None,
                                   state: dict[str, np.ndarray]) -> None:
         # Derived weights (weights None) are finite wherever the state is: not checked.
@@ -637,72 +471,3 @@ class Table:
         raise ValueError(f"table {self.name!r}: optimizer {self.optimizer!r} produced a non-finite weight or "
                          f"state for key {keys[first]} (gradient too large for the step size?); "
                          f"the push was rejected and the table is unchanged")
-
-    def _parse_batch(self, index: int, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray,
-                                                                      dict[str, np.ndarray] | None]:
-        """Validate one import batch and convert it to numpy: keys, values, state (None = fresh)."""
-        where = f"table {self.name!r}: import batch {index}"
-        if not isinstance(batch, pa.RecordBatch):
-            raise TypeError(f"{where} must be a pyarrow.RecordBatch, got {type(batch).__name__}")
-        schema = batch.schema
-        for required in ("key", "value"):
-            if schema.get_field_index(required) < 0:
-                raise ValueError(f"{where} has no {required!r} column (columns: {schema.names})")
-        if schema.field("key").type != pa.int64():
-            raise ValueError(f"{where}: column 'key' must be int64, got {schema.field('key').type}")
-        metadata = schema.metadata or {}
-        if _META_WIDTH in metadata and metadata[_META_WIDTH] != str(self.width).encode():
-            raise ValueError(f"{where} was exported from a table of width {metadata[_META_WIDTH].decode()}, "
-                             f"this table has width {self.width}")
-        state_columns = {s: _STATE_PREFIX + s for s in self.optimizer.state_names}
-        for name in schema.names:
-            if name not in ("key", "value") and not name.startswith(_STATE_PREFIX):
-                raise ValueError(f"{where} has unexpected column {name!r}; expected key, value and "
-                                 f"{_STATE_PREFIX}<name> columns")
-        key_column = batch.column("key")
-        if key_column.null_count:
-            raise ValueError(f"{where}: column 'key' has {key_column.null_count} null(s)")
-        keys = self._checked_keys(key_column.to_numpy(), "import")
-        self._reject_duplicates(keys, "import")
-        values = self._column_rows(batch, "value", keys, where)
-
-        source = json.loads(metadata[_META_OPTIMIZER])["name"] if _META_OPTIMIZER in metadata else None
-        present = [s for s, column in state_columns.items() if column in schema.names]
-        if (source is not None and source != self.optimizer.name) or not present:
-            self._reject_unrepresentable(keys, values, where)
-            return keys, values, None
-        fresh = self.optimizer.init_state(values) if len(present) < len(state_columns) else {}
-        state = {s: self._column_rows(batch, column, keys, where) if column in schema.names else fresh[s]
-                 for s, column in state_columns.items()}
-        return keys, values, state
-
-    def _reject_unrepresentable(self, keys: np.ndarray, values: np.ndarray, where: str) -> None:
-        """Weights imported without state that the rule's fresh state cannot give back (they would become 0)."""
-        if self._weights is not None:
-            return
-        exempt = np.zeros(keys.shape[0], dtype=bool)
-        exempt[self._unpenalised_positions(keys)] = True
-        for rule, rows in ((self.optimizer, ~exempt), (self._unregularised, exempt)):
-            if rule.represents_initial_weights:
-                continue
-            nonzero = rows & values.any(axis=1)
-            if nonzero.any():
-                raise ValueError(f"{where}: key {keys[np.argmax(nonzero)]} has a non-zero weight but no "
-                                 f"{self.optimizer.name} state, and {rule!r} keeps a row without state at "
-                                 f"weight 0; import a checkpoint with its state columns, or use beta > 0 "
-                                 f"or l2 > 0")
-
-    def _column_rows(self, batch: pa.RecordBatch, column: str, keys: np.ndarray, where: str) -> np.ndarray:
-        array = batch.column(column)
-        kind = array.type
-        if not (pa.types.is_fixed_size_list(kind) and kind.value_type == pa.float32()):
-            raise ValueError(f"{where}: column {column!r} must be fixed_size_list<float32>[{self.width}], got {kind}")
-        if kind.list_size != self.width:
-            raise ValueError(f"{where}: column {column!r} has rows of width {kind.list_size}, "
-                             f"this table has width {self.width}")
-        if array.null_count:
-            raise ValueError(f"{where}: column {column!r} has {array.null_count} null row(s)")
-        flat = array.flatten()  # honours the slice offset, unlike .values
-        # Null entries inside a row become NaN here and are rejected as non-finite.
-        rows = flat.to_numpy(zero_copy_only=False).reshape(-1, self.width)
-        return self._checked_rows(keys, rows, "import", f"entry in column {column!r}")
