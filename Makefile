@@ -1,7 +1,7 @@
 # spark-ps build. Needs only python3.11, a JDK 17 and mvn on a fresh clone.
 #
 #   make build     venv + plugin jar + Delta jars
-#   make test      build, then the fast tests and the local-cluster integration tests
+#   make test      build, then the fast tests, the local-cluster integration tests and the docstring examples
 #   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
 #   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)
@@ -63,8 +63,9 @@ $(JARS_DIR)/delta-%-$(DELTA_VERSION).jar:
 build: venv plugin jars
 
 # pytest exits 5 when it collected nothing: that means the suite went missing, so fail.
+# spark_ps: the package's docstring examples (collected by the root conftest.py).
 test: build
-	rc=0; $(VPY) -m pytest tests integration -x -q || rc=$$?; \
+	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 

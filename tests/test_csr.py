@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spark_ps.ml import csr
 from spark_ps.errors import MissingColumnError
 from spark_ps.ml.csr import (VECTOR_ARROW_TYPE, CSRBatch, labels_to_array,
                              record_batch_to_csr, vectors_to_csr, weights_to_array)
@@ -227,10 +224,6 @@ def test_csr_batch_slice_and_concat():
 def test_csr_batch_validation(args, message):
     with pytest.raises(ValueError, match=message):
         CSRBatch(*args)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(csr, raise_on_error=False).failed == 0
 
 
 # --------------------------------------------------------------------------- real Spark layout

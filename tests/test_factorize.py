@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from spark_ps.native import factorize
 from spark_ps.native.factorize import sorted_unique_inverse
 
 INT64 = np.iinfo(np.int64)
@@ -41,7 +38,3 @@ def test_accepts_other_integer_dtypes_and_rejects_2d():
     assert unique.tolist() == [1, 3] and inverse.tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match="1-D"):
         sorted_unique_inverse(np.zeros((2, 2), np.int64))
-
-
-def test_docstring_examples():
-    assert doctest.testmod(factorize, raise_on_error=True).attempted > 0

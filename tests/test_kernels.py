@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 import warnings
 
 import numpy as np
 import pytest
 
-from spark_ps.ml import kernels
 from spark_ps.ml.csr import CSRBatch
 from spark_ps.ml.kernels import (fm_forward, grad_fm, grad_linear, logistic_loss_and_dmargin, margins_linear,
                                  sigmoid, squared_loss_and_dmargin)
@@ -239,7 +237,3 @@ def test_shape_errors():
         grad_fm(batch, np.array([0, 1]), np.zeros((1, 3)), np.zeros((1, 2)), np.ones(1))
     with pytest.raises(ValueError, match="sum_vx must have shape"):
         grad_fm(batch, np.array([0, 1]), np.zeros((2, 3)), np.zeros((1, 1)), np.ones(1))
-
-
-def test_docstring_examples():
-    assert doctest.testmod(kernels, raise_on_error=False).failed == 0

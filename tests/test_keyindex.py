@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_ps.native import keyindex
 from spark_ps.native.keyindex import KeyIndex
 
 INT64 = np.iinfo(np.int64)
@@ -111,7 +108,3 @@ def test_property_any_int64_batches(batches):
         np.testing.assert_array_equal(index.lookup(keys), ref.lookup(keys))
         np.testing.assert_array_equal(index.lookup_or_insert(keys), ref.lookup_or_insert(keys))
     assert_same(index, ref)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(keyindex, raise_on_error=False).failed == 0

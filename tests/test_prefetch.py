@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numba
 import numpy as np
 import pytest
 
-from spark_ps.native import prefetch
 from spark_ps.native.prefetch import PREFETCH_DISTANCE, gather_rows, prefetch_row, scatter_rows
 
 
@@ -39,7 +36,3 @@ def test_prefetch_accepts_any_integer_row_and_changes_nothing():
     for dtype in (np.int32, np.int64, np.uint32):
         touch(values, np.array([5, 0, 3], dtype=dtype))
     np.testing.assert_array_equal(values, np.arange(12.0).reshape(6, 2))
-
-
-def test_docstring_examples():
-    assert doctest.testmod(prefetch, raise_on_error=True).attempted > 0

@@ -30,7 +30,6 @@ from spark_ps.native.keys import as_keys, is_sorted_unique
 #: request) bounded, whatever the caller passes in.
 DEFAULT_MAX_REQUEST_KEYS = 1 << 18
 
-
 #: The shard that hosts every clock, so that all workers meet there.
 _CLOCK_SHARD = 0
 
@@ -65,13 +64,10 @@ class PSClient:
 
     Examples
     --------
-    >>> import numpy as np, threading
     >>> from spark_ps.server.tcp import ShardServer
-    >>> server = ShardServer(b"s3cret")
-    >>> threading.Thread(target=server.serve_forever, daemon=True).start()
-    >>> client = PSClient([server.address], b"s3cret")
+    >>> server = ShardServer(b"s3cret").serve_in_background(); client = PSClient([server.address], b"s3cret")
     >>> _ = client.create_table("w", width=1, optimizer="sgd", lr=0.5)
-    >>> client.push("w", [5, 2, 5], np.ones((3, 1), np.float32))
+    >>> client.push("w", [5, 2, 5], [[1.0], [1.0], [1.0]])
     >>> client.pull("w", [5, 2]).ravel().tolist()
     [-1.0, -0.5]
     >>> client.list_tables(), client.ping()
@@ -128,10 +124,25 @@ class PSClient:
 
     @property
     def num_shards(self) -> int:
+        """Number of shards, in routing order.
+
+        Examples
+        --------
+        >>> PSClient([("127.0.0.1", 7001), ("127.0.0.1", 7002)], b"k").num_shards   # connects on first use
+        2
+        """
         return len(self.addresses)
 
     def close(self) -> None:
-        """Close every connection and the worker threads. Idempotent."""
+        """Close every connection and the worker threads. Idempotent; the next request reconnects.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.close(); client.close(); client.ping()
+        [0]
+        """
         for conn in self._conns:
             conn.close()
         with self._pool_lock:
@@ -169,6 +180,13 @@ class PSClient:
             (see :meth:`TableSpec.of <spark_ps.wire.spec.TableSpec.of>`).
         **fields
             :class:`~spark_ps.wire.spec.TableSpec` fields and hyper-parameters, with a name.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.create_table("w", width=2, optimizer="adagrad", lr=0.1)
+        TableSpec(name='w', width=2, optimizer='adagrad', hyper=mappingproxy({'lr': 0.1}), ...)
         """
         spec = TableSpec.of(spec, **fields)
         self._broadcast(Op.CREATE_TABLE, spec.to_meta(), idempotent=True)
@@ -176,25 +194,67 @@ class PSClient:
         return spec
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
-        """Drop ``name`` from every shard."""
+        """Drop ``name`` from every shard; ``KeyError`` if no shard had it, unless ``missing_ok``.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1); client.drop_table("w"); client.drop_table("w", missing_ok=True)
+        ...     client.list_tables()
+        []
+        """
         replies = self._broadcast(Op.DROP_TABLE, {"table": name, "missing_ok": True})
         self._widths.pop(name, None)
         if not missing_ok and not any(r.meta.get("dropped") for r in replies):
             raise KeyError(f"unknown table {name!r}")
 
     def ping(self) -> list[int]:
-        """Round-trip every shard; return the number of tables on each (a liveness check)."""
+        """Round-trip every shard; return the number of tables on each (a liveness check).
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1); client.ping()
+        [1]
+        """
         return [int(r.meta["tables"]) for r in self._broadcast(Op.PING, {})]
 
     def list_tables(self) -> list[str]:
-        """Names of the tables on the shards (every shard holds every table), sorted."""
+        """Names of the tables on the shards (every shard holds every table), sorted.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1); _ = client.create_table("b", width=1); client.list_tables()
+        ['b', 'w']
+        """
         return sorted({name for r in self._broadcast(Op.LIST_TABLES, {}) for name in r.meta["tables"]})
 
     def describe(self, name: str) -> list[dict[str, Any]]:
-        """Per-shard spec and size (rows, bytes) of ``name``."""
+        """Per-shard spec and size (rows, bytes) of ``name``: one small dict per shard.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1); [(d["table"], d["rows"]) for d in client.describe("w")]
+        [('w', 0)]
+        """
         return [r.meta for r in self._broadcast(Op.DESCRIBE_TABLE, {"table": name})]
 
     def width(self, name: str) -> int:
+        """Row width of table ``name`` (asked of shard 0 once, then remembered).
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("e", width=9, init="normal", sigma=0.01); client.width("e")
+        9
+        """
         if name not in self._widths:
             reply = self._conns[0].request(Frame(Op.DESCRIBE_TABLE, {"table": name}), idempotent=True)
             self._widths[name] = int(reply.meta["width"])
@@ -206,6 +266,14 @@ class PSClient:
 
         Keys never pushed return the table's initial value (zeros, or the
         seeded normal draw for embedding tables).
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1, optimizer="delta"); client.push("w", [1, 2], [10.0, 20.0])
+        ...     client.pull("w", [2, 1, 2, 3]).ravel().tolist()
+        [20.0, 10.0, 20.0, 0.0]
         """
         keys = as_keys(keys)
         if is_sorted_unique(keys):
@@ -244,6 +312,15 @@ class PSClient:
         summed first. NaN or infinite values are refused before anything is
         sent, and the shards refuse them again, so a table is never changed by
         a bad push.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1, optimizer="sgd", lr=1.0)
+        ...     client.push("w", [4, 4, 5], [1.0, 2.0, -1.0])      # w -= lr * (summed) gradient
+        ...     client.pull("w", [4, 5]).ravel().tolist()
+        [-3.0, 1.0]
         """
         self._push(table, keys, values, None)
 
@@ -258,18 +335,12 @@ class PSClient:
 
         Examples
         --------
-        >>> import numpy as np, threading
         >>> from spark_ps.server.tcp import ShardServer
-        >>> server = ShardServer(b"s3cret")
-        >>> threading.Thread(target=server.serve_forever, daemon=True).start()
-        >>> client = PSClient([server.address], b"s3cret")
-        >>> _ = client.create_table("w", width=1, optimizer="delta")
-        >>> client.clock_create("c", num_workers=1, staleness=0)
-        >>> client.push_and_advance("w", [3], [[2.0]], "c", worker=0)
-        1
-        >>> client.pull("w", [3]).ravel().tolist()
-        [2.0]
-        >>> client.close(); server.shutdown()
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1, optimizer="delta")
+        ...     client.clock_create("c", num_workers=1, staleness=0)
+        ...     client.push_and_advance("w", [3], [[2.0]], "c", worker=0), client.pull("w", [3]).ravel().tolist()
+        (1, [2.0])
         """
         tick = {"clock": clock, "worker": int(worker), "timeout": float(timeout)}
         return self._push(table, keys, values, tick)
@@ -324,6 +395,15 @@ class PSClient:
         keep using this client while it consumes the iterator. With ``keys``,
         only the stored rows of those keys (any order, repeats allowed) are
         exported, each from its own shard; keys never pushed have no row.
+        ``shards`` limits the export to some shards, ``max_rows`` caps a batch.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=1, optimizer="adagrad", lr=0.5); client.push("w", [3, 8], [1.0, 1.0])
+        ...     [b.num_rows for b in client.export("w")], [b.num_rows for b in client.export("w", keys=[8, 99])]
+        ([2], [1])
         """
         if keys is not None:
             uniq = np.unique(as_keys(keys))
@@ -346,6 +426,15 @@ class PSClient:
 
         Rows are routed to their shard by key, so a table exported from one
         shard layout can be imported into another. Returns the rows imported.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("a", width=1, optimizer="delta"); _ = client.create_table("b", width=1)
+        ...     client.push("a", [1, 2], [5.0, 6.0])
+        ...     client.import_batches("b", client.export("a")), client.pull("b", [2, 1]).ravel().tolist()
+        (2, [6.0, 5.0])
         """
         total = 0
         for batch in batches:
@@ -370,20 +459,61 @@ class PSClient:
         return self._conns[_CLOCK_SHARD]
 
     def clock_create(self, name: str, num_workers: int, staleness: int | None) -> None:
-        """Create a clock for ``num_workers`` workers; ``staleness`` 0 = BSP, None = ASP."""
+        """Create a clock for ``num_workers`` workers on shard 0 (a no-op if it exists).
+
+        ``staleness`` 0 is BSP, ``k`` is SSP (up to ``k`` ticks ahead of the slowest), None is ASP.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.clock_create("c", num_workers=2, staleness=1); client.clock_advance("c", worker=0)
+        1
+        """
         self._clock_conn().request(Frame(Op.CLOCK_CREATE, {"clock": name, "num_workers": num_workers,
                                                            "staleness": staleness}), idempotent=True)
 
     def clock_advance(self, name: str, worker: int, timeout: float = 600.0) -> int:
-        """Tick ``worker``'s clock; block while it is more than ``staleness`` ahead."""
+        """Tick ``worker``'s clock; block while it is more than ``staleness`` ahead; return its new clock.
+
+        Raises ``TimeoutError`` (from the shard) if the others do not catch up within ``timeout`` seconds.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.clock_create("c", 2, 0); client.clock_advance("c", 0, timeout=0.1)   # worker 1 never ticks
+        Traceback (most recent call last):
+        ...
+        spark_ps.errors.RemoteTimeoutError: ...
+        """
         reply = self._clock_conn().request(
             Frame(Op.CLOCK_ADVANCE, {"clock": name, "worker": worker, "timeout": timeout}),
             idempotent=False, timeout=_blocking_timeout(timeout))
         return int(reply.meta["clock"])
 
     def clock_finish(self, name: str, worker: int) -> None:
-        """Mark ``worker`` done so it never holds the others back."""
+        """Mark ``worker`` done so it never holds the others back.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.clock_create("c", 2, 0); client.clock_finish("c", 1)     # worker 1 is done
+        ...     [client.clock_advance("c", 0) for _ in range(2)]
+        [1, 2]
+        """
         self._clock_conn().request(Frame(Op.CLOCK_FINISH, {"clock": name, "worker": worker}), idempotent=True)
 
     def clock_drop(self, name: str) -> None:
+        """Remove clock ``name`` from shard 0.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.clock_create("c", 1, 0); first = client.clock_advance("c", 0); client.clock_drop("c")
+        ...     client.clock_create("c", 1, 0); first, client.clock_advance("c", 0)    # the new clock starts afresh
+        (1, 1)
+        """
         self._clock_conn().request(Frame(Op.CLOCK_DROP, {"clock": name}), idempotent=True)

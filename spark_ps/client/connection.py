@@ -37,6 +37,30 @@ class ShardConnection:
     requests (pull, describe), and for the others only if the failure happened
     before the request was completely sent. A second failure raises
     :class:`~spark_ps.errors.PSConnectionError` naming the shard.
+
+    Parameters
+    ----------
+    host, port : str, int
+        The shard's address.
+    secret : bytes
+        The per-application secret the shard challenges for.
+    timeout : float
+        Socket timeout in seconds (connect and each request).
+    max_frame_bytes : int
+        Largest reply accepted.
+
+    Examples
+    --------
+    >>> from spark_ps.server.tcp import ShardServer
+    >>> from spark_ps.wire.protocol import Frame, Op
+    >>> server = ShardServer(b"k").serve_in_background()
+    >>> ShardConnection(*server.address, b"k").request(Frame(Op.PING), idempotent=True).meta
+    {'tables': 0}
+    >>> ShardConnection(*server.address, b"wrong").request(Frame(Op.PING), idempotent=True)
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.AuthenticationError: authentication failed: wrong or missing spark-ps application secret
+    >>> server.shutdown()
     """
 
     def __init__(self, host: str, port: int, secret: bytes, timeout: float = 120.0,
@@ -50,6 +74,17 @@ class ShardConnection:
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Close the socket, if open; the next request opens a new one.
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> from spark_ps.wire.protocol import Frame, Op
+        >>> with ShardServer(b"k").serve_in_background() as server:
+        ...     conn = ShardConnection(*server.address, b"k"); conn.close()
+        ...     conn.request(Frame(Op.PING), idempotent=True).status; conn.close(); conn.close()
+        <Status.OK: 0>
+        """
         with self._lock:
             self._drop()
 
@@ -79,7 +114,25 @@ class ShardConnection:
         return reply
 
     def request(self, frame: Frame, *, idempotent: bool, timeout: float | None = None) -> Frame:
-        """Send ``frame`` and return the reply; raise the shard's error if it failed."""
+        """Send ``frame`` and return the reply; raise the shard's error if it failed.
+
+        ``idempotent`` says whether the request may be sent again after a
+        dropped connection; ``timeout`` overrides the socket timeout for a
+        request that may block on the shard (a clock).
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> from spark_ps.wire.protocol import Frame, Op
+        >>> server = ShardServer(b"k").serve_in_background(); conn = ShardConnection(*server.address, b"k")
+        >>> conn.request(Frame(Op.LIST_TABLES), idempotent=True).meta
+        {'tables': []}
+        >>> conn.request(Frame(Op.DESCRIBE_TABLE, {"table": "nope"}), idempotent=True)
+        Traceback (most recent call last):
+        ...
+        spark_ps.errors.RemoteKeyError: unknown table 'nope' (tables on this shard: none) [shard 127.0.0.1:...]
+        >>> conn.close(); server.shutdown()
+        """
         with self._lock:
             for attempt in (1, 2):
                 sent = False
@@ -104,7 +157,22 @@ class ShardConnection:
         raise AssertionError("unreachable")
 
     def stream(self, frame: Frame) -> Iterator[Frame]:
-        """Send ``frame`` and yield reply frames until one has ``more: false``."""
+        """Send ``frame`` and yield reply frames until one has ``more: false`` (an export).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> from spark_ps.wire.protocol import Frame, Op
+        >>> from spark_ps.wire.spec import TableSpec
+        >>> with ShardServer(b"k").serve_in_background() as server:
+        ...     conn = ShardConnection(*server.address, b"k")
+        ...     _ = conn.request(Frame(Op.CREATE_TABLE, TableSpec("w", width=1).to_meta()), idempotent=True)
+        ...     _ = conn.request(Frame(Op.PUSH, {"table": "w"}, [np.arange(3), np.ones((3, 1), np.float32)]),
+        ...                      idempotent=False)
+        ...     [frame.meta for frame in conn.stream(Frame(Op.EXPORT, {"table": "w", "max_rows": 2}))]
+        [{'more': True}, {'more': True}]
+        """
         with self._lock:
             try:
                 sock = self._connected()

@@ -175,10 +175,31 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
 
     Examples
     --------
-    >>> from spark_ps.ml.classification import LogisticRegression
+    >>> import os, tempfile
+    >>> from pyspark.ml.linalg import Vectors
+    >>> rows = [(1.0, Vectors.sparse(3, [0, 2], [1.0, 1.0])), (0.0, Vectors.sparse(3, [1, 2], [1.0, 1.0]))]
+    >>> df = spark.createDataFrame(rows * 10, ["label", "features"])
     >>> lr = LogisticRegression(regParam=1e-4, numEpochs=3)
-    >>> lr.getMaxIter(), lr.getOptimizer(), lr.getNumEpochs()
-    (100, 'ftrl', 3)
+    >>> lr.getMaxIter(), lr.getOptimizer(), lr.getNumEpochs(), lr.getPriorL1()
+    (100, 'ftrl', 3, 1.0)
+    >>> model = lr.fit(df)
+    >>> model.numFeatures, model.summary.totalIterations, model.summary.areaUnderROC
+    (3, 3, 1.0)
+    >>> model.evaluate(df).areaUnderPR          # metrics of any DataFrame, computed on the executors
+    1.0
+    >>> bool(model.coefficients[0] > 0 > model.coefficients[1])
+    True
+    >>> model.transform(df).select("label", "prediction").head(2)
+    [Row(label=1.0, prediction=1.0), Row(label=0.0, prediction=0.0)]
+    >>> path = os.path.join(tempfile.mkdtemp(), "lr")
+    >>> model.write().overwrite().save(path)
+    >>> loaded = LogisticRegressionModel.load(path)
+    >>> loaded.intercept == model.intercept, loaded.coefficients == model.coefficients, loaded.getNumEpochs()
+    (True, True, 3)
+    >>> loaded.transform(df).select("label", "prediction").head(2)
+    [Row(label=1.0, prediction=1.0), Row(label=0.0, prediction=0.0)]
+    >>> loaded.predict(Vectors.sparse(3, [0], [1.0])), loaded.hasSummary
+    (1.0, False)
     """
 
     # Measured on a9a, w8a and iPinYou (see integration/test_accuracy.py): 0.5 keeps
@@ -301,6 +322,21 @@ class FMClassifier(_PSEstimator, _FMClassifierPSParams):
     without it, the held-out AUC on iPinYou varied from 0.47 to 0.56 between
     runs (the order in which SSP interleaves the workers' updates decides
     which noise the rarely seen features fit); with it, 0.557-0.569.
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> rows = [(1.0, Vectors.sparse(4, [0, 2], [1.0, 1.0])), (0.0, Vectors.sparse(4, [1, 3], [1.0, 1.0]))]
+    >>> df = spark.createDataFrame(rows * 10, ["label", "features"])
+    >>> model = FMClassifier(factorSize=2, numEpochs=3, seed=7).fit(df)
+    >>> model.factors.numRows, model.factors.numCols, model.linear.size, model.summary().totalIterations
+    (4, 2, 4, 3)
+    >>> model.transform(df).select("label", "prediction").head(2)
+    [Row(label=1.0, prediction=1.0), Row(label=0.0, prediction=0.0)]
+    >>> FMClassifier(miniBatchFraction=0.5).fit(df)
+    Traceback (most recent call last):
+    ...
+    ValueError: miniBatchFraction other than 1.0 is not supported: set batchSize instead
     """
 
     @keyword_only

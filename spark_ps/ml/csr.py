@@ -102,12 +102,24 @@ class CSRBatch:
 
     @property
     def num_rows(self) -> int:
-        """Number of rows ``n``."""
+        """Number of rows ``n``.
+
+        Examples
+        --------
+        >>> CSRBatch([0, 2, 2, 3], [4, 7, 1], [1.0, 2.0, 3.0], None).num_rows    # the middle row is empty
+        3
+        """
         return len(self.indptr) - 1
 
     @property
     def nnz(self) -> int:
-        """Number of stored (non-zero) entries."""
+        """Number of stored (non-zero) entries.
+
+        Examples
+        --------
+        >>> CSRBatch([0, 2, 2, 3], [4, 7, 1], [1.0, 2.0, 3.0], None).nnz
+        3
+        """
         return len(self.indices)
 
     def slice_rows(self, start: int, stop: int) -> CSRBatch:
@@ -116,6 +128,13 @@ class CSRBatch:
         ``indices``, ``values``, ``labels`` and ``weights`` are views; only
         ``indptr`` (n + 1 integers) is copied to rebase it to 0, and not even
         that when the slice starts at the first stored entry.
+
+        Examples
+        --------
+        >>> b = CSRBatch([0, 2, 2, 3], [4, 7, 1], [1.0, 2.0, 3.0], [1.0, 0.0, 1.0])
+        >>> part = b.slice_rows(1, 10)
+        >>> part.indptr.tolist(), part.indices.tolist(), part.labels.tolist(), part.values.base is b.values
+        ([0, 0, 1], [1], [0.0, 1.0], True)
         """
         start, stop, _ = slice(start, stop).indices(self.num_rows)
         stop = max(start, stop)
@@ -130,6 +149,18 @@ class CSRBatch:
         """Stack batches row-wise into one batch (copies; a single batch is returned as is).
 
         All batches must agree on whether they have labels and weights.
+
+        Examples
+        --------
+        >>> a = CSRBatch([0, 1], [3], [1.0], [1.0])
+        >>> b = CSRBatch([0, 2], [0, 5], [2.0, 4.0], [0.0])
+        >>> both = CSRBatch.concat([a, b])
+        >>> both.indptr.tolist(), both.indices.tolist(), both.labels.tolist()
+        ([0, 1, 3], [3, 0, 5], [1.0, 0.0])
+        >>> CSRBatch.concat([a, CSRBatch([0, 1], [3], [1.0], None)])
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot concat batches where only some have labels
         """
         batches = list(batches)
         if not batches:

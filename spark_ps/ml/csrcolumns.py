@@ -57,7 +57,16 @@ _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 
 def concat_csr(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack ``(indptr, indices, values)`` triples row-wise (copies; a single triple is returned as is)."""
+    """Stack ``(indptr, indices, values)`` triples row-wise (copies; a single triple is returned as is).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> first = (np.array([0, 2]), np.array([1, 4]), np.array([0.5, 1.0]))
+    >>> second = (np.array([0, 0, 1]), np.array([7]), np.array([2.0]))
+    >>> [part.tolist() for part in concat_csr([first, second])]
+    [[0, 2, 2, 3], [1, 4, 7], [0.5, 1.0, 2.0]]
+    """
     if len(parts) == 1:
         return parts[0]
     starts = np.cumsum([0] + [len(p[1]) for p in parts])

@@ -86,6 +86,11 @@ def task_slots(spark) -> int:
 
     Not ``defaultParallelism``, which is only a partitioning hint (and a
     setting): a barrier stage wider than the slots waits forever for them.
+
+    Examples
+    --------
+    >>> task_slots(spark)             # local[2]: two task threads in the driver's executor
+    2
     """
     jsc = spark.sparkContext._jsc.sc()
     profile = jsc.resourceProfileManager().defaultResourceProfile()
@@ -93,6 +98,17 @@ def task_slots(spark) -> int:
 
 
 def checkpoint_root(spark, configured: str | None) -> str:
+    """Where fits write their weights: ``configured``, else ``spark.ps.checkpointDir``, else ``<warehouse>/spark_ps``.
+
+    Examples
+    --------
+    >>> checkpoint_root(spark, "/data/models")
+    '/data/models'
+    >>> spark.conf.set("spark.ps.checkpointDir", "/data/ps"); checkpoint_root(spark, None)
+    '/data/ps'
+    >>> spark.conf.unset("spark.ps.checkpointDir"); checkpoint_root(spark, None).endswith("/spark_ps")
+    True
+    """
     root = configured or spark.conf.get("spark.ps.checkpointDir", None)
     if not root:
         warehouse = spark.conf.get("spark.sql.warehouse.dir", "spark-warehouse")

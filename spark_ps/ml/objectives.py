@@ -62,11 +62,28 @@ class Objective:
 
     @property
     def width(self) -> int:
+        """Floats per row on the shards: the linear weight, then ``factor_size`` factors.
+
+        Examples
+        --------
+        >>> Objective("logistic").width, Objective("logistic", factor_size=8).width
+        (1, 9)
+        """
         return 1 + self.factor_size
 
     @staticmethod
     def keys_of(batch: CSRBatch, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique keys to pull (bias first) and each non-zero's feature row."""
+        """Sorted unique keys to pull (bias first) and each non-zero's feature row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> batch = CSRBatch(np.array([0, 2, 3]), np.array([9, 2, 9]), np.ones(3), np.zeros(2))
+        >>> [a.tolist() for a in Objective.keys_of(batch, fit_intercept=False)]
+        [[2, 9], [1, 0, 1]]
+        >>> [a.tolist() for a in Objective.keys_of(batch, fit_intercept=True)]     # row 0 is the bias
+        [[-1, 2, 9], [2, 1, 2]]
+        """
         # Hashing, not np.unique's sort of every entry (see spark_ps.native.factorize); not
         # pandas' factorize either: importing pandas costs a fresh Python worker 0.3-1.4 s.
         uniq, col = sorted_unique_inverse(batch.indices)
@@ -75,7 +92,16 @@ class Objective:
         return uniq, col
 
     def margins(self, batch: CSRBatch, col: np.ndarray, rows: np.ndarray, bias: float) -> np.ndarray:
-        """Raw scores of ``batch`` given pulled ``rows`` (indexed by ``col``)."""
+        """Raw scores of ``batch`` given pulled ``rows`` (indexed by ``col``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> batch = CSRBatch(np.array([0, 2, 3]), np.array([9, 2, 9]), np.array([1.0, 2.0, 3.0]), None)
+        >>> keys, col = Objective.keys_of(batch, fit_intercept=False)     # keys [2, 9]
+        >>> Objective("logistic").margins(batch, col, np.array([[0.5], [-1.0]]), bias=0.25).tolist()
+        [0.25, -2.75]
+        """
         return self._forward(batch, col, rows, bias)[0]
 
     def _forward(self, batch, col, rows, bias):
@@ -86,7 +112,17 @@ class Objective:
 
     def step(self, batch: CSRBatch, col: np.ndarray, rows: np.ndarray, bias: float
              ) -> tuple[float, np.ndarray, float]:
-        """Loss sum, per-pulled-row gradient ``(len(rows), width)`` and bias gradient."""
+        """Loss sum, per-pulled-row gradient ``(len(rows), width)`` and bias gradient.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> batch = CSRBatch(np.array([0, 1, 2]), np.array([2, 9]), np.array([1.0, 1.0]), np.array([3.0, -1.0]))
+        >>> keys, col = Objective.keys_of(batch, fit_intercept=False)
+        >>> loss, grads, g_bias = Objective("squared").step(batch, col, np.zeros((2, 1)), bias=0.0)
+        >>> loss, grads.ravel().tolist(), g_bias
+        (5.0, [-3.0, 1.0], -2.0)
+        """
         margin, cache = self._forward(batch, col, rows, bias)
         if self.loss == "logistic":
             loss, dmargin = kernels.logistic_loss_and_dmargin(margin, batch.labels, batch.weights)

@@ -43,9 +43,29 @@ class LinearRegression(_PSEstimator, _LinearRegressionPSParams):
 
     Examples
     --------
-    >>> from spark_ps.ml.regression import LinearRegression
-    >>> LinearRegression().getOptimizer(), LinearRegression().getLoss()
+    >>> import os, tempfile
+    >>> from pyspark.ml.linalg import Vectors
+    >>> rows = [(2.0, Vectors.sparse(2, [0], [1.0])), (-1.0, Vectors.sparse(2, [1], [1.0]))]
+    >>> df = spark.createDataFrame(rows * 20, ["label", "features"])
+    >>> lr = LinearRegression(fitIntercept=False, alpha=0.5, batchSize=4, numEpochs=5)
+    >>> lr.getOptimizer(), lr.getLoss()
     ('adagrad', 'squaredError')
+    >>> model = lr.fit(df)
+    >>> [round(c) for c in model.coefficients.toArray()], model.summary.rootMeanSquaredError < 0.5
+    ([2, -1], True)
+    >>> history = model.summary.objectiveHistory
+    >>> len(history), history[-1] < history[0]
+    (5, True)
+    >>> path = os.path.join(tempfile.mkdtemp(), "linear")
+    >>> model.save(path)
+    >>> loaded = LinearRegressionModel.load(path)
+    >>> x = Vectors.sparse(2, [0], [1.0])
+    >>> loaded.numNonZeros, loaded.predict(x) == model.predict(x), round(loaded.predict(x))
+    (2, True, 2)
+    >>> LinearRegression(regParam=0.1).fit(df)
+    Traceback (most recent call last):
+    ...
+    ValueError: regParam > 0 needs optimizer='ftrl' (it carries the L1/L2 terms); got optimizer='adagrad'
     """
 
     _binary_labels = False

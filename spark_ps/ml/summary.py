@@ -33,17 +33,35 @@ class TrainingHistory:
 
     @property
     def objectiveHistory(self) -> list[float]:
-        """Mean training loss of each epoch (without the regularisation term)."""
+        """Mean training loss of each epoch (without the regularisation term).
+
+        Examples
+        --------
+        >>> TrainingHistory([0.69, 0.41, 0.33]).objectiveHistory
+        [0.69, 0.41, 0.33]
+        """
         return list(self._history)
 
     @property
     def totalIterations(self) -> int:
-        """Epochs run (one parameter-server pass over the data each)."""
+        """Epochs run (one parameter-server pass over the data each).
+
+        Examples
+        --------
+        >>> TrainingHistory([0.69, 0.41, 0.33]).totalIterations
+        3
+        """
         return len(self._history)
 
     @property
     def epochSeconds(self) -> list[float]:
-        """Wall seconds of each epoch (the slowest worker's); empty for models saved without them."""
+        """Wall seconds of each epoch (the slowest worker's); empty for models saved without them.
+
+        Examples
+        --------
+        >>> TrainingHistory([0.69], [2.5]).epochSeconds, TrainingHistory([0.69]).epochSeconds
+        ([2.5], [])
+        """
         return list(self._epoch_seconds)
 
 
@@ -68,7 +86,20 @@ class _EvaluatedSummary(TrainingHistory):
 
 
 class BinaryClassificationSummary(_EvaluatedSummary):
-    """Like MLlib's ``BinaryLogisticRegressionSummary``: metrics of ``predictions``."""
+    """Like MLlib's ``BinaryLogisticRegressionSummary``: metrics of ``predictions``.
+
+    A model's ``summary`` and ``evaluate(df)`` return one; each metric is a
+    Spark job, run on first access.
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> scored = spark.createDataFrame([(1.0, Vectors.dense([-2.0, 2.0])), (0.0, Vectors.dense([1.0, -1.0])),
+    ...                                 (1.0, Vectors.dense([1.5, -1.5]))], ["label", "rawPrediction"])
+    >>> summary = BinaryClassificationSummary(scored, [0.6, 0.5], [1.5, 1.0], "rawPrediction", "label", None)
+    >>> summary.areaUnderROC, round(summary.areaUnderPR, 3), summary.totalIterations
+    (0.5, 0.792, 2)
+    """
 
     _evaluator = BinaryClassificationEvaluator
     _score_param = "rawPredictionCol"
@@ -85,7 +116,18 @@ class BinaryClassificationSummary(_EvaluatedSummary):
 
 
 class RegressionSummary(_EvaluatedSummary):
-    """Like MLlib's ``LinearRegressionSummary``: metrics of ``predictions``."""
+    """Like MLlib's ``LinearRegressionSummary``: metrics of ``predictions``.
+
+    Examples
+    --------
+    >>> scored = spark.createDataFrame([(1.0, 1.5, 1.0), (2.0, 2.0, 1.0), (3.0, 2.0, 2.0)],
+    ...                                ["label", "prediction", "weight"])
+    >>> summary = RegressionSummary(scored, [0.4], [0.2], "prediction", "label", None)
+    >>> [round(m, 4) for m in (summary.meanSquaredError, summary.rootMeanSquaredError ** 2, summary.meanAbsoluteError)]
+    [0.4167, 0.4167, 0.5]
+    >>> round(summary.r2, 4), RegressionSummary(scored, [], [], "prediction", "label", "weight").meanAbsoluteError
+    (0.375, 0.625)
+    """
 
     _evaluator = RegressionEvaluator
     _score_param = "predictionCol"

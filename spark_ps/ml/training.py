@@ -75,13 +75,29 @@ class DataDependence:
     intercept_start: Callable[[float | None], float] | None = None
 
     def table_spec(self, spec: TableSpec, num_rows: int) -> TableSpec:
-        """``spec`` with the row-scaled L1/L2 added to its optimizer's."""
+        """``spec`` with the row-scaled L1/L2 added to its optimizer's.
+
+        Examples
+        --------
+        >>> spec = TableSpec("m", optimizer="ftrl", hyper={"l1": 1.0})
+        >>> dict(DataDependence(l2_per_row=0.5).table_spec(spec, 4).hyper)
+        {'l1': 1.0, 'l2': 2.0}
+        >>> DataDependence().table_spec(spec, 4) is spec          # nothing scales with the rows
+        True
+        """
         if not (self.l1_per_row or self.l2_per_row):
             return spec
         return spec.with_hyper(l1=spec.hyper.get("l1", 0.0) + self.l1_per_row * num_rows,
                                l2=spec.hyper.get("l2", 0.0) + self.l2_per_row * num_rows)
 
     def offset(self, label_mean: float | None) -> float:
+        """Where the intercept starts, given the (weighted) mean label; 0.0 without an intercept.
+
+        Examples
+        --------
+        >>> DataDependence(intercept_start=lambda mean: 2 * mean).offset(0.25), DataDependence().offset(0.25)
+        (0.5, 0.0)
+        """
         return 0.0 if self.intercept_start is None else float(self.intercept_start(label_mean))
 
 
@@ -152,7 +168,17 @@ def _barrier_context():
 
 
 def vector_size(column: pa.Array | pa.ChunkedArray) -> int:
-    """Largest vector size in a VectorUDT column (``size`` of sparse rows, length of dense ones)."""
+    """Largest vector size in a VectorUDT column (``size`` of sparse rows, length of dense ones).
+
+    Examples
+    --------
+    >>> from spark_ps.ml.csr import VECTOR_ARROW_TYPE
+    >>> column = pa.array([{"type": 0, "size": 10, "indices": [2], "values": [1.0]},        # sparse, size 10
+    ...                    {"type": 1, "size": None, "indices": None, "values": [1.0, 2.0, 3.0]}],  # dense
+    ...                   VECTOR_ARROW_TYPE)
+    >>> vector_size(column), vector_size(column.slice(1))
+    (10, 3)
+    """
     if isinstance(column, pa.ChunkedArray):
         return max((vector_size(c) for c in column.chunks), default=0)
     sizes = pc.max(column.field("size")).as_py() or 0

@@ -53,6 +53,15 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
     """A DataFrame whose tasks (one per shard) stream ``table``'s non-zero rows from the sidecars.
 
     ``counter``, a Spark accumulator, if given, is incremented by the rows each task yields.
+
+    Examples
+    --------
+    >>> from spark_ps.spark.context import PSContext
+    >>> with PSContext.get(spark) as ps, ps.client() as client:
+    ...     _ = ps.create_table("w", width=2, optimizer="delta")
+    ...     client.push("w", [4, 9, 7], [[1.0, 0.5], [0.0, 0.0], [0.0, -2.0]])     # key 9 stays all-zero
+    ...     sorted(table_to_dataframe(spark, client, "w").collect())
+    [Row(key=4, value=[1.0, 0.5]), Row(key=7, value=[0.0, -2.0])]
     """
     shards = client.num_shards
 
@@ -75,6 +84,19 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     The count is summed by an accumulator in the writing tasks, so nothing is
     read back: the write is the job's only stage, and Spark merges a result
     stage's accumulator updates once per partition, whatever the retries.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from spark_ps.spark.context import PSContext
+    >>> path = os.path.join(tempfile.mkdtemp(), "weights")
+    >>> with PSContext.get(spark) as ps, ps.client() as client:
+    ...     _ = ps.create_table("w", width=1, optimizer="delta")
+    ...     client.push("w", [1, 2, 3], [0.5, 0.0, 1.5])
+    ...     save_table(spark, client, "w", path)
+    2
+    >>> sorted(spark.read.format("delta").load(path).collect())
+    [Row(key=1, value=[0.5]), Row(key=3, value=[1.5])]
     """
     counter = spark.sparkContext.accumulator(0)
     (table_to_dataframe(spark, client, table, counter).write.format("delta")
@@ -101,6 +123,19 @@ class BackgroundExport:
         Delta table to write (a new table, or a new version of it).
     then : callable, optional
         Called with no arguments once the export has finished.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from spark_ps.spark.context import PSContext
+    >>> path = os.path.join(tempfile.mkdtemp(), "weights")
+    >>> with PSContext.get(spark) as ps, ps.client() as client:
+    ...     _ = ps.create_table("w", width=1, optimizer="delta"); client.push("w", [5, 6], [1.0, 2.0])
+    ...     export = BackgroundExport(spark, client, "w", path, then=lambda: ps.drop_table("w"))
+    ...     export.result(), export.done()
+    (2, True)
+    >>> "w" in PSContext.get(spark).client().list_tables()      # dropped by ``then``
+    False
     """
 
     def __init__(self, spark: SparkSession, client: PSClient, table: str, path: str,
@@ -129,11 +164,34 @@ class BackgroundExport:
                 then()
 
     def done(self) -> bool:
-        """Whether the export has finished (successfully or not)."""
+        """Whether the export has finished (successfully or not).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from spark_ps.spark.context import PSContext
+        >>> with PSContext.get(spark) as ps, ps.client() as client:
+        ...     _ = ps.create_table("w", width=1, optimizer="delta")
+        ...     export = BackgroundExport(spark, client, "w", os.path.join(tempfile.mkdtemp(), "weights"))
+        ...     _ = export.result(); export.done()
+        True
+        """
         return self._future.done()
 
     def result(self) -> int:
-        """Wait for the export; return the rows written, or raise its error."""
+        """Wait for the export; return the rows written, or raise its error.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from spark_ps.spark.context import PSContext
+        >>> with PSContext.get(spark) as ps, ps.client() as client:
+        ...     export = BackgroundExport(spark, client, "missing", os.path.join(tempfile.mkdtemp(), "weights"))
+        ...     export.result()
+        Traceback (most recent call last):
+        ...
+        pyspark.errors.exceptions.captured.PythonException: ...unknown table 'missing'...
+        """
         return self._future.result()
 
 
@@ -167,7 +225,17 @@ def _frame(spark: SparkSession, source: str | DataFrame) -> DataFrame:
 
 
 def load_table(spark: SparkSession, client: PSClient, table: str, source: str | DataFrame) -> int:
-    """Push weights (``key, value``: a Delta path, or a DataFrame) into the fresh ``delta`` ``table``; return rows."""
+    """Push weights (``key, value``: a Delta path, or a DataFrame) into the fresh ``delta`` ``table``; return rows.
+
+    Examples
+    --------
+    >>> from spark_ps.spark.context import PSContext
+    >>> weights = spark.createDataFrame([(3, [0.25]), (8, [-1.0])], WEIGHTS_SCHEMA)
+    >>> with PSContext.get(spark) as ps, ps.client() as client:
+    ...     _ = ps.create_table("serve", width=1, optimizer="delta")
+    ...     load_table(spark, client, "serve", weights), client.pull("serve", [8, 3, 5]).ravel().tolist()
+    (2, [-1.0, 0.25, 0.0])
+    """
 
     def push(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         total = 0
@@ -187,7 +255,14 @@ def load_table(spark: SparkSession, client: PSClient, table: str, source: str | 
 
 
 def read_rows(spark: SparkSession, source: str | DataFrame, keys: list[int]) -> dict[int, list[float]]:
-    """Rows for a handful of ``keys`` (e.g. the intercept) of a Delta path or DataFrame; filtered on the executors."""
+    """Rows for a handful of ``keys`` (e.g. the intercept) of a Delta path or DataFrame; filtered on the executors.
+
+    Examples
+    --------
+    >>> weights = spark.createDataFrame([(-1, [0.5]), (3, [0.25]), (8, [-1.0])], WEIGHTS_SCHEMA)
+    >>> read_rows(spark, weights, [-1, 8, 100])
+    {-1: [0.5], 8: [-1.0]}
+    """
     rows = _frame(spark, source).where(F.col("key").isin([int(k) for k in keys])).select("key", "value").collect()
     return {r["key"]: list(r["value"]) for r in rows}
 

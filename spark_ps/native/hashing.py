@@ -26,7 +26,13 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def mix64(z: np.uint64) -> np.uint64:
-    """SplitMix64 finaliser of one 64-bit value (for numba kernels)."""
+    """SplitMix64 finaliser of one 64-bit value (for numba kernels).
+
+    Examples
+    --------
+    >>> int(mix64(np.uint64(0))), hex(int(mix64(np.uint64(1))))
+    (0, '0x5692161d100b05e5')
+    """
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))

@@ -184,12 +184,26 @@ class KeyIndex:
 
     @property
     def capacity(self) -> int:
-        """Number of slots (a power of two, at least twice the number of keys)."""
+        """Number of slots (a power of two, at least twice the number of keys).
+
+        Examples
+        --------
+        >>> index = KeyIndex(expected_keys=100)
+        >>> index.capacity, len(index)
+        (256, 0)
+        """
         return self._slots.shape[0]
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the slot array."""
+        """Bytes held by the slot array: two int64 (key, row) per slot.
+
+        Examples
+        --------
+        >>> index = KeyIndex(expected_keys=100)
+        >>> index.nbytes == index.capacity * 16
+        True
+        """
         return self._slots.nbytes
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:

@@ -81,7 +81,20 @@ def prefetch_row(typingctx, array, row):
 
 @intrinsic
 def prefetch_row_for_write(typingctx, array, row):
-    """Like :func:`prefetch_row`, for a row about to be written."""
+    """Like :func:`prefetch_row`, for a row about to be written.
+
+    Examples
+    --------
+    >>> import numba, numpy as np
+    >>> @numba.njit
+    ... def bump(values, rows):
+    ...     for i in range(rows.shape[0]):
+    ...         if i + 1 < rows.shape[0]:
+    ...             prefetch_row_for_write(values, rows[i + 1])
+    ...         values[rows[i]] += 1.0
+    >>> values = np.zeros(4); bump(values, np.array([3, 0, 3])); values.tolist()
+    [1.0, 0.0, 0.0, 2.0]
+    """
     if not (isinstance(array, types.Array) and isinstance(row, types.Integer)):
         return None
     return types.void(array, row), _prefetch_codegen(_WRITE)

@@ -73,6 +73,19 @@ class Shard:
 
     # --- tables ----------------------------------------------------------
     def table(self, name: str) -> Table:
+        """The table called ``name``; ``KeyError`` naming the tables there are if it does not exist.
+
+        Examples
+        --------
+        >>> from spark_ps.wire.spec import TableSpec
+        >>> shard = Shard(); _ = shard.create_table(TableSpec("w", width=3))
+        >>> shard.table("w")
+        Table('w', width=3, optimizer=Delta(), rows=0)
+        >>> shard.table("v")
+        Traceback (most recent call last):
+        ...
+        KeyError: "unknown table 'v' (tables on this shard: w)"
+        """
         try:
             return self._tables[name]
         except KeyError:
@@ -80,7 +93,21 @@ class Shard:
             raise KeyError(f"unknown table {name!r} (tables on this shard: {known})") from None
 
     def create_table(self, spec: TableSpec) -> bool:
-        """Create the table ``spec`` defines; return False if an identical one already exists."""
+        """Create the table ``spec`` defines; return False if an identical one already exists.
+
+        Raises ``ValueError`` if a table of that name exists with a different spec.
+
+        Examples
+        --------
+        >>> from spark_ps.wire.spec import TableSpec
+        >>> shard = Shard()
+        >>> shard.create_table(TableSpec("w")), shard.create_table(TableSpec("w"))
+        (True, False)
+        >>> shard.create_table(TableSpec("w", width=2))
+        Traceback (most recent call last):
+        ...
+        ValueError: table 'w' already exists with a different spec: ...
+        """
         name = spec.name
         with self._lock:
             if name in self._tables:
@@ -96,12 +123,31 @@ class Shard:
             return True
 
     def drop_table(self, name: str) -> bool:
+        """Drop table ``name``; return whether it existed.
+
+        Examples
+        --------
+        >>> from spark_ps.wire.spec import TableSpec
+        >>> shard = Shard(); _ = shard.create_table(TableSpec("w"))
+        >>> shard.drop_table("w"), shard.drop_table("w")
+        (True, False)
+        """
         with self._lock:
             self._specs.pop(name, None)
             return self._tables.pop(name, None) is not None
 
     # --- clocks ----------------------------------------------------------
     def clock(self, name: str) -> ClockTable:
+        """The clock called ``name`` (created by a CLOCK_CREATE request); ``KeyError`` if there is none.
+
+        Examples
+        --------
+        >>> from spark_ps.wire.protocol import Frame, Op
+        >>> shard = Shard()
+        >>> _ = list(shard.handle(Frame(Op.CLOCK_CREATE, {"clock": "c", "num_workers": 2, "staleness": 1})))
+        >>> shard.clock("c").clocks()
+        (0, 0)
+        """
         try:
             return self._clocks[name]
         except KeyError:
@@ -109,7 +155,21 @@ class Shard:
 
     # --- dispatch --------------------------------------------------------
     def handle(self, req: Frame) -> Iterator[Frame]:
-        """Serve one request; yields one reply, or several for a streamed export."""
+        """Serve one request; yields one reply, or several for a streamed export.
+
+        Request errors are raised (``ValueError``, ``KeyError``, ``TypeError``,
+        ``TimeoutError``); the server turns them into error replies.
+
+        Examples
+        --------
+        >>> from spark_ps.wire.protocol import Frame, Op
+        >>> [reply.meta for reply in Shard().handle(Frame(Op.LIST_TABLES))]
+        [{'tables': []}]
+        >>> list(Shard().handle(Frame(Op.AUTH)))
+        Traceback (most recent call last):
+        ...
+        ValueError: op AUTH is not a request a shard serves
+        """
         handler = getattr(self, f"_on_{req.op.name.lower()}", None)
         if handler is None:
             raise ValueError(f"op {req.op.name} is not a request a shard serves")

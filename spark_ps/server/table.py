@@ -164,7 +164,17 @@ class Table(ArrowCheckpoints):
 
     @property
     def nbytes(self) -> int:
-        """Bytes allocated for the key index, the weights and the optimizer state."""
+        """Bytes allocated for the key index, the weights and the optimizer state.
+
+        Examples
+        --------
+        >>> from spark_ps.server.optim import make_optimizer
+        >>> from spark_ps.server.rowinit import Zeros
+        >>> table = Table("w", 4, make_optimizer("adagrad"), Zeros())
+        >>> before = table.nbytes; table.push(np.arange(1000), np.ones((1000, 4), np.float32))
+        >>> table.nbytes > before
+        True
+        """
         return self._index.nbytes + sum(array.nbytes for array in self._stored())
 
     def describe(self) -> dict[str, Any]:

@@ -64,7 +64,16 @@ class ShardServer:
         self.shutdown()
 
     def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown`; each gets its own thread."""
+        """Accept connections until :meth:`shutdown`; each gets its own thread.
+
+        Examples
+        --------
+        >>> import threading
+        >>> server = ShardServer(b"k")
+        >>> serving = threading.Thread(target=server.serve_forever); serving.start()
+        >>> server.shutdown(); serving.join(timeout=10); serving.is_alive()
+        False
+        """
         while not self._closed.is_set():
             try:
                 conn, peer = self._listener.accept()
@@ -78,8 +87,29 @@ class ShardServer:
             threading.Thread(target=self._serve_connection, args=(conn, peer),
                              name=f"ps-conn-{peer[1]}", daemon=True).start()
 
+    def serve_in_background(self) -> "ShardServer":
+        """Run :meth:`serve_forever` on a daemon thread of this process; return ``self``.
+
+        For tests and examples: a sidecar serves from its main thread.
+
+        Examples
+        --------
+        >>> from spark_ps.client.client import PSClient
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     client.ping()
+        [0]
+        """
+        threading.Thread(target=self.serve_forever, name=f"ps-serve-{self.address[1]}", daemon=True).start()
+        return self
+
     def shutdown(self) -> None:
-        """Stop accepting and close every connection. Safe to call twice."""
+        """Stop accepting and close every connection. Safe to call twice.
+
+        Examples
+        --------
+        >>> server = ShardServer(b"k").serve_in_background()
+        >>> server.shutdown(); server.shutdown()
+        """
         if self._closed.is_set():
             return
         self._closed.set()

@@ -29,13 +29,19 @@ class PSContext:
 
     Examples
     --------
-    >>> import spark_ps, numpy as np                               # doctest: +SKIP
-    >>> from pyspark.sql import SparkSession                       # doctest: +SKIP
-    >>> spark = spark_ps.configure_spark_with_ps(SparkSession.builder.master("local[2]")).getOrCreate()  # doctest: +SKIP
-    >>> with spark_ps.PSContext.get(spark) as ps:                  # doctest: +SKIP
-    ...     ps.create_table("w", width=1, optimizer="ftrl", alpha=0.1)
-    ...     ps.client().pull("w", np.array([1, 2])).shape
-    (2, 1)
+    The driver creates a table; tasks push to it through a client they
+    carry in their closure; the driver pulls a few rows back:
+
+    >>> with PSContext.get(spark) as ps, ps.client() as client:    # the client is picklable
+    ...     spec = ps.create_table("hits", width=1, optimizer="delta")
+    ...     def count(rows):
+    ...         keys = [row.id % 3 for row in rows]
+    ...         client.push("hits", keys, [1.0] * len(keys))
+    ...     spark.range(99, numPartitions=2).foreachPartition(count)
+    ...     client.pull("hits", [0, 1, 2, 3]).ravel().tolist()
+    [33.0, 33.0, 33.0, 0.0]
+    >>> "hits" in PSContext.get(spark).client().list_tables()      # leaving the block dropped it
+    False
     """
 
     _instances: ClassVar[dict[int, "PSContext"]] = {}
@@ -59,6 +65,24 @@ class PSContext:
         Waits (with a deadline, never blindly) until ``expected_servers``
         sidecars have registered; by default that is the number of executors
         Spark was asked for times ``spark.ps.serversPerExecutor``.
+
+        Parameters
+        ----------
+        spark : pyspark.sql.SparkSession
+            A session started with the spark-ps plugin.
+        expected_servers : int, optional
+            Sidecars to wait for.
+        timeout : float
+            Seconds to wait for them before ``TimeoutError``.
+        **client_options
+            Options of every :class:`~spark_ps.client.client.PSClient` it makes (``timeout``, ...).
+
+        Examples
+        --------
+        >>> from spark_ps.spark.registry import expected_server_count
+        >>> ps = PSContext.get(spark)
+        >>> ps is PSContext.get(spark), len(ps.servers) == expected_server_count(spark)
+        (True, True)
         """
         key = id(spark.sparkContext._jsc)
         with cls._instances_lock:
@@ -81,7 +105,13 @@ class PSContext:
 
     @property
     def servers(self) -> list[ServerInfo]:
-        """The shards, in routing order: ``[ServerInfo(executor_id, host, port, pid), ...]``."""
+        """The shards, in routing order: ``[ServerInfo(executor_id, host, port, pid), ...]``.
+
+        Examples
+        --------
+        >>> PSContext.get(spark).servers
+        [ServerInfo(executor_id='...', host='127.0.0.1', port=..., pid=..., index=0)...]
+        """
         return list(self._servers)
 
     def _check_open(self) -> None:
@@ -89,7 +119,16 @@ class PSContext:
             raise UnavailableError("this PSContext was shut down; call PSContext.get(spark) again")
 
     def client(self, **overrides: Any) -> PSClient:
-        """A new picklable client over every shard, for use inside tasks."""
+        """A new picklable client over every shard, for use inside tasks; ``overrides`` change its options.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> ps = PSContext.get(spark)
+        >>> with ps.client(timeout=30) as client, pickle.loads(pickle.dumps(client)) as copy:
+        ...     copy.addresses == client.addresses == tuple((s.host, s.port) for s in ps.servers), copy.timeout
+        (True, 30.0)
+        """
         self._check_open()
         return PSClient(self._servers, self._secret, **{**self._client_options, **overrides})
 
@@ -110,6 +149,13 @@ class PSContext:
         -------
         TableSpec
             The spec the shards hold.
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> ps.create_table("emb", width=5, optimizer="adagrad", init="normal", sigma=0.01, lr=0.1)
+        TableSpec(name='emb', width=5, optimizer='adagrad', hyper=mappingproxy({'lr': 0.1}), init='normal', ...)
+        >>> ps.drop_table("emb")
         """
         self._check_open()
         spec = self._admin.create_table(spec, **fields)
@@ -118,19 +164,52 @@ class PSContext:
         return spec
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
-        """Drop table ``name`` from every shard."""
+        """Drop table ``name`` from every shard; ``KeyError`` if it does not exist, unless ``missing_ok``.
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> _ = ps.create_table("tmp", width=1); ps.drop_table("tmp"); ps.drop_table("tmp", missing_ok=True)
+        >>> "tmp" in ps.client().list_tables()
+        False
+        """
         self._check_open()
         self._admin.drop_table(name, missing_ok=missing_ok)
         with self._lock:
             self._own_tables.discard(name)
 
     def describe(self, name: str) -> list[dict[str, Any]]:
-        """Per-shard spec, row count and bytes of ``name`` (small: one dict per shard)."""
+        """Per-shard spec, row count and bytes of ``name`` (small: one dict per shard).
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> _ = ps.create_table("w", width=1)
+        >>> with ps.client() as client:
+        ...     client.push("w", [1, 2, 3], [0.5, 0.5, 0.5])
+        >>> sum(d["rows"] for d in ps.describe("w")), {d["optimizer"] for d in ps.describe("w")}
+        (3, {'delta'})
+        >>> ps.drop_table("w")
+        """
         self._check_open()
         return self._admin.describe(name)
 
     def shutdown(self) -> None:
-        """Drop the tables this handle created and close its connections. Idempotent."""
+        """Drop the tables this handle created and close its connections. Idempotent.
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> _ = ps.create_table("scratch", width=1)
+        >>> ps.shutdown(); ps.shutdown(); ps
+        PSContext(closed)
+        >>> ps.client()
+        Traceback (most recent call last):
+        ...
+        spark_ps.errors.UnavailableError: this PSContext was shut down; call PSContext.get(spark) again
+        >>> "scratch" in PSContext.get(spark).client().list_tables()      # a new handle; the table is gone
+        False
+        """
         with self._lock:
             if self._closed:
                 return

@@ -87,8 +87,9 @@ def read_registry(spark) -> list[ServerInfo]:
 
     Examples
     --------
-    >>> read_registry(spark)                                       # doctest: +SKIP
-    [ServerInfo(executor_id='0', host='127.0.0.1', port=41234, pid=4321, index=0), ...]
+    >>> _ = wait_for_servers(spark)          # sidecars register while their executors start
+    >>> read_registry(spark)
+    [ServerInfo(executor_id='...', host='127.0.0.1', port=..., pid=..., index=0)...]
     """
     entries = json.loads(_call(spark, "registryJson"))
     return [ServerInfo(executor_id=str(e["executorId"]), host=str(e["host"]), port=int(e["port"]),
@@ -98,10 +99,16 @@ def read_registry(spark) -> list[ServerInfo]:
 def app_secret(spark) -> bytes:
     """The per-application secret the sidecars authenticate clients with.
 
+    Raises
+    ------
+    PluginNotRunningError
+        If the plugin class is missing from the driver or the plugin is not enabled.
+
     Examples
     --------
-    >>> len(app_secret(spark))                                     # doctest: +SKIP
-    32
+    >>> secret = app_secret(spark)
+    >>> type(secret), len(secret), secret == app_secret(spark)
+    (<class 'bytes'>, 32, True)
     """
     return bytes.fromhex(_call(spark, "secret"))
 
@@ -117,8 +124,8 @@ def expected_server_count(spark) -> int:
 
     Examples
     --------
-    >>> expected_server_count(spark)    # local-cluster[2,1,1024], 1 per executor  # doctest: +SKIP
-    2
+    >>> spark.conf.get("spark.ps.serversPerExecutor"), expected_server_count(spark) == len(wait_for_servers(spark))
+    ('1', True)
     """
     conf = spark.sparkContext.getConf()
     explicit = conf.get("spark.ps.expectedServers", None)
@@ -164,9 +171,13 @@ def wait_for_servers(spark, expected: int | None = None, timeout: float = 120.0)
 
     Examples
     --------
-    >>> servers = wait_for_servers(spark, expected=2, timeout=60)  # doctest: +SKIP
-    >>> len(servers)                                               # doctest: +SKIP
-    2
+    >>> servers = wait_for_servers(spark, timeout=60)
+    >>> len(servers) == expected_server_count(spark), all(s.port > 0 for s in servers)
+    (True, True)
+    >>> wait_for_servers(spark, expected=len(servers) + 1, timeout=0.5)
+    Traceback (most recent call last):
+    ...
+    TimeoutError: only ... of ... spark-ps sidecars registered within 0.5 s; check the executor logs ...
     """
     if expected is None:
         expected = expected_server_count(spark)

@@ -38,8 +38,9 @@ def plugin_jar_path() -> Path:
 
     Examples
     --------
-    >>> plugin_jar_path().name                                    # doctest: +SKIP
-    'spark-ps-plugin.jar'
+    >>> path = plugin_jar_path()
+    >>> path.name, path.is_absolute(), path.is_file()
+    ('spark-ps-plugin.jar', True, True)
     """
     path = JARS_DIR / PLUGIN_JAR_NAME
     if not path.is_file():
@@ -57,7 +58,7 @@ def delta_jar_paths() -> list[Path]:
 
     Examples
     --------
-    >>> [p.name for p in delta_jar_paths()]                        # doctest: +SKIP
+    >>> [p.name for p in delta_jar_paths()]
     ['delta-spark_2.13-4.0.0.jar', 'delta-storage-4.0.0.jar']
     """
     paths = [JARS_DIR / name for name in DELTA_JAR_NAMES]
@@ -120,11 +121,24 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
 
     Examples
     --------
-    >>> from pyspark.sql import SparkSession                       # doctest: +SKIP
-    >>> builder = SparkSession.builder.master("local[2]").appName("ps")  # doctest: +SKIP
-    >>> spark = configure_spark_with_ps(builder, servers_per_executor=2).getOrCreate()  # doctest: +SKIP
-    >>> spark.conf.get("spark.ps.serversPerExecutor")              # doctest: +SKIP
-    '2'
+    The session these examples run in, ``spark``, was built with it (and
+    the default of one sidecar per executor):
+
+    >>> spark.conf.get("spark.plugins"), spark.conf.get("spark.ps.serversPerExecutor")
+    ('io.sparkps.PSPlugin', '1')
+
+    Only the builder changes until ``getOrCreate()`` (a process runs one
+    SparkContext at a time, so this one is not started here):
+
+    >>> from pyspark.sql import SparkSession
+    >>> builder = SparkSession.builder.master("local[2]").config("spark.plugins", "com.example.Other")
+    >>> options = configure_spark_with_ps(builder, servers_per_executor=2, expected_servers=4)._options
+    >>> options["spark.plugins"], options["spark.ps.serversPerExecutor"], options["spark.ps.expectedServers"]
+    ('com.example.Other,io.sparkps.PSPlugin', '2', '4')
+    >>> configure_spark_with_ps(SparkSession.builder, servers_per_executor=-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: servers_per_executor must be a non-negative int, got -1
     """
     if isinstance(servers_per_executor, bool) or not isinstance(servers_per_executor, int) \
             or servers_per_executor < 0:

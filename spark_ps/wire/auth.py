@@ -34,7 +34,28 @@ def mac(secret: bytes, nonce: bytes) -> str:
 
 
 def authenticate_client(sock: socket.socket, secret: bytes) -> None:
-    """Server side: challenge the peer; raise :class:`AuthenticationError` if it fails."""
+    """Server side: challenge the peer; raise :class:`AuthenticationError` if it fails.
+
+    A refused peer is told why before the error is raised here.
+
+    Examples
+    --------
+    >>> import socket, threading
+    >>> shard_end, task_end = socket.socketpair()
+    >>> refused = []
+    >>> def shard():
+    ...     try:
+    ...         authenticate_client(shard_end, b"secret")
+    ...     except AuthenticationError as exc:
+    ...         refused.append(str(exc))
+    >>> thread = threading.Thread(target=shard); thread.start()
+    >>> authenticate_to_server(task_end, b"guess")
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.AuthenticationError: authentication failed: wrong or missing spark-ps application secret
+    >>> thread.join(); refused
+    ['authentication failed: wrong or missing spark-ps application secret']
+    """
     nonce = os.urandom(NONCE_BYTES)
     write_frame(sock, Frame(Op.CHALLENGE, {"nonce": nonce.hex()}))
     try:
@@ -50,7 +71,17 @@ def authenticate_client(sock: socket.socket, secret: bytes) -> None:
 
 
 def authenticate_to_server(sock: socket.socket, secret: bytes) -> None:
-    """Client side: answer the shard's challenge; raise if the shard refuses."""
+    """Client side: answer the shard's challenge; raise :class:`AuthenticationError` if the shard refuses.
+
+    Examples
+    --------
+    >>> import socket, threading
+    >>> shard_end, task_end = socket.socketpair()
+    >>> shard = threading.Thread(target=authenticate_client, args=(shard_end, b"secret")); shard.start()
+    >>> authenticate_to_server(task_end, b"secret"); shard.join()
+    >>> write_frame(task_end, Frame(Op.PING)); read_frame(shard_end).op      # authenticated: requests flow
+    <Op.PING: 3>
+    """
     challenge = read_frame(sock, HANDSHAKE_MAX_BYTES)
     nonce_hex = challenge.meta.get("nonce")
     if challenge.op != Op.CHALLENGE or not isinstance(nonce_hex, str):

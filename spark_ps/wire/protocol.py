@@ -48,7 +48,13 @@ _ALIGN = 8
 
 
 class Op(enum.IntEnum):
-    """Request kinds. A reply carries the op of its request."""
+    """Request kinds. A reply carries the op of its request.
+
+    Examples
+    --------
+    >>> Op.PULL, Op(21).name
+    (<Op.PULL: 20>, 'PUSH')
+    """
 
     CHALLENGE = 1
     AUTH = 2
@@ -68,6 +74,14 @@ class Op(enum.IntEnum):
 
 
 class Status(enum.IntEnum):
+    """Outcome of a request, in its reply: an ERROR reply carries ``kind`` and ``error`` in its meta.
+
+    Examples
+    --------
+    >>> error_frame(Op.PULL, KeyError("unknown table 'w'")).status
+    <Status.ERROR: 1>
+    """
+
     OK = 0
     ERROR = 1
 
@@ -116,7 +130,18 @@ def _as_wire_array(a: np.ndarray) -> np.ndarray:
 
 
 def frame_buffers(frame: Frame) -> list[memoryview | bytes]:
-    """The buffers of ``frame`` in wire order, for a zero-copy ``sendmsg``."""
+    """The buffers of ``frame`` in wire order, for a zero-copy ``sendmsg``.
+
+    Header, padded meta, then per array its descriptor, its data (a view of
+    the array, not a copy) and padding to 8 bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> buffers = frame_buffers(Frame(Op.PULL, {"table": "w"}, [np.arange(3, dtype=np.int64)]))
+    >>> [len(b) for b in buffers]          # header, meta (14 bytes + 2 padding), descriptor, 3 keys
+    [24, 16, 24, 24]
+    """
     if len(frame.arrays) > MAX_ARRAYS:
         raise ProtocolError(f"{len(frame.arrays)} arrays exceed the limit of {MAX_ARRAYS}")
     meta = json.dumps(frame.meta, separators=(",", ":"), allow_nan=False).encode()
@@ -141,12 +166,27 @@ def frame_buffers(frame: Frame) -> list[memoryview | bytes]:
 
 
 def encode(frame: Frame) -> bytes:
-    """Serialise ``frame`` to one ``bytes`` object (tests and small frames)."""
+    """Serialise ``frame`` to one ``bytes`` object (tests and small frames).
+
+    Examples
+    --------
+    >>> raw = encode(Frame(Op.PING))
+    >>> len(raw), raw[:4]                  # the header and an empty JSON object, padded
+    (32, b'SPPS')
+    """
     return b"".join(bytes(b) for b in frame_buffers(frame))
 
 
 @dataclass(frozen=True)
 class Header:
+    """The fixed 24-byte header's fields, as :func:`parse_header` validated them.
+
+    Examples
+    --------
+    >>> parse_header(encode(Frame(Op.PING))[:HEADER.size], DEFAULT_MAX_FRAME_BYTES)
+    Header(op=3, status=0, n_arrays=0, meta_len=2, request_id=0, body_len=0)
+    """
+
     op: int
     status: int
     n_arrays: int
@@ -156,7 +196,24 @@ class Header:
 
 
 def parse_header(raw: bytes | memoryview, max_frame_bytes: int) -> Header:
-    """Validate the fixed header before anything is allocated for the frame."""
+    """Validate the fixed header before anything is allocated for the frame.
+
+    Raises
+    ------
+    ProtocolError
+        For a wrong magic or version, or counts and lengths over the limits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raw = encode(Frame(Op.PUSH, {}, [np.zeros(1000, np.float32)]))
+    >>> parse_header(raw[:HEADER.size], DEFAULT_MAX_FRAME_BYTES).body_len
+    4024
+    >>> parse_header(raw[:HEADER.size], max_frame_bytes=1024)
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.ProtocolError: frame body of 4024 bytes exceeds the limit of 1024
+    """
     if len(raw) != HEADER.size:
         raise ProtocolError(f"truncated header: {len(raw)} of {HEADER.size} bytes")
     magic, version, op, status, n_arrays, meta_len, request_id, body_len = HEADER.unpack(raw)
@@ -174,6 +231,17 @@ def parse_header(raw: bytes | memoryview, max_frame_bytes: int) -> Header:
 
 
 def parse_meta(raw: bytes | memoryview) -> dict[str, Any]:
+    """The meta block as a dict (trailing padding ignored); :class:`ProtocolError` unless a JSON object.
+
+    Examples
+    --------
+    >>> parse_meta(b'{"table":"w"}' + bytes(3))
+    {'table': 'w'}
+    >>> parse_meta(b'[1, 2]')
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.ProtocolError: meta block must be a JSON object, got list
+    """
     try:
         meta = json.loads(bytes(raw).rstrip(b"\0") or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -184,7 +252,19 @@ def parse_meta(raw: bytes | memoryview) -> dict[str, Any]:
 
 
 def parse_body(body: bytearray | bytes | memoryview | np.ndarray, n_arrays: int) -> list[np.ndarray]:
-    """View each array of ``body`` without copying; reject any inconsistency."""
+    """View each array of ``body`` without copying; reject any inconsistency.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raw = encode(Frame(Op.PUSH, {}, [np.arange(2), np.ones((2, 3), np.float32)]))
+    >>> [a.shape for a in parse_body(raw[HEADER.size + 8:], 2)]        # after the header and meta
+    [(2,), (2, 3)]
+    >>> parse_body(raw[HEADER.size + 8:-8], 2)
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.ProtocolError: array 1: 24 data bytes run past the end of the frame
+    """
     arrays = []
     offset = 0
     view = memoryview(body)
@@ -209,7 +289,14 @@ def parse_body(body: bytearray | bytes | memoryview | np.ndarray, n_arrays: int)
 
 
 def decode(raw: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
-    """Parse one complete frame held in memory (the inverse of :func:`encode`)."""
+    """Parse one complete frame held in memory (the inverse of :func:`encode`).
+
+    Examples
+    --------
+    >>> frame = decode(encode(Frame(Op.DESCRIBE_TABLE, {"table": "w"}, request_id=7)))
+    >>> frame.op, frame.meta, frame.request_id
+    (<Op.DESCRIBE_TABLE: 12>, {'table': 'w'}, 7)
+    """
     header = parse_header(memoryview(raw)[: HEADER.size], max_frame_bytes)
     meta_end = HEADER.size + header.meta_len + _pad(header.meta_len)
     if len(raw) != meta_end + header.body_len:
@@ -251,6 +338,18 @@ def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
     Raises ``EOFError`` on a clean close between frames, :class:`ProtocolError`
     on anything malformed (the caller then drops the connection, since the
     stream can no longer be resynchronised).
+
+    Examples
+    --------
+    >>> import socket
+    >>> a, b = socket.socketpair()
+    >>> write_frame(a, Frame(Op.PING, {"n": 1})); a.close()
+    >>> read_frame(b).meta
+    {'n': 1}
+    >>> read_frame(b)
+    Traceback (most recent call last):
+    ...
+    EOFError: peer closed the connection
     """
     header = parse_header(_recv_exact(sock, HEADER.size), max_frame_bytes)
     meta_raw = _recv_exact(sock, header.meta_len + _pad(header.meta_len))
@@ -259,7 +358,16 @@ def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
 
 
 def write_frame(sock: socket.socket, frame: Frame) -> None:
-    """Send ``frame`` with scatter-gather I/O, resuming after partial sends."""
+    """Send ``frame`` with scatter-gather I/O, resuming after partial sends.
+
+    Examples
+    --------
+    >>> import numpy as np, socket
+    >>> a, b = socket.socketpair()
+    >>> write_frame(a, Frame(Op.PULL, {"table": "w"}, [np.array([3, 5])]))
+    >>> read_frame(b).arrays[0].tolist()
+    [3, 5]
+    """
     pending = [memoryview(b).cast("B") for b in frame_buffers(frame)]
     while pending:
         sent = sock.sendmsg(pending[:64])
@@ -276,7 +384,13 @@ def write_frame(sock: socket.socket, frame: Frame) -> None:
 
 
 def error_frame(op: int, exc: BaseException, request_id: int = 0) -> Frame:
-    """The reply that reports ``exc`` to the peer (kind + message, no traceback)."""
+    """The reply that reports ``exc`` to the peer (kind + message, no traceback).
+
+    Examples
+    --------
+    >>> error_frame(Op.PULL, KeyError("unknown table 'w'"), request_id=4).meta
+    {'error': "unknown table 'w'", 'kind': 'KeyError'}
+    """
     try:
         op = Op(op)
     except ValueError:

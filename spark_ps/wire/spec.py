@@ -169,11 +169,29 @@ class TableSpec:
         return cls(spec, hyper={**(hyper or {}), **extra_hyper}, init_params=init_params, **own)
 
     def with_hyper(self, **updates: float) -> TableSpec:
-        """This spec with some hyper-parameters set (validated again)."""
+        """This spec with some hyper-parameters set (validated again).
+
+        Examples
+        --------
+        >>> spec = TableSpec("w", optimizer="ftrl", hyper={"alpha": 0.1})
+        >>> spec.with_hyper(l1=4.0, alpha=0.5).hyper
+        mappingproxy({'alpha': 0.5, 'l1': 4.0})
+        >>> spec.with_hyper(l1=float("nan"))
+        Traceback (most recent call last):
+        ...
+        ValueError: table 'w': hyper-parameter 'l1' must be a finite number, got nan
+        """
         return dataclasses.replace(self, hyper={**self.hyper, **updates})
 
     def to_meta(self) -> dict[str, Any]:
-        """The spec as a JSON-ready dict (a CREATE_TABLE request's metadata)."""
+        """The spec as a JSON-ready dict (a CREATE_TABLE request's metadata).
+
+        Examples
+        --------
+        >>> TableSpec("w", optimizer="sgd", hyper={"lr": 0.1}, unpenalised_keys=[-1]).to_meta()
+        {'table': 'w', 'width': 1, 'optimizer': 'sgd', 'hyper': {'lr': 0.1}, 'init': 'zeros',
+         'init_params': {}, 'dim': None, 'unpenalised_keys': [-1]}
+        """
         return {"table": self.name, "width": self.width, "optimizer": self.optimizer, "hyper": dict(self.hyper),
                 "init": self.init, "init_params": dict(self.init_params), "dim": self.dim,
                 "unpenalised_keys": list(self.unpenalised_keys)}
@@ -186,6 +204,15 @@ class TableSpec:
         ------
         ValueError
             For a missing name, an unknown field or an invalid value.
+
+        Examples
+        --------
+        >>> TableSpec.from_meta({"table": "w", "width": 2, "optimizer": "adagrad"})
+        TableSpec(name='w', width=2, optimizer='adagrad', hyper=mappingproxy({}), init='zeros', ...)
+        >>> TableSpec.from_meta({"table": "w", "widht": 2})
+        Traceback (most recent call last):
+        ...
+        ValueError: table spec has unknown field(s) widht
         """
         known = {"table", "width", "optimizer", "hyper", "init", "init_params", "dim", "unpenalised_keys"}
         unknown = sorted(set(meta) - known)
