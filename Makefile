@@ -5,7 +5,8 @@
 #   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
 #   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)
-#   make bench     build, then the head-to-head with MLlib (python -m bench.mllib)
+#   make bench     build, then the head-to-head with MLlib (python -m bench.mllib), then bench-sweeps
+#   make bench-sweeps  build, then the tuning sweeps moved out of make test (python -m bench.sweeps)
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
 SHELL := bash
@@ -31,7 +32,7 @@ JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
 DELTA_VERSION := 4.0.0
 DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
 
-.PHONY: venv plugin jars build test demo smoke bench-ps bench clean distclean
+.PHONY: venv plugin jars build lint test test-stream demo smoke bench-ps bench bench-sweeps clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -64,8 +65,19 @@ build: venv plugin jars
 
 # pytest exits 5 when it collected nothing: that means the suite went missing, so fail.
 # spark_ps: the package's docstring examples (collected by the root conftest.py).
-test: build
-	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q || rc=$$?; \
+# Lint first: a style error fails the build before the ten minutes of tests.
+LINT_PATHS := spark_ps tests integration jobs bench conftest.py
+lint: venv
+	$(VPY) -m ruff check $(LINT_PATHS)
+
+test: build lint
+	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q -m "not stream" || rc=$$?; \
+	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
+	exit "$$rc"
+
+# Streaming fault tests: drivers in their own processes, SIGKILLed and restarted (several minutes).
+test-stream: build
+	rc=0; $(VPY) -m pytest integration -x -q -m stream || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
@@ -92,6 +104,12 @@ BENCH_ARGS ?=
 bench: build
 	$(VPY) -m bench.mllib --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) \
 		--masters '$(BENCH_MASTERS)' --timeout 600 $(BENCH_ARGS)
+	$(VPY) -m bench.sweeps
+
+# The full regParam x numEpochs sweeps under CrossValidator / TrainValidationSplit
+# (make test runs two Param maps of each); a few minutes.
+bench-sweeps: build
+	$(VPY) -m bench.sweeps
 
 clean:
 	rm -rf build $(JARS_DIR) .pytest_cache integration/out bench/out spark-warehouse metastore_db derby.log

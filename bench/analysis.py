@@ -21,8 +21,20 @@ import os
 import re
 import statistics
 
-from bench.records import (MLLIB, NOT_RUN, OK, PS, Cell, CheckCell, PSParams, Results, RunRecord, Speedup,
-                           TargetCheck, Throughput)
+from bench.records import (
+    MLLIB,
+    NOT_RUN,
+    OK,
+    PS,
+    Cell,
+    CheckCell,
+    PSParams,
+    Results,
+    RunRecord,
+    Speedup,
+    TargetCheck,
+    Throughput,
+)
 
 # The targets.
 SPEEDUP_TARGETS = {18: 3.0, 22: 10.0}

@@ -27,9 +27,9 @@ import sys
 import time
 import traceback
 
+from bench.config import ChildConfig
 from bench.logs import error_summary, executor_log_tails
 from bench.probes import EpochLog, PeakSampler, stage_totals, tree_cpu_seconds, vm_hwm_mb
-from bench.config import ChildConfig
 from bench.records import ERROR, MLLIB, OK, OOM, PS, ChildResult, MLlibParams, PSParams
 
 OOM_MARKER = "java.lang.OutOfMemoryError"

@@ -34,11 +34,29 @@ import psutil
 from bench import DOC, ROOT, ctr_data, ctr_files
 from bench.analysis import is_complete, partitions_of, rollup_status
 from bench.child import oom_line, spark_ps_unavailable
+from bench.config import ChildConfig, DataPaths, Options
 from bench.logs import collect_executor_logs, log_tail
 from bench.plot import plot
-from bench.config import ChildConfig, DataPaths, Options
-from bench.records import (MLLIB, NOT_RUN, OK, OOM, PS, REF, SKIPPED, TIMEOUT, UNSUPPORTED, Cell, ChildResult, Meta,
-                           MLlibParams, PSParams, ReferenceRun, Results, RunRecord, params_items)
+from bench.records import (
+    MLLIB,
+    NOT_RUN,
+    OK,
+    OOM,
+    PS,
+    REF,
+    SKIPPED,
+    TIMEOUT,
+    UNSUPPORTED,
+    Cell,
+    ChildResult,
+    Meta,
+    MLlibParams,
+    PSParams,
+    ReferenceRun,
+    Results,
+    RunRecord,
+    params_items,
+)
 from bench.report import BEGIN, END, PLOT_NAME, format_run, markdown, write_section
 
 

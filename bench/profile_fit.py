@@ -32,7 +32,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from bench import OUT as BENCH_OUT, ROOT
+from bench import OUT as BENCH_OUT
+from bench import ROOT
 from bench.ctr_files import write_dataset
 
 OUT = BENCH_OUT / "profile_fit"
@@ -45,7 +46,7 @@ class _Node:
 
     seconds: float = 0.0
     calls: int = 0
-    children: dict[str, "_Node"] = dataclasses.field(default_factory=dict)
+    children: dict[str, _Node] = dataclasses.field(default_factory=dict)
 
 
 class CallTree:
@@ -209,8 +210,8 @@ def main() -> None:
 
     from sparkkit import start_ps_session
 
-    from spark_ps.spark.context import PSContext
     from spark_ps.ml.classification import LogisticRegression
+    from spark_ps.spark.context import PSContext
 
     paths = prepare_data(args.rows, args.test_rows, args.dim_log2, args.files)
     spark = start_ps_session("local[2]", "profile-fit", conf={

@@ -14,8 +14,16 @@ import os
 import pathlib
 
 from bench import DOC
-from bench.analysis import (RSS_BASE_D, THROUGHPUT_FRACTION, cells_expected, driver_rss, mllib_for, speedup,
-                            target_checks, throughput)
+from bench.analysis import (
+    RSS_BASE_D,
+    THROUGHPUT_FRACTION,
+    cells_expected,
+    driver_rss,
+    mllib_for,
+    speedup,
+    target_checks,
+    throughput,
+)
 from bench.logs import portable_paths
 from bench.records import MLLIB, NOT_RUN, OK, PS, REF, SKIPPED, Results, RunRecord, params_items
 

@@ -3,9 +3,11 @@
 ``local-cluster[2,1,1024]`` runs a standalone master and two workers inside the
 driver JVM, and each executor in its own JVM, so sidecars have distinct
 parents exactly as on a cluster. A Python process runs one SparkContext at
-a time, so the ``cluster_spark`` fixture (``conftest.py``) is module-scoped.
-Importing this module sets the environment the JVM reads when it starts, so
-``conftest.py`` imports it before any session exists.
+a time: the ``cluster_spark`` fixture (``conftest.py``) is the process's shared
+session (``sparkkit.SHARED``), and :func:`start_cluster_session` gives a test a
+session of its own after stopping the shared one. Importing this module sets
+the environment the JVM reads when it starts, so ``conftest.py`` imports it
+before any session exists.
 
 Executor stdout/stderr (where the sidecars log) land in the local-cluster
 workers' directory, ``$SPARK_HOME/work/<app-id>/<executor-id>/`` (Spark gives
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 import psutil
+from sparkkit import SHARED, new_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
 # and PySpark workers on this interpreter.
@@ -44,9 +47,12 @@ CLUSTER_CONF = {
 
 def start_cluster_session(app_name: str, master: str = CLUSTER_MASTER, conf: dict[str, str] | None = None,
                           **ps_options):
-    """A new ``local-cluster`` SparkSession with spark-ps and Delta, its sidecars registered.
+    """A ``local-cluster`` SparkSession of the caller's own, with spark-ps and Delta, its sidecars registered.
 
-    ``conf`` adds Spark settings; ``ps_options`` go to ``configure_spark_with_ps``.
+    Stops the process's shared session first (``sparkkit.SHARED.release()``; it
+    restarts when a fixture next asks for it) and refuses to run while any
+    other SparkContext is alive. ``conf`` adds Spark settings; ``ps_options``
+    go to ``configure_spark_with_ps``. Stop it with :func:`stop_cluster_session`.
 
     Returns only once every expected sidecar is in the driver's registry
     (``wait_for_servers``), so tests never race executor start-up.
@@ -57,20 +63,26 @@ def start_cluster_session(app_name: str, master: str = CLUSTER_MASTER, conf: dic
     >>> len(spark_ps.spark.registry.read_registry(spark))                # doctest: +SKIP
     2
     """
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
+    SHARED.release()
+    return _new_cluster_session(app_name, master, conf, **ps_options)
 
+
+def shared_cluster_session(*, failures=lambda: 0):
+    """The shared ``local-cluster[2,1,1024]`` session of ``integration/``, its 2 sidecars registered.
+
+    Its executors' logs are kept when it stops if a test failed while it ran
+    (``failures`` counts the failed tests).
+    """
+    return SHARED.get("cluster", lambda: _new_cluster_session("spark-ps-integration"),
+                      lambda spark, app_id, failed: stop_cluster_session(spark, app_id, keep_logs=failed),
+                      failures=failures)
+
+
+def _new_cluster_session(app_name: str, master: str = CLUSTER_MASTER, conf: dict[str, str] | None = None,
+                         **ps_options):
     from spark_ps.spark.registry import wait_for_servers
-    from spark_ps.spark.session import configure_spark_with_ps
 
-    active = SparkContext._active_spark_context
-    if active is not None:
-        raise RuntimeError(f"a SparkContext ({active.master}, app {active.appName!r}) is still running; "
-                           "Spark fixtures must stop their session when their module ends")
-    builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**CLUSTER_CONF, **(conf or {})}.items():
-        builder = builder.config(key, value)
-    spark = configure_spark_with_ps(builder, **ps_options).getOrCreate()
+    spark = new_session(master, app_name, {**CLUSTER_CONF, **(conf or {})}, **ps_options)
     try:
         wait_for_servers(spark, timeout=SESSION_TIMEOUT)
     except BaseException:

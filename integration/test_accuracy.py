@@ -5,11 +5,19 @@ For each data set, MLlib's LogisticRegression is fitted over a small grid
 and its best held-out AUC is the bar; our LogisticRegression with default
 Params (5 epochs) must come within 0.005 of it. Our FMClassifier must match
 or beat MLlib's FMClassifier (defaults) on a9a and iPinYou.
+
+The three data sets are read and cached once, for both tests. Then all of
+MLlib's fits (four LogisticRegressions per data set, the FMClassifiers) run
+side by side from driver threads: each is a chain of ~100 one-task jobs,
+mostly scheduling latency, and together they keep both executors busy. Ours
+run after them, one at a time: a fit is a barrier stage that needs every task
+slot at once.
 """
 
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pyspark.ml.classification import FMClassifier as MLlibFMClassifier
@@ -20,37 +28,70 @@ from real_data import DATASETS
 from spark_ps.ml.classification import FMClassifier, LogisticRegression
 
 GRID = list(itertools.product([1e-4, 1e-3], [True, False]))
+#: The issue asks FM parity on a9a and iPinYou; w8a is covered by the LR test.
+FM_DATASETS = {"a9a", "ipinyou"}
 
 
 def auc(predictions) -> float:
     return BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(predictions)
 
 
-@pytest.fixture(scope="module", params=sorted(DATASETS))
-def split(request, cluster_spark):
-    train, test = DATASETS[request.param](cluster_spark)
-    train, test = train.cache(), test.cache()
-    assert train.count() > 0 and test.count() > 0
-    yield request.param, train, test
-    train.unpersist()
-    test.unpersist()
+@pytest.fixture(scope="module")
+def splits(cluster_spark):
+    """``{name: (train, test)}``, cached."""
+    frames = {}
+    for name, load in sorted(DATASETS.items()):
+        train, test = load(cluster_spark)
+        train, test = train.cache(), test.cache()
+        assert train.count() > 0 and test.count() > 0
+        frames[name] = train, test
+    yield frames
+    for train, test in frames.values():
+        train.unpersist()
+        test.unpersist()
 
 
-def test_logistic_regression_auc_within_005_of_mllib_best(split):
-    name, train, test = split
+@pytest.fixture(scope="module")
+def mllib(splits):
+    """MLlib's held-out AUCs: ``{name: {"lr": {(regParam, standardization): auc}, "fm": auc or None}}``.
+
+    All fits run concurrently (Spark schedules jobs from several driver
+    threads side by side); each is the same fit it would be alone.
+    """
+    fits = {}
+    for name in splits:
+        for reg, std in GRID:
+            fits[name, "lr", reg, std] = MLlibLogisticRegression(regParam=reg, standardization=std, maxIter=100)
+        if name in FM_DATASETS:
+            fits[name, "fm"] = MLlibFMClassifier(seed=1)
+
+    def fit_and_score(key, estimator):
+        train, test = splits[key[0]]
+        return auc(estimator.fit(train).transform(test))
+
+    with ThreadPoolExecutor(max_workers=len(fits), thread_name_prefix="mllib") as pool:
+        futures = {key: pool.submit(fit_and_score, key, est) for key, est in fits.items()}
+        aucs = {key: future.result() for key, future in futures.items()}
+    return {name: {"lr": {key[2:]: value for key, value in aucs.items() if key[:2] == (name, "lr")},
+                   "fm": aucs.get((name, "fm"))} for name in splits}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_logistic_regression_auc_within_005_of_mllib_best(name, splits, mllib):
+    train, test = splits[name]
     ours = auc(LogisticRegression().fit(train).transform(test))
-    mllib = {(reg, std): auc(MLlibLogisticRegression(regParam=reg, standardization=std, maxIter=100)
-                                      .fit(train).transform(test)) for reg, std in GRID}
-    best = max(mllib.values())
-    print(f"{name}: spark-ps LR AUC {ours:.4f}, MLlib best {best:.4f} over {mllib}")
-    assert ours >= best - 0.005, f"{name}: ours {ours:.4f} vs MLlib best {best:.4f} ({mllib})"
+    grid = mllib[name]["lr"]
+    best = max(grid.values())
+    print(f"{name}: spark-ps LR AUC {ours:.4f}, MLlib best {best:.4f} over {grid}")
+    assert ours >= best - 0.005, f"{name}: ours {ours:.4f} vs MLlib best {best:.4f} ({grid})"
 
 
-def test_fm_classifier_matches_or_beats_mllib(split):
-    name, train, test = split
-    if name == "w8a":
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_fm_classifier_matches_or_beats_mllib(name, splits, mllib):
+    if name not in FM_DATASETS:
         pytest.skip("the issue asks FM parity on a9a and iPinYou; w8a is covered by the LR test")
+    train, test = splits[name]
     ours = auc(FMClassifier(seed=1).fit(train).transform(test))
-    mllib = auc(MLlibFMClassifier(seed=1).fit(train).transform(test))
-    print(f"{name}: spark-ps FM AUC {ours:.4f}, MLlib FM {mllib:.4f}")
-    assert ours >= mllib - 1e-3, f"{name}: ours {ours:.4f} vs MLlib FM {mllib:.4f}"
+    theirs = mllib[name]["fm"]
+    print(f"{name}: spark-ps FM AUC {ours:.4f}, MLlib FM {theirs:.4f}")
+    assert ours >= theirs - 1e-3, f"{name}: ours {ours:.4f} vs MLlib FM {theirs:.4f}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psutil
 import pytest
-
 from clusterkit import CLUSTER_EXECUTORS, executor_jvms
+
 from spark_ps.spark.registry import app_secret, expected_server_count, read_registry
 
 pytestmark = pytest.mark.cluster

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
-from spark_ps.server.tcp import ShardServer  # noqa: E402
+from spark_ps.server.tcp import ShardServer
 
 SECRET = b"test-secret-0123456789"
 

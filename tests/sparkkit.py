@@ -1,15 +1,33 @@
-"""Helpers for the fast tests: local-mode Spark sessions with spark-ps and Delta.
+"""Helpers for the tests: the process's shared Spark session, and sessions of a test's own.
+
+A Python process runs one SparkContext at a time, and starting one costs
+5-20 s on two cores, so the tests share: :data:`SHARED` holds at most one
+running session, started lazily by the fixtures ``local_spark`` (a ``local[2]``
+session for ``tests/``, ``conftest.py``) and ``cluster_spark`` (a
+``local-cluster[2,1,1024]`` one for ``integration/``). Asking for one kind
+stops the other; each directory's ``conftest.py`` stops its kind once the run
+leaves the directory, and at the end of the run.
+
+A test that needs a session of its own (other plugin options, a fresh
+application, a killed executor) starts it with :func:`start_ps_session` (or
+``clusterkit.start_cluster_session``), which stops the shared session first,
+and stops its own when done; the shared one restarts at the next fixture that
+asks for it. A test that stops the shared session itself says so with
+``SHARED.release()``.
 
 Importing this module sets the environment the JVM reads when it starts
 (loopback only, PySpark workers on this interpreter), so ``conftest.py``
 imports it before any session exists. Import helpers from here, not from
-``conftest`` (``integration/`` has a ``conftest`` module too).
+``conftest`` (``integration/`` has a ``conftest`` module too); ``tests/`` and
+``integration/`` are both on ``sys.path`` (``pythonpath`` in ``pyproject.toml``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -23,31 +41,143 @@ TEST_CONF = {
     "spark.databricks.delta.snapshotPartitions": "2",
 }
 
+LOCAL_MASTER = "local[2]"
 
-def start_ps_session(master: str, app_name: str, conf: dict[str, str] | None = None, **ps_options):
-    """A new SparkSession with the spark-ps plugin and Delta.
 
-    ``conf`` adds Spark settings; ``ps_options`` go to ``configure_spark_with_ps``
-    (``servers_per_executor``, ``python``, ``startup_timeout``, ...). Refuses to
-    run while another SparkContext is alive, since ``getOrCreate()`` would
-    return that one instead.
+@dataclass
+class _Running:
+    kind: str
+    spark: object
+    app_id: str
+    stop: Callable[[object, str, bool], None]
+    failures: Callable[[], int]
+    failures_at_start: int
+
+
+class SharedSessions:
+    """The one shared SparkSession of this process: started lazily, stopped on demand.
+
+    ``get(kind, start, stop)`` returns the running shared session of that kind,
+    starting it (``start()``) if none runs, if the one running is of another
+    kind (stopped first), or if a test stopped it. ``release()`` stops it;
+    ``stop(spark, app_id, failed)`` is told whether a test failed while it ran
+    (``failures`` counts them), e.g. to keep the executors' logs.
 
     Examples
     --------
-    >>> spark = start_ps_session("local[2]", "doc")                # doctest: +SKIP
-    >>> spark.sparkContext.master                                  # doctest: +SKIP
-    'local[2]'
+    >>> spark = SHARED.get("local", start, stop)                   # doctest: +SKIP
+    >>> SHARED.get("local", start, stop) is spark                  # doctest: +SKIP
+    True
+    >>> SHARED.release()  # before a session of a test's own      # doctest: +SKIP
     """
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
 
-    from spark_ps.spark.session import configure_spark_with_ps
+    def __init__(self) -> None:
+        self._running: _Running | None = None
+
+    def get(self, kind: str, start: Callable[[], object], stop: Callable[[object, str, bool], None], *,
+            failures: Callable[[], int] = lambda: 0):
+        running = self._running
+        if running is not None and (running.kind != kind or not is_running(running.spark)):
+            self.release()
+        if self._running is None:
+            failures_at_start = failures()
+            spark = start()
+            self._running = _Running(kind, spark, spark.sparkContext.applicationId, stop, failures,
+                                     failures_at_start)
+        return self._running.spark
+
+    @property
+    def kind(self) -> str | None:
+        """The kind of the shared session that runs, if any."""
+        return self._running.kind if self._running is not None else None
+
+    def release(self) -> None:
+        """Stop the shared session, if one was started (stopping it again is harmless)."""
+        running, self._running = self._running, None
+        if running is not None:
+            running.stop(running.spark, running.app_id, running.failures() > running.failures_at_start)
+
+
+#: The process's shared session (one per process, whichever directory's tests run).
+SHARED = SharedSessions()
+
+
+def is_running(spark) -> bool:
+    """Whether ``spark`` is the process's live SparkContext (not stopped, not replaced)."""
+    from pyspark import SparkContext
+
+    sc = spark.sparkContext
+    return sc._jsc is not None and SparkContext._active_spark_context is sc
+
+
+def require_no_spark_context() -> None:
+    """Raise if a SparkContext is alive: ``getOrCreate()`` would return it whatever master we ask for."""
+    from pyspark import SparkContext
 
     active = SparkContext._active_spark_context
     if active is not None:
         raise RuntimeError(f"a SparkContext ({active.master}, app {active.appName!r}) is still running; "
-                           "Spark fixtures must stop their session when their module ends")
+                           "a test that starts its own session must stop it when done")
+
+
+def new_session(master: str, app_name: str, conf: dict[str, str], **ps_options):
+    """A SparkSession with the spark-ps plugin and Delta; refuses while any SparkContext is alive."""
+    from pyspark.sql import SparkSession
+
+    from spark_ps.spark.session import configure_spark_with_ps
+
+    require_no_spark_context()
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**TEST_CONF, **(conf or {})}.items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     return configure_spark_with_ps(builder, **ps_options).getOrCreate()
+
+
+def start_ps_session(master: str, app_name: str, conf: dict[str, str] | None = None, **ps_options):
+    """A session of the caller's own, with the spark-ps plugin and Delta; the caller stops it.
+
+    Stops the shared session first (``SHARED.release()``; it restarts when a
+    fixture next asks for it), then refuses to run while any other
+    SparkContext is alive, since ``getOrCreate()`` would return that one.
+    ``conf`` adds Spark settings to :data:`TEST_CONF`; ``ps_options`` go to
+    ``configure_spark_with_ps`` (``servers_per_executor``, ``python``,
+    ``startup_timeout``, ...).
+
+    Examples
+    --------
+    >>> spark = start_ps_session("local[1]", "doc", servers_per_executor=2)  # doctest: +SKIP
+    >>> spark.sparkContext.master                                  # doctest: +SKIP
+    'local[1]'
+    >>> spark.stop()                                               # doctest: +SKIP
+    """
+    SHARED.release()
+    return new_session(master, app_name, {**TEST_CONF, **(conf or {})}, **ps_options)
+
+
+def shared_local_session(checkpoint_dir: str | os.PathLike, *, failures: Callable[[], int] = lambda: 0):
+    """The shared ``local[2]`` session of ``tests/`` (one sidecar, on executor ``driver``).
+
+    Fitted weights go under ``checkpoint_dir`` (``spark.ps.checkpointDir``);
+    used only when the session starts. Console progress bars are off.
+    """
+    conf = {**TEST_CONF, "spark.ui.showConsoleProgress": "false", "spark.ps.checkpointDir": str(checkpoint_dir)}
+    return SHARED.get("local", lambda: new_session(LOCAL_MASTER, "spark-ps-tests", conf),
+                      lambda spark, _app_id, _failed: spark.stop(), failures=failures)
+
+
+def shared_session_users_last(items: list, directory, fixture: str) -> None:
+    """Reorder ``items`` in place: under ``directory``, the modules that use ``fixture`` run after the others.
+
+    A module that starts sessions of its own stops the shared one, which the
+    next module using it must start again; run those modules first and the
+    shared session starts once. Each module's items stay together and in
+    order, and so do the modules of each group; items elsewhere keep their places.
+    """
+    positions = [i for i, item in enumerate(items) if directory in item.path.parents]
+    modules: dict = {}
+    for i in positions:
+        modules.setdefault(items[i].path, []).append(items[i])
+    uses = {path: any(fixture in item.fixturenames for item in group) for path, group in modules.items()}
+    ordered = [item for path in sorted(modules, key=lambda p: uses[p]) for item in modules[path]]
+    for i, item in zip(positions, ordered):
+        items[i] = item

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from shardkit import SECRET, ShardCluster, shards  # noqa: F401  (fixture)
 
 from spark_ps.client.client import PSClient
-from spark_ps.errors import AuthenticationError, PSConnectionError, ProtocolError, RemoteError
-from spark_ps.wire.protocol import Frame, Op, Status, encode, read_frame, write_frame
+from spark_ps.errors import AuthenticationError, ProtocolError, PSConnectionError, RemoteError
 from spark_ps.wire.auth import authenticate_to_server
+from spark_ps.wire.protocol import Frame, Op, Status, encode, read_frame, write_frame
 
 
 def send_then_half_close(sock, data: bytes) -> None:

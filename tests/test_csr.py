@@ -9,8 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_ps.errors import MissingColumnError
-from spark_ps.ml.csr import (VECTOR_ARROW_TYPE, CSRBatch, labels_to_array,
-                             record_batch_to_csr, vectors_to_csr, weights_to_array)
+from spark_ps.ml.csr import (
+    VECTOR_ARROW_TYPE,
+    CSRBatch,
+    labels_to_array,
+    record_batch_to_csr,
+    vectors_to_csr,
+    weights_to_array,
+)
 
 
 def sparse(size, indices, values):
@@ -229,16 +235,16 @@ def test_csr_batch_validation(args, message):
 # --------------------------------------------------------------------------- real Spark layout
 
 
-@pytest.fixture(scope="module")
-def spark():
-    # Through the shared helper, never a plain builder: the first session of a
-    # process fixes the driver JVM's classpath, and later modules need the plugin on it.
-    from sparkkit import start_ps_session
-    session = start_ps_session("local[1]", "spark-ps-test-csr", conf={
-        "spark.sql.shuffle.partitions": "1",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "4"})
-    yield session
-    session.stop()
+@pytest.fixture
+def spark(local_spark):
+    """The shared session, with Arrow batches of 4 rows while the test runs (a runtime SQL setting)."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = local_spark.conf.get(key)
+    local_spark.conf.set(key, "4")
+    try:
+        yield local_spark
+    finally:
+        local_spark.conf.set(key, before)
 
 
 def test_real_mapinarrow_layout(spark):

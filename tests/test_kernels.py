@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from spark_ps.ml.csr import CSRBatch
-from spark_ps.ml.kernels import (fm_forward, grad_fm, grad_linear, logistic_loss_and_dmargin, margins_linear,
-                                 sigmoid, squared_loss_and_dmargin)
+from spark_ps.ml.kernels import (
+    fm_forward,
+    grad_fm,
+    grad_linear,
+    logistic_loss_and_dmargin,
+    margins_linear,
+    sigmoid,
+    squared_loss_and_dmargin,
+)
 
 
 def random_batch(rng, n=12, d=15, max_nnz=6, repeats_in_row=True, weighted=False, binary=True):

@@ -21,10 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from mlapikit import (
+    A9A_DIM,
+    CASES,
+    PS_KWARGS,
+    SHARED_KWARGS,
+    a9a_rows,
+    auc,
+    fm_margin,
+    log_loss,
+    regression_rows,
+    session_conf,
+)
 from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vectors
-
-from mlapikit import (A9A_DIM, CASES, PS_KWARGS, SHARED_KWARGS, a9a_rows, auc, fm_margin, log_loss,
-                      regression_rows, session_conf)
 from sparkkit import start_ps_session
 from test_ml_api_params import sample_value  # the non-default value a setter is tried with
 

@@ -15,9 +15,8 @@ import inspect
 import re
 
 import pytest
-from pyspark.ml.linalg import Matrices, Vectors
-
 from mlapikit import A9A_DIM, CASES, a9a_rows, regression_rows
+from pyspark.ml.linalg import Matrices, Vectors
 
 
 @pytest.fixture(scope="module")

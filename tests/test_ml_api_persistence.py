@@ -16,26 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlapikit import CASES, PS_KWARGS, SHARED_KWARGS, a9a_rows, regression_rows
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import StandardScaler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
 
-from mlapikit import CASES, PS_KWARGS, SHARED_KWARGS, a9a_rows, regression_rows, session_conf
-from sparkkit import start_ps_session
-
 FRESH_SESSION_SCRIPT = Path(__file__).resolve().parent / "ml_fresh_session_load.py"
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    session = start_ps_session("local[2]", "spark-ps-ml-persistence",
-                               conf=session_conf(tmp_path_factory.mktemp("ckpt")))
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        yield session
-    finally:
-        session.stop()
+def spark(local_spark):
+    """The shared local session (its fits write under a temporary ``spark.ps.checkpointDir``), quiet."""
+    local_spark.sparkContext.setLogLevel("ERROR")
+    return local_spark
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +104,7 @@ def test_save_and_load_round_trip(models, saved, name):
     # Like MLlib: a loaded model has no training summary, but evaluates.
     assert model.hasSummary and not loaded.hasSummary
     with pytest.raises(RuntimeError, match="summary"):
-        loaded.summary() if name == "FMClassifier" else loaded.summary  # noqa: B018
+        loaded.summary() if name == "FMClassifier" else loaded.summary
     if name != "LinearRegression":
         assert loaded.evaluate(df).areaUnderROC == pytest.approx(model.evaluate(df).areaUnderROC, abs=1e-12)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import psutil
+from sparkkit import start_ps_session
 
 from spark_ps.spark.registry import expected_server_count, read_registry, wait_for_servers
-from sparkkit import start_ps_session
 
 
 def test_two_sidecars_per_executor_get_distinct_indices_and_ports():

@@ -9,7 +9,6 @@ import psutil
 import pytest
 from py4j.protocol import Py4JJavaError
 from pyspark import SparkContext
-
 from sparkkit import start_ps_session
 
 

@@ -12,8 +12,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from spark_ps.errors import ProtocolError
-from spark_ps.wire.protocol import (DESCRIPTOR, HEADER, MAGIC, Frame, Op, Status, decode, encode,
-                               parse_body, read_frame, write_frame)
+from spark_ps.wire.protocol import (
+    DESCRIPTOR,
+    HEADER,
+    MAGIC,
+    Frame,
+    Op,
+    Status,
+    decode,
+    encode,
+    parse_body,
+    read_frame,
+    write_frame,
+)
 
 wire_dtypes = st.sampled_from([np.int64, np.float32, np.float64, np.uint8, np.int32])
 wire_shapes = st.tuples(st.integers(0, 20)) | st.tuples(st.integers(0, 20), st.integers(1, 9))

@@ -8,11 +8,11 @@ from pathlib import Path
 import psutil
 import pytest
 from pyspark.sql import SparkSession
+from sparkkit import SHARED
 
-from spark_ps.spark import session
 from spark_ps.errors import PluginNotRunningError
-from spark_ps.spark.registry import (ServerInfo, app_secret, expected_server_count,
-                               read_registry, wait_for_servers)
+from spark_ps.spark import session
+from spark_ps.spark.registry import ServerInfo, app_secret, expected_server_count, read_registry, wait_for_servers
 from spark_ps.spark.session import configure_spark_with_ps, delta_jar_paths, plugin_jar_path
 
 
@@ -164,7 +164,8 @@ def test_local_mode_starts_one_sidecar_in_the_driver_jvm(local_spark):
 
 def test_registry_errors_clearly_once_the_plugin_stopped(local_spark):
     sidecar = psutil.Process(read_registry(local_spark)[0].pid)
-    local_spark.stop()  # the fixture's own stop is then a no-op; this test must stay last
+    # Stops the shared session (the next module's local_spark starts a new one); this test must stay last.
+    SHARED.release()
     with pytest.raises(PluginNotRunningError, match="spark.plugins=io.sparkps.PSPlugin"):
         read_registry(local_spark)
     _, alive = psutil.wait_procs([sidecar], timeout=30)

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from spark_ps.client.connection import ShardConnection
-from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
-from spark_ps.wire.spec import TableSpec
 from spark_ps.client.slicer import shard_of, slice_keys
 from spark_ps.native.keys import as_keys, is_sorted_unique
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
+from spark_ps.wire.spec import TableSpec
 
 #: Keys per request. Keeps every frame (and the shard's working set for one
 #: request) bounded, whatever the caller passes in.
@@ -113,7 +113,7 @@ class PSClient:
         self.max_frame_bytes = state["max_frame_bytes"]
         self._open()
 
-    def __enter__(self) -> "PSClient":
+    def __enter__(self) -> PSClient:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -7,8 +7,8 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from spark_ps.errors import AuthenticationError, ProtocolError, PSConnectionError, remote_error
 from spark_ps.wire.auth import authenticate_to_server
-from spark_ps.errors import AuthenticationError, PSConnectionError, ProtocolError, remote_error
 from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Status, read_frame, write_frame
 
 

@@ -60,7 +60,7 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
 
     # --- hooks -------------------------------------------------------------
     @classmethod
-    def _model_class(cls) -> type["_PSModel"]:
+    def _model_class(cls) -> type[_PSModel]:
         """The public model class this estimator fits."""
         raise NotImplementedError
 
@@ -123,7 +123,7 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
     def _num_epochs(self) -> int:
         return max(1, min(self.getNumEpochs(), self.getMaxIter()))
 
-    def _fit(self, dataset: DataFrame) -> "_PSModel":
+    def _fit(self, dataset: DataFrame) -> _PSModel:
         self._validate_params()
         spark = dataset.sparkSession
         weight_col = self._weight_col()

@@ -226,29 +226,29 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
         self.setParams(**self._input_kwargs)
 
     @classmethod
-    def _model_class(cls) -> type["LogisticRegressionModel"]:
+    def _model_class(cls) -> type[LogisticRegressionModel]:
         return LogisticRegressionModel
 
     @keyword_only
-    def setParams(self, **kwargs: Any) -> "LogisticRegression":
+    def setParams(self, **kwargs: Any) -> LogisticRegression:
         """Set any of the constructor's Params; returns ``self``."""
         self._set(**{k: v for k, v in kwargs.items() if v is not None})
         self._checkThresholdConsistency()
         return self
 
-    def setFamily(self, value: str) -> "LogisticRegression":
+    def setFamily(self, value: str) -> LogisticRegression:
         return self._set(family=value)
 
-    def setLowerBoundsOnCoefficients(self, value: DenseMatrix) -> "LogisticRegression":
+    def setLowerBoundsOnCoefficients(self, value: DenseMatrix) -> LogisticRegression:
         return self._set(lowerBoundsOnCoefficients=value)
 
-    def setUpperBoundsOnCoefficients(self, value: DenseMatrix) -> "LogisticRegression":
+    def setUpperBoundsOnCoefficients(self, value: DenseMatrix) -> LogisticRegression:
         return self._set(upperBoundsOnCoefficients=value)
 
-    def setLowerBoundsOnIntercepts(self, value: Vector) -> "LogisticRegression":
+    def setLowerBoundsOnIntercepts(self, value: Vector) -> LogisticRegression:
         return self._set(lowerBoundsOnIntercepts=value)
 
-    def setUpperBoundsOnIntercepts(self, value: Vector) -> "LogisticRegression":
+    def setUpperBoundsOnIntercepts(self, value: Vector) -> LogisticRegression:
         return self._set(upperBoundsOnIntercepts=value)
 
     @staticmethod
@@ -278,12 +278,12 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
 class LogisticRegressionModel(_BinaryClassificationModel, _LogisticRegressionPSParams):
     """Model fitted by :class:`LogisticRegression`; scores through the shards, persists to Delta."""
 
-    def setThreshold(self, value: float) -> "LogisticRegressionModel":
+    def setThreshold(self, value: float) -> LogisticRegressionModel:
         self._set(threshold=value)
         self.clear(self.thresholds)
         return self
 
-    def setThresholds(self, value: list[float]) -> "LogisticRegressionModel":
+    def setThresholds(self, value: list[float]) -> LogisticRegressionModel:
         self._set(thresholds=value)
         self.clear(self.threshold)
         return self
@@ -354,28 +354,28 @@ class FMClassifier(_PSEstimator, _FMClassifierPSParams):
         self.setParams(**self._input_kwargs)
 
     @classmethod
-    def _model_class(cls) -> type["FMClassificationModel"]:
+    def _model_class(cls) -> type[FMClassificationModel]:
         return FMClassificationModel
 
     @keyword_only
-    def setParams(self, **kwargs: Any) -> "FMClassifier":
+    def setParams(self, **kwargs: Any) -> FMClassifier:
         """Set any of the constructor's Params; returns ``self``."""
         self._set(**{k: v for k, v in kwargs.items() if v is not None})
         return self
 
-    def setFactorSize(self, value: int) -> "FMClassifier":
+    def setFactorSize(self, value: int) -> FMClassifier:
         return self._set(factorSize=value)
 
-    def setFitLinear(self, value: bool) -> "FMClassifier":
+    def setFitLinear(self, value: bool) -> FMClassifier:
         return self._set(fitLinear=value)
 
-    def setMiniBatchFraction(self, value: float) -> "FMClassifier":
+    def setMiniBatchFraction(self, value: float) -> FMClassifier:
         return self._set(miniBatchFraction=value)
 
-    def setInitStd(self, value: float) -> "FMClassifier":
+    def setInitStd(self, value: float) -> FMClassifier:
         return self._set(initStd=value)
 
-    def setThresholds(self, value: list[float]) -> "FMClassifier":
+    def setThresholds(self, value: list[float]) -> FMClassifier:
         return self._set(thresholds=value)
 
     def _table_init(self) -> dict[str, Any]:
@@ -403,7 +403,7 @@ class FMClassifier(_PSEstimator, _FMClassifierPSParams):
 class FMClassificationModel(_BinaryClassificationModel, _FMClassifierPSParams):
     """Model fitted by :class:`FMClassifier`."""
 
-    def setThresholds(self, value: list[float]) -> "FMClassificationModel":
+    def setThresholds(self, value: list[float]) -> FMClassificationModel:
         return self._set(thresholds=value)
 
     def summary(self) -> BinaryClassificationSummary:

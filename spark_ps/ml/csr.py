@@ -28,8 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from spark_ps.errors import MissingColumnError
-from spark_ps.ml.csrcolumns import (VECTOR_ARROW_TYPE, concat_csr, labels_to_array, vectors_to_csr,
-                                    weights_to_array)
+from spark_ps.ml.csrcolumns import VECTOR_ARROW_TYPE, concat_csr, labels_to_array, vectors_to_csr, weights_to_array
 
 __all__ = ["CSRBatch", "MissingColumnError", "VECTOR_ARROW_TYPE", "labels_to_array", "record_batch_to_csr",
            "vectors_to_csr", "weights_to_array"]

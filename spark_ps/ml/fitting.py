@@ -32,8 +32,14 @@ from spark_ps.client.collectives import AllReduce, Barrier, Counter
 from spark_ps.errors import MissingColumnError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
-from spark_ps.ml.training import (EPOCH_FIELDS, TASK_RESULT_SCHEMA, TOTALS_FIELDS, DataDependence, TrainSpec,
-                                  make_train_fn)
+from spark_ps.ml.training import (
+    EPOCH_FIELDS,
+    TASK_RESULT_SCHEMA,
+    TOTALS_FIELDS,
+    DataDependence,
+    TrainSpec,
+    make_train_fn,
+)
 from spark_ps.spark.context import PSContext
 from spark_ps.wire.spec import TableSpec
 
@@ -72,7 +78,7 @@ def require_columns(dataset: DataFrame, **columns: str | None) -> None:
     >>> require_columns(df, label="label", features="features")
     Traceback (most recent call last):
     ...
-    spark_ps.errors.MissingColumnError: features column 'features' not found in the DataFrame; available columns: ['label']
+    spark_ps.errors.MissingColumnError: features column 'features' not found in the DataFrame; ...
     """
     available = dataset.columns
     for role, name in columns.items():

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spark_ps.native.factorize import sorted_unique_inverse
 from spark_ps.ml import kernels
 from spark_ps.ml.csr import CSRBatch
+from spark_ps.native.factorize import sorted_unique_inverse
 
 #: Key of the intercept row. Feature keys are vector indices (>= 0), so -1
 #: never collides, and it sorts first, keeping pulled keys sorted and unique.

@@ -84,19 +84,19 @@ class LinearRegression(_PSEstimator, _LinearRegressionPSParams):
         self.setParams(**self._input_kwargs)
 
     @classmethod
-    def _model_class(cls) -> type["LinearRegressionModel"]:
+    def _model_class(cls) -> type[LinearRegressionModel]:
         return LinearRegressionModel
 
     @keyword_only
-    def setParams(self, **kwargs: Any) -> "LinearRegression":
+    def setParams(self, **kwargs: Any) -> LinearRegression:
         """Set any of the constructor's Params; returns ``self``."""
         self._set(**{k: v for k, v in kwargs.items() if v is not None})
         return self
 
-    def setLoss(self, value: str) -> "LinearRegression":
+    def setLoss(self, value: str) -> LinearRegression:
         return self._set(loss=value)
 
-    def setEpsilon(self, value: float) -> "LinearRegression":
+    def setEpsilon(self, value: float) -> LinearRegression:
         return self._set(epsilon=value)
 
     def _validate_params(self) -> None:

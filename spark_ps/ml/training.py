@@ -15,7 +15,8 @@ Retry semantics: training runs as a Spark *barrier* stage, so a failed task
 restarts every task. Worker 0 counts its starts in a
 :class:`~spark_ps.client.collectives.Counter` on the shards; on any start
 after the first it drops the model table and resets the clocks and the
-statistics while the other workers convert their partitions, and nobody goes on before the Spark barrier that follows; then
+statistics while the other workers convert their partitions, and nobody goes on
+before the Spark barrier that follows; then
 everyone trains from scratch: the final model has seen every row exactly
 ``numEpochs`` times, never a partial mix of two attempts.
 """

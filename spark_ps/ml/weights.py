@@ -153,7 +153,7 @@ class BackgroundExport:
         start = time.perf_counter()
         try:
             rows = save_table(spark, client, table, self.path)
-        except BaseException as exc:  # handed to whoever waits in result(), and logged for whoever never does
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits in result(), and logged
             log.error("exporting shard table %s to %s failed: %s", table, self.path, exc)
             self._future.set_exception(exc)
         else:

@@ -41,8 +41,8 @@ import numba
 import numpy as np
 
 from spark_ps.native.hashing import mix64
-from spark_ps.native.prefetch import PREFETCH_DISTANCE, prefetch_row, prefetch_row_for_write
 from spark_ps.native.keys import as_keys
+from spark_ps.native.prefetch import PREFETCH_DISTANCE, prefetch_row, prefetch_row_for_write
 
 __all__ = ["KeyIndex"]
 

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from spark_ps.native.keys import is_sorted_unique
 from spark_ps.server.clock import ClockTable
 from spark_ps.server.optim import make_optimizer
+from spark_ps.server.rowinit import make_init
+from spark_ps.server.table import Table
 from spark_ps.wire.protocol import Frame, Op
 from spark_ps.wire.spec import TableSpec
-from spark_ps.server.rowinit import make_init
-from spark_ps.native.keys import is_sorted_unique
-from spark_ps.server.table import Table
 
 #: Rows per exported Arrow batch: big enough to amortise framing, small enough
 #: that one batch of a wide table stays a few MB.

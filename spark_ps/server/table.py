@@ -68,10 +68,10 @@ from typing import Any
 import numpy as np
 
 from spark_ps.native.keyindex import KeyIndex
-from spark_ps.server.optim.base import Optimizer
-from spark_ps.native.prefetch import gather_rows, scatter_rows
-from spark_ps.server.rowinit import Initializer, Zeros
 from spark_ps.native.keys import is_sorted_unique
+from spark_ps.native.prefetch import gather_rows, scatter_rows
+from spark_ps.server.optim.base import Optimizer
+from spark_ps.server.rowinit import Initializer, Zeros
 from spark_ps.server.tablearrow import ArrowCheckpoints
 from spark_ps.server.workpool import run_spans, spans
 
@@ -374,7 +374,7 @@ class Table(ArrowCheckpoints):
         return weights + [self._state[s] for s in self.optimizer.state_names]
 
     def _split(self, blocks: list[np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        """Blocks in :meth:`_stored` order as the ``(weights, state)`` of an optimizer step (weights None if derived)."""
+        """Blocks in :meth:`_stored` order as ``(weights, state)`` of an optimizer step (weights None if derived)."""
         if self._weights is None:
             return None, dict(zip(self.optimizer.state_names, blocks))
         return blocks[0], dict(zip(self.optimizer.state_names, blocks[1:]))

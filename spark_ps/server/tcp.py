@@ -16,10 +16,10 @@ import logging
 import socket
 import threading
 
-from spark_ps.wire.auth import authenticate_client
 from spark_ps.errors import AuthenticationError, ProtocolError
-from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, error_frame, read_frame, write_frame
 from spark_ps.server.shard import Shard
+from spark_ps.wire.auth import authenticate_client
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, error_frame, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ShardServer:
         self._lock = threading.Lock()
         self._closed = threading.Event()
 
-    def __enter__(self) -> "ShardServer":
+    def __enter__(self) -> ShardServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -87,7 +87,7 @@ class ShardServer:
             threading.Thread(target=self._serve_connection, args=(conn, peer),
                              name=f"ps-conn-{peer[1]}", daemon=True).start()
 
-    def serve_in_background(self) -> "ShardServer":
+    def serve_in_background(self) -> ShardServer:
         """Run :meth:`serve_forever` on a daemon thread of this process; return ``self``.
 
         For tests and examples: a sidecar serves from its main thread.
@@ -133,7 +133,7 @@ class ShardServer:
             self._request_loop(conn)
         except AuthenticationError as exc:
             log.warning("refused connection from %s: %s", peer, exc)
-        except (ProtocolError, socket.timeout) as exc:
+        except (TimeoutError, ProtocolError) as exc:
             log.warning("dropping connection from %s: %s", peer, exc)
             self._try_send_error(conn, exc)
         except (EOFError, ConnectionError, OSError) as exc:
@@ -153,7 +153,7 @@ class ShardServer:
             except (ValueError, KeyError, TypeError, TimeoutError, ProtocolError) as exc:
                 # Request-level failures leave the stream in sync: report and go on.
                 write_frame(conn, error_frame(req.op, exc, req.request_id))
-            except Exception as exc:  # noqa: BLE001 - a bug in one request must not kill the shard
+            except Exception as exc:
                 log.exception("internal error serving %s", req.op.name)
                 write_frame(conn, error_frame(req.op, exc, req.request_id))
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import UnavailableError
-from spark_ps.wire.spec import TableSpec
 from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers
+from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class PSContext:
     False
     """
 
-    _instances: ClassVar[dict[int, "PSContext"]] = {}
+    _instances: ClassVar[dict[int, PSContext]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, spark, servers: list[ServerInfo], secret: bytes, **client_options: Any):
@@ -59,7 +59,7 @@ class PSContext:
 
     @classmethod
     def get(cls, spark, *, expected_servers: int | None = None, timeout: float = 120.0,
-            **client_options: Any) -> "PSContext":
+            **client_options: Any) -> PSContext:
         """The live handle for ``spark``'s application, waiting for its shards.
 
         Waits (with a deadline, never blindly) until ``expected_servers``
@@ -93,7 +93,7 @@ class PSContext:
                 cls._instances[key] = ctx
             return ctx
 
-    def __enter__(self) -> "PSContext":
+    def __enter__(self) -> PSContext:
         return self
 
     def __exit__(self, *exc_info) -> None:

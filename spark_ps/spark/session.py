@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 PLUGIN_CLASS = "io.sparkps.PSPlugin"
 DELTA_VERSION = "4.0.0"

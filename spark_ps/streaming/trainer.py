@@ -163,7 +163,10 @@ class StreamingTrainer:
         est = self._estimator
         cols = [c for c in (est.getFeaturesCol(), est.getLabelCol(), est._weight_col()) if c]
         workers = max(1, min(est.getNumWorkers() or task_slots(spark), task_slots(spark)))
-        data = df.select(*cols).repartition(workers).persist()
+        data = df.select(*cols)
+        if data.rdd.getNumPartitions() != workers:  # a barrier stage needs one task per slot at most
+            data = data.repartition(workers)
+        data = data.persist()
         try:
             rows = data.count()
             for attempt in (1, 2):

@@ -232,7 +232,7 @@ class Optimizer(abc.ABC):
         """
         return {name: np.zeros(weights.shape, dtype=np.float32) for name in self.state_names}
 
-    def unregularised(self) -> "Optimizer":
+    def unregularised(self) -> Optimizer:
         """The same rule without its L1/L2 penalty, for rows that must not be shrunk (an intercept).
 
         Rules without a penalty return themselves.

@@ -132,7 +132,7 @@ class FTRL(Optimizer):
             z0[...] = 0.0
         return {"z": z0.astype(np.float32), "n": np.zeros(weights.shape, dtype=np.float32)}
 
-    def unregularised(self) -> "FTRL":
+    def unregularised(self) -> FTRL:
         return FTRL(self.alpha, self.beta, 0.0, 0.0)
 
     @property
