@@ -1,6 +1,6 @@
 """Parameter sweeps of our estimators under pyspark.ml tuning, moved out of ``make test``.
 
-``tests/test_ml_api_pipelines.py`` proves that ``CrossValidator`` and
+``tests/ml/test_ml_api_pipelines.py`` proves that ``CrossValidator`` and
 ``TrainValidationSplit`` drive our estimators: each Param map reaches the fit,
 the best model is ours with the chosen Params, the evaluator reads our
 columns, and the result scores like MLlib's. Two Param maps (both Params
