@@ -23,7 +23,7 @@ import pyarrow as pa
 from spark_ps.client.connection import ShardConnection
 from spark_ps.client.slicer import shard_of, slice_keys
 from spark_ps.native.keys import as_keys, is_sorted_unique
-from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op, arrow_batches, arrow_payload
 from spark_ps.wire.spec import TableSpec
 
 #: Keys per request. Keeps every frame (and the shard's working set for one
@@ -417,7 +417,7 @@ class PSClient:
                             [] if keys is None else [parts[shard]])
             try:
                 for frame in conn.stream(request):
-                    yield from pa.ipc.open_stream(pa.py_buffer(frame.arrays[0]))
+                    yield from arrow_batches(frame.arrays[0])
             finally:
                 conn.close()
 
@@ -445,12 +445,8 @@ class PSClient:
                 if not mask.any():
                     continue
                 part = batch.filter(pa.array(mask))
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, part.schema) as writer:
-                    writer.write_batch(part)
-                payload = np.frombuffer(sink.getvalue(), dtype=np.uint8)
                 # Import is an upsert of absolute values: replaying it is harmless.
-                self._conns[s].request(Frame(Op.IMPORT, {"table": table}, [payload]), idempotent=True)
+                self._conns[s].request(Frame(Op.IMPORT, {"table": table}, [arrow_payload(part)]), idempotent=True)
                 total += part.num_rows
         return total
 

@@ -14,14 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from spark_ps.native.keys import is_sorted_unique
 from spark_ps.server.clock import ClockTable
 from spark_ps.server.optim import make_optimizer
 from spark_ps.server.rowinit import make_init
 from spark_ps.server.table import Table
-from spark_ps.wire.protocol import Frame, Op
+from spark_ps.wire.protocol import Frame, Op, arrow_batches, arrow_payload
 from spark_ps.wire.spec import TableSpec
 
 #: Rows per exported Arrow batch: big enough to amortise framing, small enough
@@ -227,18 +226,14 @@ class Shard:
         max_rows = int(req.meta.get("max_rows", EXPORT_BATCH_ROWS))
         keys = _sorted_unique_keys(req.arrays, "export") if req.arrays else None  # else the whole table
         for batch in table.export_batches(max_rows=max_rows, keys=keys):
-            yield Frame(Op.EXPORT, {"more": True}, [_ipc_bytes(batch)])
+            yield Frame(Op.EXPORT, {"more": True}, [arrow_payload(batch)])
         yield Frame(Op.EXPORT, {"more": False})
 
     def _on_import(self, req: Frame) -> Frame:
         table = self.table(_require_str(req.meta, "table"))
         if len(req.arrays) != 1 or req.arrays[0].dtype != np.uint8:
             raise ValueError("import needs exactly one uint8 array holding an Arrow IPC stream")
-        try:
-            reader = pa.ipc.open_stream(pa.py_buffer(req.arrays[0]))
-            batches = list(reader)
-        except pa.ArrowInvalid as exc:
-            raise ValueError(f"import payload is not a valid Arrow IPC stream: {exc}") from None
+        batches = arrow_batches(req.arrays[0])
         table.import_batches(batches)
         return Frame(Op.IMPORT, {"rows": sum(b.num_rows for b in batches)})
 
@@ -273,9 +268,3 @@ class Shard:
             self._clocks.pop(_require_str(req.meta, "clock"), None)
         return Frame(Op.CLOCK_DROP)
 
-
-def _ipc_bytes(batch: pa.RecordBatch) -> np.ndarray:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return np.frombuffer(sink.getvalue(), dtype=np.uint8)

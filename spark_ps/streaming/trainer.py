@@ -162,7 +162,8 @@ class StreamingTrainer:
         ps = PSContext.get(spark)
         est = self._estimator
         cols = [c for c in (est.getFeaturesCol(), est.getLabelCol(), est._weight_col()) if c]
-        workers = max(1, min(est.getNumWorkers() or task_slots(spark), task_slots(spark)))
+        slots = task_slots(spark)
+        workers = max(1, min(est.getNumWorkers() or slots, slots))
         data = df.select(*cols)
         if data.rdd.getNumPartitions() != workers:  # a barrier stage needs one task per slot at most
             data = data.repartition(workers)
@@ -203,6 +204,7 @@ class StreamingTrainer:
                     group.drop(client)
                 if spec.clock is not None:
                     client.clock_drop(spec.clock)
+                client.close()  # the tasks open their own connections from the pickled copy
         train_seconds = time.perf_counter() - start
         changed = changed_rows(data, ps.client(), self._table, est._objective(), est.getFeaturesCol(),
                                est.getFitIntercept(), self._schema())
@@ -221,8 +223,10 @@ class StreamingTrainer:
     # --- the shards as a cache of the store --------------------------------------
     def _ensure_loaded(self, spark: SparkSession, ps: PSContext, last) -> None:
         want = last.version if last is not None else None
-        if self._table is not None and self._loaded_version == want and ps.client().describe(self._table):
-            return
+        if self._table is not None and self._loaded_version == want:
+            with ps.client() as client:
+                if client.describe(self._table):
+                    return
         if self._table is not None:
             ps.drop_table(self._table, missing_ok=True)
         self._table = f"online_{uuid.uuid4().hex[:12]}"
@@ -268,7 +272,10 @@ class StreamingTrainer:
     def _model(self, ps: PSContext):
         """The model as it stands on the shards, to score a batch before it learns from it."""
         est = self._estimator
-        bias = float(ps.client().pull(self._table, [BIAS_KEY])[0, 0]) if est.getFitIntercept() else 0.0
+        bias = 0.0
+        if est.getFitIntercept():
+            with ps.client() as client:
+                bias = float(client.pull(self._table, [BIAS_KEY])[0, 0])
         model = est._model_class()(None, bias, table=self._table)
         return est._copyValues(model)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from spark_ps.errors import ProtocolError
 
@@ -398,3 +399,32 @@ def error_frame(op: int, exc: BaseException, request_id: int = 0) -> Frame:
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     return Frame(op, {"error": str(message), "kind": type(exc).__name__},
                  status=Status.ERROR, request_id=request_id)
+
+
+def arrow_payload(batch: pa.RecordBatch) -> np.ndarray:
+    """A record batch as a frame array: its Arrow IPC stream, as uint8 (rows with their optimizer state).
+
+    Examples
+    --------
+    >>> batch = pa.RecordBatch.from_pydict({"key": [1, 2]})
+    >>> [b.num_rows for b in arrow_batches(arrow_payload(batch))]
+    [2]
+    """
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return np.frombuffer(sink.getvalue(), dtype=np.uint8)
+
+
+def arrow_batches(payload: np.ndarray) -> list[pa.RecordBatch]:
+    """The record batches of an :func:`arrow_payload` array.
+
+    Raises
+    ------
+    ValueError
+        If the payload is not an Arrow IPC stream.
+    """
+    try:
+        return list(pa.ipc.open_stream(pa.py_buffer(payload)))
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"payload is not a valid Arrow IPC stream: {exc}") from None
