@@ -218,14 +218,17 @@ class _PSModel(Model, MLReadable, MLWritable):
         return self._nnz
 
     def _weights_frame(self) -> DataFrame:
-        """The model's weight rows (``key, value``), read on the executors: the one source of every accessor."""
+        """The model's rows (``key, value`` and the optimizer's ``state_*`` columns, if kept), read on the executors.
+
+        The one source of every accessor; they read ``key`` and ``value`` only.
+        """
         if self._weights_source is not None:
             return self._weights_source
         return SparkSession.active().read.format("delta").load(self.weightsPath)
 
     def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """All non-zero (key >= 0) rows. O(nnz) on the driver: only for explicit accessors."""
-        table = self._weights_frame().where("key >= 0").orderBy("key").toArrow()
+        table = self._weights_frame().where("key >= 0").select("key", "value").orderBy("key").toArrow()
         keys = table.column("key").to_numpy()
         values = table.column("value").combine_chunks()
         width = self._objective().width

@@ -41,7 +41,7 @@ from spark_ps.ml.training import (
     make_train_fn,
 )
 from spark_ps.spark.context import PSContext
-from spark_ps.wire.spec import TableSpec
+from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -225,7 +225,9 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) + task_stats[0]["offset"] if fit_intercept else 0.0
         path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
         drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
-        export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after)
+        # The optimizer state goes with the weights: a stream (initialModel=) continues from it.
+        export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after,
+                                               state_names=STATE_NAMES[table_spec.optimizer])
         load_seconds = max((row["load_seconds"] for row in task_stats), default=0.0)
         log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
                  label, num_rows, time.perf_counter() - start, load_seconds, table, path)

@@ -5,7 +5,9 @@ model's Delta table, and the reader only records where it is (or, for an
 earlier version, the Delta time-travel query that reads it).
 
 Two layouts share the metadata: a batch model's weights are the Delta table
-``<path>/weights`` (``key, value``; every save a new version), an online
+``<path>/weights`` (``key, value`` and the optimizer state ``state_<name>``
+of :func:`~spark_ps.ml.weights.full_row_schema`, so that a stream can
+continue training from it; every save a new version), an online
 model's are its change log and snapshots (:mod:`spark_ps.ml.modelstore`,
 ``weightsFormat`` :data:`ONLINE_FORMAT`), one version per committed
 micro-batch.
@@ -57,7 +59,8 @@ class PSModelWriter(DefaultParamsWriter):
         target = os.path.join(path, "weights")
         if model._weights_source is None and os.path.abspath(model.weightsPath) == os.path.abspath(target):
             return  # saving a loaded model onto itself: its weights are already there
-        (model._weights_frame().select("key", "value")
+        # Every column: the optimizer state (state_*) lets a stream continue from the model (initialModel=).
+        (model._weights_frame()
          .write.format("delta").mode("overwrite" if self.shouldOverwrite else "errorifexists").save(target))
 
 
@@ -91,10 +94,9 @@ class PSModelReader(DefaultParamsReader):
             state = store.state(version)
             if state is None:
                 raise UnavailableError(f"online model {path} has no committed batch yet: nothing to load")
-            weights = state.select("key", "value")
-            bias = weight_store.read_rows(spark, weights, [BIAS_KEY]).get(BIAS_KEY, [0.0])[0]
-            metadata = {**metadata, "intercept": bias}
-            instance._restore(metadata, store.log_path, weights)
+            bias = weight_store.read_rows(spark, state, [BIAS_KEY]).get(BIAS_KEY, [0.0])[0]
+            metadata = {**metadata, "intercept": bias + metadata.get("interceptOffset", 0.0)}
+            instance._restore(metadata, store.log_path, state)
             return instance
         if self.version is not None or self.timestamp is not None:
             # The metadata (intercept, Params) of a saved batch model is rewritten by every save,

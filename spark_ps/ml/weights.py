@@ -32,27 +32,77 @@ log = logging.getLogger("spark_ps.ml")
 
 WEIGHTS_SCHEMA = StructType([StructField("key", LongType(), False),
                              StructField("value", ArrayType(FloatType(), False), False)])
-_ARROW_SCHEMA = pa.schema([pa.field("key", pa.int64(), False),
-                           pa.field("value", pa.list_(pa.field("element", pa.float32(), False)), False)])
 
 
-def _nonzero_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
-    keys = batch.column("key")
-    values = batch.column("value")
-    width = values.type.list_size
-    flat = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    keep = np.flatnonzero(np.any(flat != 0.0, axis=1))
-    return pa.RecordBatch.from_arrays(
-        [pa.array(keys.to_numpy()[keep]),
-         pa.ListArray.from_arrays(pa.array(np.arange(len(keep) + 1, dtype=np.int32) * width),
-                                  pa.array(flat[keep].ravel()))],
-        schema=_ARROW_SCHEMA)
+def full_row_schema(state_names: tuple[str, ...] = ()) -> StructType:
+    """Spark schema of stored rows: ``key``, ``value`` and one ``state_<name>`` column per optimizer state.
+
+    The one definition of the layout that batch saves (optimizer state kept
+    for a warm start), the online change log and its snapshots share.
+
+    Examples
+    --------
+    >>> full_row_schema(("z", "n")).fieldNames()
+    ['key', 'value', 'state_z', 'state_n']
+    >>> full_row_schema() == WEIGHTS_SCHEMA
+    True
+    """
+    row = ArrayType(FloatType(), False)
+    return StructType([StructField("key", LongType(), False), StructField("value", row, False)]
+                      + [StructField(f"state_{name}", row, False) for name in state_names])
 
 
-def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counter=None) -> DataFrame:
+def arrow_schema(schema: StructType) -> pa.Schema:
+    """The Arrow schema of stored rows of the Spark ``schema`` (:func:`full_row_schema`).
+
+    Examples
+    --------
+    >>> arrow_schema(full_row_schema()).names
+    ['key', 'value']
+    """
+    return pa.schema([pa.field(f.name, pa.int64() if f.name == "key" else
+                               pa.list_(pa.field("element", pa.float32(), False)), nullable=False)
+                      for f in schema])
+
+
+def stored_rows(batch: pa.RecordBatch, schema: pa.Schema, nonzero_only: bool = True) -> pa.RecordBatch:
+    """A shard export batch (fixed-size lists) as stored rows (lists) of ``schema``'s columns.
+
+    With ``nonzero_only``, rows whose every stored number is 0 are dropped: a
+    row with a zero weight but optimizer state (FTRL's ``z``, ``n`` under L1)
+    is kept, since a warm start needs it.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> batch = pa.RecordBatch.from_pydict({"key": pa.array([1, 2, 3], pa.int64()),
+    ...     "value": pa.FixedSizeListArray.from_arrays(pa.array([0.0, 0.0, 1.5], pa.float32()), 1),
+    ...     "state_n": pa.FixedSizeListArray.from_arrays(pa.array([0.0, 2.0, 4.0], pa.float32()), 1)})
+    >>> stored_rows(batch, arrow_schema(full_row_schema(("n",)))).to_pydict()
+    {'key': [2, 3], 'value': [[0.0], [1.5]], 'state_n': [[2.0], [4.0]]}
+    """
+    names = [name for name in schema.names if name != "key"]
+    flats = [batch.column(name).flatten().to_numpy(zero_copy_only=False).reshape(batch.num_rows, -1)
+             for name in names]
+    if nonzero_only:
+        keep = np.flatnonzero(np.any(np.concatenate(flats, axis=1) != 0.0, axis=1) if flats else [])
+    else:
+        keep = np.arange(batch.num_rows)
+    columns = [pa.array(batch.column("key").to_numpy()[keep])]
+    for flat in flats:
+        width = flat.shape[1]
+        columns.append(pa.ListArray.from_arrays(pa.array(np.arange(len(keep) + 1, dtype=np.int32) * width),
+                                                pa.array(flat[keep].ravel())))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counter=None,
+                       state_names: tuple[str, ...] = ()) -> DataFrame:
     """A DataFrame whose tasks (one per shard) stream ``table``'s non-zero rows from the sidecars.
 
-    ``counter``, a Spark accumulator, if given, is incremented by the rows each task yields.
+    ``counter``, a Spark accumulator, if given, is incremented by the rows
+    each task yields. ``state_names`` adds the optimizer's state columns
+    (:func:`full_row_schema`).
 
     Examples
     --------
@@ -64,22 +114,28 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
     [Row(key=4, value=[1.0, 0.5]), Row(key=7, value=[0.0, -2.0])]
     """
     shards = client.num_shards
+    schema = full_row_schema(state_names)
+    stored = arrow_schema(schema)
 
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for shard in batch.column("id").to_numpy().tolist():
                 for rows in client.export(table, shards=[int(shard)]):
-                    kept = _nonzero_rows(rows.select(["key", "value"]))
+                    kept = stored_rows(rows, stored)
                     if counter is not None:
                         counter.add(kept.num_rows)
                     yield kept
         client.close()
 
-    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, WEIGHTS_SCHEMA)
+    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, schema)
 
 
-def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True) -> int:
+def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True,
+               state_names: tuple[str, ...] = ()) -> int:
     """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version); return the row count.
+
+    ``state_names``: the optimizer state columns to keep with the weights
+    (:func:`full_row_schema`), so that training can continue from the table.
 
     The count is summed by an accumulator in the writing tasks, so nothing is
     read back: the write is the job's only stage, and Spark merges a result
@@ -99,7 +155,7 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     [Row(key=1, value=[0.5]), Row(key=3, value=[1.5])]
     """
     counter = spark.sparkContext.accumulator(0)
-    (table_to_dataframe(spark, client, table, counter).write.format("delta")
+    (table_to_dataframe(spark, client, table, counter, state_names).write.format("delta")
      .mode("overwrite" if overwrite else "errorifexists").save(path))
     return int(counter.value)
 
@@ -123,6 +179,8 @@ class BackgroundExport:
         Delta table to write (a new table, or a new version of it).
     then : callable, optional
         Called with no arguments once the export has finished.
+    state_names : tuple of str
+        Optimizer state columns to export with the weights (:func:`full_row_schema`).
 
     Examples
     --------
@@ -139,10 +197,11 @@ class BackgroundExport:
     """
 
     def __init__(self, spark: SparkSession, client: PSClient, table: str, path: str,
-                 then: Callable[[], None] | None = None):
+                 then: Callable[[], None] | None = None, state_names: tuple[str, ...] = ()):
         from pyspark import InheritableThread
 
         self.path = path
+        self._state_names = state_names
         self._future: Future[int] = Future()
         self._future.set_running_or_notify_cancel()
         self._thread = InheritableThread(target=self._run, args=(spark, client, table, then),
@@ -152,7 +211,7 @@ class BackgroundExport:
     def _run(self, spark: SparkSession, client: PSClient, table: str, then: Callable[[], None] | None) -> None:
         start = time.perf_counter()
         try:
-            rows = save_table(spark, client, table, self.path)
+            rows = save_table(spark, client, table, self.path, state_names=self._state_names)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits in result(), and logged
             log.error("exporting shard table %s to %s failed: %s", table, self.path, exc)
             self._future.set_exception(exc)

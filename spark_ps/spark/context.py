@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, ClassVar
 
 from spark_ps.client.client import PSClient
@@ -193,6 +194,56 @@ class PSContext:
         """
         self._check_open()
         return self._admin.describe(name)
+
+    def refresh(self, timeout: float = 60.0) -> bool:
+        """Follow the registry after a shard was lost; return whether the shards' addresses changed.
+
+        The executor plugin restarts a sidecar that died while its executor
+        lives, on a new port and with no tables, and re-registers it. This
+        waits until the registry holds as many shards as before and every one
+        of them answers, then routes this handle (and every client it makes
+        from now on) to them. Clients made before keep the old addresses.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for the registry to hold live shards only.
+
+        Raises
+        ------
+        TimeoutError
+            If some shard is still missing or unreachable at the deadline.
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> before = ps.servers
+        >>> ps.refresh(), ps.servers == before      # every shard alive: nothing changes
+        (False, True)
+        """
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()  # bounds each wait between polls of the JVM's registry
+        while True:
+            remaining = deadline - time.monotonic()
+            servers = wait_for_servers(self._spark, expected=len(self._servers), timeout=max(remaining, 0.1))
+            try:
+                with PSClient(servers, self._secret, **{**self._client_options, "timeout": 5.0}) as probe:
+                    probe.ping()
+                break
+            except OSError as exc:  # a dead shard not yet unregistered, or its successor not yet up
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"spark-ps shards still unreachable after {timeout:g} s: {exc}") from exc
+                pause.wait(min(0.2, max(remaining, 0.0)))
+        if servers == self._servers:
+            return False
+        log.warning("spark-ps shards moved: %s -> %s", [(s.host, s.port) for s in self._servers],
+                    [(s.host, s.port) for s in servers])
+        with self._lock:
+            old, self._servers = self._admin, list(servers)
+            self._admin = PSClient(self._servers, self._secret, **self._client_options)
+        old.close()
+        return True
 
     def shutdown(self) -> None:
         """Drop the tables this handle created and close its connections. Idempotent.

@@ -20,15 +20,16 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
+from pyspark.sql.types import StructType
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import PSError
+from spark_ps.ml import weights as weight_store
 from spark_ps.ml.csr import record_batch_to_csr
 from spark_ps.ml.objectives import Objective
 from spark_ps.ml.training import TrainSpec, load_partition, plan_batches, run_epochs
 
-__all__ = ["RetriedBatchError", "changed_rows", "make_stream_train_fn", "state_schema"]
+__all__ = ["RetriedBatchError", "changed_rows", "make_stream_train_fn"]
 
 
 class RetriedBatchError(PSError, RuntimeError):
@@ -63,26 +64,6 @@ def make_stream_train_fn(spec: TrainSpec):
     return train
 
 
-def state_schema(width: int, state_names: tuple[str, ...]) -> StructType:
-    """Spark schema of exported rows: key, value and one ``state_<name>`` column per optimizer state."""
-    row = ArrayType(FloatType(), False)
-    return StructType([StructField("key", LongType(), False), StructField("value", row, False)]
-                      + [StructField(f"state_{name}", row, False) for name in state_names])
-
-
-def _as_lists(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Fixed-size list columns (the shard's export) as plain lists (what Delta stores)."""
-    columns = [batch.column("key")]
-    for field in schema:
-        if field.name == "key":
-            continue
-        column = batch.column(field.name)
-        width = column.type.list_size
-        offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32) * width)
-        columns.append(pa.ListArray.from_arrays(offsets, column.flatten()))
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
 def changed_rows(data: DataFrame, client: PSClient, table: str, objective: Objective, features_col: str,
                  fit_intercept: bool, schema: StructType) -> DataFrame:
     """The rows of every key in ``data``'s features (and the intercept), exported from the shards.
@@ -91,8 +72,7 @@ def changed_rows(data: DataFrame, client: PSClient, table: str, objective: Objec
     is exported once per partition with identical rows (all export after the
     training stage), and ``dropDuplicates`` keeps one.
     """
-    arrow_schema = pa.schema([pa.field(f.name, pa.int64() if f.name == "key" else pa.list_(pa.float32()),
-                                       nullable=False) for f in schema])
+    stored = weight_store.arrow_schema(schema)
 
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         parts = []
@@ -102,7 +82,7 @@ def changed_rows(data: DataFrame, client: PSClient, table: str, objective: Objec
         keys = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         try:
             for rows in client.export(table, keys=keys):
-                yield _as_lists(rows, arrow_schema)
+                yield weight_store.stored_rows(rows, stored, nonzero_only=False)
         finally:
             client.close()
 

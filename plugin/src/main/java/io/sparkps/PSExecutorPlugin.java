@@ -11,9 +11,12 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -40,7 +43,15 @@ import org.slf4j.LoggerFactory;
  *       executor's advertised host (see {@link #sidecarHost}).</li>
  *   <li>{@code spark.ps.startupTimeout} seconds (a plain number) or a Spark time
  *       string ({@code 90s}, {@code 2min}); default 60.</li>
+ *   <li>{@code spark.ps.maxSidecarRestarts} restarts of dead sidecars per executor, default 3.</li>
  * </ul>
+ *
+ * <p>Restarts: a sidecar that dies while its executor lives (killed, OOM) is
+ * unregistered at once, started again (a new process, a new port, no tables)
+ * and registered anew, so the driver's registry follows it. Whatever it held
+ * is lost; the callers rebuild it (a stream from its Delta model store). At
+ * most {@code spark.ps.maxSidecarRestarts} times per executor: a sidecar that
+ * keeps dying stays down, with its cause in the executor log.
  *
  * <p>Lifetime: the sidecar's stdin stays open until the executor stops. When
  * the executor JVM dies, even by SIGKILL, the kernel closes that pipe and the
@@ -59,8 +70,20 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
 
     private final List<Sidecar> sidecars = new ArrayList<>();
     private final AtomicBoolean stopped = new AtomicBoolean();
+    private final AtomicInteger restarts = new AtomicInteger();
+    /** Restarts run here, one at a time, never on the JDK's process-reaper threads. */
+    private final ExecutorService restarter = Executors.newSingleThreadExecutor(r -> {
+        Thread t = new Thread(r, "spark-ps-sidecar-restarter");
+        t.setDaemon(true);
+        return t;
+    });
     private PluginContext ctx;
     private Thread shutdownHook;
+    private String secret;
+    private String pythonPath;
+    private String host;
+    private long timeoutMs;
+    private int maxRestarts;
 
     @Override
     public void init(PluginContext ctx, Map<String, String> extraConf) {
@@ -75,15 +98,16 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
                     ctx.executorID());
             return;
         }
-        String secret = extraConf.get(PSDriverPlugin.SECRET_KEY);
+        secret = extraConf.get(PSDriverPlugin.SECRET_KEY);
         if (secret == null || secret.isEmpty()) {
             throw new IllegalStateException("spark-ps: executor " + ctx.executorID() + " got no secret from the "
                     + "driver plugin; the driver must run io.sparkps.PSPlugin too (spark.plugins)");
         }
         String python = resolvePython(conf);
-        String pythonPath = conf.get("spark.ps.pythonPath", "");
-        long timeoutMs = startupTimeoutMs(conf.get("spark.ps.startupTimeout", "60"));
-        String host = sidecarHost(ctx);
+        pythonPath = conf.get("spark.ps.pythonPath", "");
+        timeoutMs = startupTimeoutMs(conf.get("spark.ps.startupTimeout", "60"));
+        maxRestarts = conf.getInt("spark.ps.maxSidecarRestarts", 3);
+        host = sidecarHost(ctx);
         String executorId = ctx.executorID();
 
         // Installed before the first child exists, so no exit path can leave one behind.
@@ -125,6 +149,55 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
                 removeShutdownHook();
                 throw new IllegalStateException("spark-ps: executor " + executorId
                         + " could not register its sidecar with the driver", e);
+            }
+        }
+        for (Sidecar sidecar : snapshot()) {
+            watch(sidecar);
+        }
+    }
+
+    private void watch(Sidecar sidecar) {
+        sidecar.process.onExit().thenRunAsync(() -> restart(sidecar), restarter);
+    }
+
+    /** Replace a sidecar that exited while the executor runs: unregister, start anew, register. */
+    private void restart(Sidecar dead) {
+        if (stopped.get()) {
+            return; // an orderly stop, not a death
+        }
+        LOG.warn("spark-ps: sidecar {}/{} (pid {}) exited with code {} while its executor runs",
+                dead.executorId, dead.index, dead.process.pid(), dead.process.exitValue());
+        try {
+            ctx.send(new SidecarUnregistration(dead.executorId, dead.index));
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("spark-ps: could not unregister dead sidecar {}/{}: {}", dead.executorId, dead.index,
+                    e.toString());
+        }
+        int attempt = restarts.incrementAndGet();
+        if (attempt > maxRestarts) {
+            LOG.error("spark-ps: sidecar {}/{} not restarted: {} restarts on this executor already "
+                    + "(spark.ps.maxSidecarRestarts)", dead.executorId, dead.index, maxRestarts);
+            return;
+        }
+        Sidecar fresh = null;
+        try {
+            fresh = Sidecar.start(dead.command, pythonPath, secret, dead.executorId, dead.index);
+            synchronized (sidecars) {
+                if (stopped.get()) {
+                    fresh.requestStop();
+                    return;
+                }
+                sidecars.set(sidecars.indexOf(dead), fresh);
+            }
+            long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+            ctx.send(fresh.awaitReady(deadline, timeoutMs, host));
+            LOG.warn("spark-ps: sidecar {}/{} restarted (restart {} of at most {})", dead.executorId, dead.index,
+                    attempt, maxRestarts);
+            watch(fresh);
+        } catch (IOException | RuntimeException e) {
+            LOG.error("spark-ps: could not restart sidecar {}/{}: {}", dead.executorId, dead.index, e.toString());
+            if (fresh != null) {
+                fresh.requestStop(); // half-started: never leave it behind
             }
         }
     }
@@ -169,6 +242,7 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         if (!stopped.compareAndSet(false, true)) {
             return;
         }
+        restarter.shutdownNow();
         List<Sidecar> all = snapshot();
         for (Sidecar sidecar : all) {
             sidecar.requestStop();
