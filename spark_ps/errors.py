@@ -45,6 +45,10 @@ class MissingColumnError(PSError, KeyError, ValueError):
         return str(self.args[0])
 
 
+class ColumnTypeError(PSError, TypeError, ValueError):
+    """A column has a type the estimator cannot read, e.g. a features column that is not a vector."""
+
+
 class RemoteError(PSError):
     """An error raised on a shard while it served a request.
 

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 __all__ = ["batch_metrics", "metrics_frame"]
 
 _COMMON = [("batchId", "long"), ("modelVersion", "long"), ("scoredByVersion", "long"), ("rows", "long"),
-           ("trainSeconds", "double"), ("scoreSeconds", "double")]
+           ("quarantined", "long"), ("trainSeconds", "double"), ("scoreSeconds", "double")]
 _CLASSIFICATION = [("auc", "double"), ("logLoss", "double")]
 _REGRESSION = [("rmse", "double"), ("r2", "double")]
 

@@ -37,7 +37,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ps.client.collectives import AllReduce, Barrier, Counter
-from spark_ps.errors import MissingColumnError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.fitting import model_table_spec, task_slots
 from spark_ps.ml.modelstore import ModelStore
@@ -46,6 +45,7 @@ from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, TrainSpec
 from spark_ps.spark.context import PSContext
 from spark_ps.streaming.metrics import batch_metrics, metrics_frame
+from spark_ps.streaming.quarantine import check_schema, quarantine_path, rules_for, split_batch, write_quarantine
 from spark_ps.streaming.training import RetriedBatchError, changed_rows, make_stream_train_fn, state_schema
 from spark_ps.wire.spec import STATE_NAMES
 
@@ -123,13 +123,10 @@ class StreamingTrainer:
         ------
         MissingColumnError
             If a column the estimator needs is not in ``events``, before anything runs.
+        ColumnTypeError
+            If the features column is not a vector or the label or weight not numeric, before anything runs.
         """
-        est = self._estimator
-        needed = {"features": est.getFeaturesCol(), "label": est.getLabelCol(), "weight": est._weight_col()}
-        for role, name in needed.items():
-            if name and name not in events.columns:
-                raise MissingColumnError(f"{role} column {name!r} not found in the stream's schema; "
-                                         f"available columns: {events.columns}")
+        check_schema(events.schema, self._estimator)
         spark = events.sparkSession
         self._store = ModelStore(spark, self._path)
         self._write_metadata(spark)
@@ -142,7 +139,7 @@ class StreamingTrainer:
         return writer.start()
 
     def metrics(self) -> DataFrame:
-        """One row per committed micro-batch: batchId, modelVersion, rows, the metrics, trainSeconds."""
+        """One row per committed micro-batch: batchId, modelVersion, rows, quarantined, the metrics, trainSeconds."""
         store = self._store or ModelStore(SparkSession.active(), self._path)
         return metrics_frame(store.spark, [c.metadata | {"modelVersion": c.version} for c in store.commits()],
                              regression=not self._estimator._binary_labels)
@@ -167,13 +164,19 @@ class StreamingTrainer:
         data = df.select(*cols)
         if data.rdd.getNumPartitions() != workers:  # a barrier stage needs one task per slot at most
             data = data.repartition(workers)
-        data = data.persist()
+        # Bad rows go to <modelPath>/quarantine, the rest trains (spark_ps.streaming.quarantine).
+        batch = split_batch(data, rules_for(est, last.metadata.get("numFeatures") if last is not None else None))
         try:
-            rows = data.count()
+            if batch.quarantined:
+                write_quarantine(batch.bad, quarantine_path(self._path), batch_id, store.app_id)
+                log.warning("batch %d: %d rows quarantined %s", batch_id, batch.quarantined, batch.reasons)
+            data, rows = batch.clean, batch.rows
+            extra = {"quarantined": batch.quarantined, "quarantineReasons": batch.reasons,
+                     "numFeatures": batch.num_features}
             for attempt in (1, 2):
                 self._ensure_loaded(spark, ps, last)
                 try:
-                    self._train_and_commit(spark, ps, data, batch_id, rows, last, workers)
+                    self._train_and_commit(spark, ps, data, batch_id, rows, last, workers, extra)
                     break
                 except RetriedBatchError as exc:  # the shards hold part of the batch: rebuild and rerun
                     self._loaded_version = -1
@@ -184,9 +187,10 @@ class StreamingTrainer:
                     self._loaded_version = -1  # whatever the shards hold is not a committed state
                     raise
         finally:
-            data.unpersist()
+            batch.release()
 
-    def _train_and_commit(self, spark, ps, data: DataFrame, batch_id: int, rows: int, last, workers: int) -> None:
+    def _train_and_commit(self, spark, ps, data: DataFrame, batch_id: int, rows: int, last, workers: int,
+                          extra: dict[str, Any]) -> None:
         est = self._estimator
         version = last.version if last is not None else None
         start = time.perf_counter()
@@ -210,7 +214,7 @@ class StreamingTrainer:
                                est.getFitIntercept(), self._schema())
         new_version = self._store.commit(changed, batch_id, {
             "rows": rows, "scoredByVersion": version, "trainSeconds": train_seconds,
-            "scoreSeconds": score_seconds, **metrics})
+            "scoreSeconds": score_seconds, **metrics, **extra})
         self._loaded_version = new_version
         self._since_snapshot += 1
         log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d", batch_id, rows,
