@@ -457,7 +457,10 @@ def write_quarantine(bad: DataFrame, path: str, batch_id: int, app_id: str) -> N
     """Append ``bad`` (with its ``reason``) to the Delta table at ``path``, once per ``batch_id``.
 
     Columns: ``batchId``, ``reason``, then ``bad``'s, vectors as their struct
-    ``type, size, indices, values`` (type 0 sparse, 1 dense).
+    ``type, size, indices, values`` (type 0 sparse, 1 dense) and numbers as
+    doubles, so that a stream whose label turns from int to double, or that
+    gains a weight column, still appends (``mergeSchema`` adds new columns):
+    a quarantine write that failed would stop the stream.
 
     ``txnAppId``/``txnVersion`` make the append idempotent: Delta skips a
     write whose ``txnVersion`` is not above the newest it recorded for the
@@ -475,8 +478,14 @@ def write_quarantine(bad: DataFrame, path: str, batch_id: int, app_id: str) -> N
     >>> write_quarantine(bad, path, 7, "app"); write_quarantine(bad, path, 7, "app")   # a replay: skipped
     >>> spark.read.format("delta").load(path).select("batchId", "reason", "label", "features.values").collect()
     [Row(batchId=7, reason='label_out_of_domain', label=2.0, values=[1.0])]
+    >>> later = spark.createDataFrame([(3, Vectors.dense([1.0]), 0.5, "label_out_of_domain")],
+    ...                               ["label", "features", "w", "reason"])   # an int label, a weight column
+    >>> write_quarantine(later, path, 8, "app")
+    >>> spark.read.format("delta").load(path).orderBy("batchId").select("batchId", "label", "w").collect()
+    [Row(batchId=7, label=2.0, w=None), Row(batchId=8, label=3.0, w=0.5)]
     """
-    others = [c for c in bad.columns if c != "reason"]
+    numeric = {f.name for f in bad.schema.fields if isinstance(f.dataType, (NumericType, BooleanType))}
+    others = [F.col(c).cast("double").alias(c) if c in numeric else F.col(c) for c in bad.columns if c != "reason"]
     (_vectors_as_structs(bad).select(F.lit(int(batch_id)).cast("long").alias("batchId"), "reason", *others)
-     .write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", int(batch_id))
-     .save(path))
+     .write.format("delta").mode("append").option("mergeSchema", "true").option("txnAppId", app_id)
+     .option("txnVersion", int(batch_id)).save(path))
