@@ -1,6 +1,7 @@
 # spark-ps build. Needs only python3.11, a JDK 17 and mvn on a fresh clone.
 #
 #   make build     venv + plugin jar + Delta jars
+#   make kafka     spark-sql-kafka jars for Spark, and a Kafka broker's jars for the Kafka integration test
 #   make test      build, then the fast tests, the local-cluster integration tests and the docstring examples
 #   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
@@ -32,7 +33,7 @@ JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
 DELTA_VERSION := 4.0.0
 DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
 
-.PHONY: venv plugin jars build lint test test-stream demo smoke bench-ps bench bench-sweeps clean distclean
+.PHONY: venv plugin jars kafka build lint test test-stream demo smoke bench-ps bench bench-sweeps clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -63,6 +64,60 @@ $(JARS_DIR)/delta-%-$(DELTA_VERSION).jar:
 
 build: venv plugin jars
 
+# Kafka (issue 10, Sources). Two classpaths, kept apart:
+# - $(KAFKA_JARS_DIR): spark-sql-kafka for the pinned pyspark and the runtime dependencies pyspark does
+#   not ship (kafka-clients, spark-token-provider-kafka, commons-pool2): every runtime dependency whose
+#   artifactId has no jar in pyspark's jars/ is kept. The integration session puts them on spark.jars.
+# - $(KAFKA_BROKER_DIR): a real Kafka broker (KRaft) with its full runtime classpath, run only as a child
+#   JVM by integration/kafkakit.py and never put on Spark's classpath (its Scala, Jackson and
+#   kafka-clients versions differ from Spark's). log4j-slf4j-impl gives its slf4j logs a backend.
+# Each is fetched by mvn from a tiny generated pom; a stamp file makes a second run a no-op.
+SPARK_VERSION := $(shell sed -n 's/^ *"pyspark==\([^"]*\)".*/\1/p' pyproject.toml)
+# The registry we reach serves spark-token-provider-kafka 4.0.0 but not 4.0.1 (spark-sql-kafka 4.0.1
+# asks for it): pinned to the one served; it is the same module one patch release earlier.
+SPARK_KAFKA_TOKEN_PROVIDER_VERSION := 4.0.0
+KAFKA_VERSION := 4.1.1
+# The log4j of kafka_2.13 $(KAFKA_VERSION)'s dependencies.
+KAFKA_LOG4J_VERSION := 2.24.3
+KAFKA_JARS_DIR := $(JARS_DIR)/kafka
+KAFKA_BROKER_DIR := build/kafka-broker
+KAFKA_FETCH_DIR := build/kafka-fetch
+KAFKA_STAMP := $(KAFKA_JARS_DIR)/.fetched-$(SPARK_VERSION)
+KAFKA_BROKER_STAMP := $(KAFKA_BROKER_DIR)/.fetched-$(KAFKA_VERSION)
+kafka_dep = <dependency><groupId>$(word 1,$(subst :, ,$(1)))</groupId><artifactId>$(word 2,$(subst :, ,$(1)))</artifactId><version>$(word 3,$(subst :, ,$(1)))</version></dependency>
+# $(1): dependencies, $(2): versions pinned for transitive ones (group:artifact:version, space-separated).
+kafka_pom = <project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion><groupId>spark-ps.build</groupId><artifactId>kafka-fetch</artifactId><version>0</version><packaging>pom</packaging><dependencyManagement><dependencies>$(foreach d,$(2),$(call kafka_dep,$(d)))</dependencies></dependencyManagement><dependencies>$(foreach d,$(1),$(call kafka_dep,$(d)))</dependencies></project>
+
+kafka: $(KAFKA_STAMP) $(KAFKA_BROKER_STAMP)
+
+$(KAFKA_STAMP): $(VENV_STAMP)
+	installed="$$($(VPY) -c 'import pyspark; print(pyspark.__version__)')"; \
+	test "$$installed" = "$(SPARK_VERSION)" || { echo "pyspark $$installed is installed but pyproject.toml pins \
+	$(SPARK_VERSION): run make venv" >&2; exit 1; }
+	rm -rf $(KAFKA_FETCH_DIR)/spark $(KAFKA_JARS_DIR)
+	mkdir -p $(KAFKA_FETCH_DIR)/spark $(KAFKA_JARS_DIR)
+	printf '%s\n' '$(call kafka_pom,org.apache.spark:spark-sql-kafka-0-10_2.13:$(SPARK_VERSION),org.apache.spark:spark-token-provider-kafka-0-10_2.13:$(SPARK_KAFKA_TOKEN_PROVIDER_VERSION))' \
+		> $(KAFKA_FETCH_DIR)/spark/pom.xml
+	mvn -q -B -f $(KAFKA_FETCH_DIR)/spark/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-Dmdep.useRepositoryLayout=true -DoutputDirectory=$(CURDIR)/$(KAFKA_FETCH_DIR)/spark/all
+	pyspark_jars="$$($(VPY) -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')/jars"; \
+	for jar in $$(find $(KAFKA_FETCH_DIR)/spark/all -name '*.jar'); do \
+		artifact="$$(basename "$$(dirname "$$(dirname "$$jar")")")"; \
+		compgen -G "$$pyspark_jars/$$artifact-[0-9]*.jar" > /dev/null || cp "$$jar" $(KAFKA_JARS_DIR)/; \
+	done
+	test -s $(KAFKA_JARS_DIR)/spark-sql-kafka-0-10_2.13-$(SPARK_VERSION).jar
+	touch $@
+
+$(KAFKA_BROKER_STAMP):
+	rm -rf $(KAFKA_FETCH_DIR)/broker $(KAFKA_BROKER_DIR)
+	mkdir -p $(KAFKA_FETCH_DIR)/broker $(KAFKA_BROKER_DIR)
+	printf '%s\n' '$(call kafka_pom,org.apache.kafka:kafka_2.13:$(KAFKA_VERSION) org.apache.logging.log4j:log4j-slf4j-impl:$(KAFKA_LOG4J_VERSION),)' \
+		> $(KAFKA_FETCH_DIR)/broker/pom.xml
+	mvn -q -B -f $(KAFKA_FETCH_DIR)/broker/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory=$(CURDIR)/$(KAFKA_BROKER_DIR)
+	test -s $(KAFKA_BROKER_DIR)/kafka_2.13-$(KAFKA_VERSION).jar
+	touch $@
+
 # pytest exits 5 when it collected nothing: that means the suite went missing, so fail.
 # spark_ps: the package's docstring examples (collected by the root conftest.py).
 # Lint first: a style error fails the build before the ten minutes of tests.
@@ -70,13 +125,13 @@ LINT_PATHS := spark_ps tests integration jobs bench conftest.py
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 
-test: build lint
+test: build kafka lint
 	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q -m "not stream" || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
 # Streaming fault tests: drivers in their own processes, SIGKILLed and restarted (several minutes).
-test-stream: build
+test-stream: build kafka
 	rc=0; $(VPY) -m pytest integration -x -q -m stream || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import psutil
+from kafkakit import spark_kafka_conf
 from sparkkit import SHARED, new_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
@@ -71,9 +72,10 @@ def shared_cluster_session(*, failures=lambda: 0):
     """The shared ``local-cluster[2,1,1024]`` session of ``integration/``, its 2 sidecars registered.
 
     Its executors' logs are kept when it stops if a test failed while it ran
-    (``failures`` counts the failed tests).
+    (``failures`` counts the failed tests). spark-sql-kafka and its jars
+    (``make kafka``) are on its classpath when they exist (``kafkakit.spark_kafka_conf``).
     """
-    return SHARED.get("cluster", lambda: _new_cluster_session("spark-ps-integration"),
+    return SHARED.get("cluster", lambda: _new_cluster_session("spark-ps-integration", conf=spark_kafka_conf()),
                       lambda spark, app_id, failed: stop_cluster_session(spark, app_id, keep_logs=failed),
                       failures=failures)
 
