@@ -65,10 +65,18 @@ class ModelStore:
         The model directory (``modelPath``).
     app_id : str
         Delta ``txnAppId`` of this model's commits: one writer identity per model path.
+    writer : bool
+        This store is the model's one writer (a trainer): it reads the log's
+        history once and then keeps its list of commits itself, appending
+        each of its own. Reading the whole history per micro-batch grew with
+        every commit (a Spark job over all the commit files each time). A
+        reader (a scorer, ``load``) reads the history on every call.
     """
 
-    def __init__(self, spark: SparkSession, path: str, app_id: str | None = None):
+    def __init__(self, spark: SparkSession, path: str, app_id: str | None = None, writer: bool = False):
         self.spark = spark
+        self._writer = writer
+        self._commits: list[Commit] | None = None
         self.path = path
         self.log_path = os.path.join(path, "log")
         self.snapshot_path = os.path.join(path, "snapshot")
@@ -87,9 +95,21 @@ class ModelStore:
 
     def commits(self) -> list[Commit]:
         """Every committed batch, oldest first (reads the log's Delta history: one row per commit)."""
+        if not self._writer:
+            return self._read_commits()
+        if self._commits is None:
+            self._commits = self._read_commits()
+        return list(self._commits)
+
+    def _read_commits(self, newest: int | None = None) -> list[Commit]:
+        """The commits in the log's history (only its ``newest`` entries, if given), oldest first."""
         if not self._exists(self.log_path):
             return []
-        rows = (self._history(self.log_path).where(F.col("userMetadata").isNotNull())
+        from delta.tables import DeltaTable
+
+        table = DeltaTable.forPath(self.spark, self.log_path)
+        history = table.history() if newest is None else table.history(newest)
+        rows = (history.where(F.col("userMetadata").isNotNull())
                 .select("version", "userMetadata").orderBy("version").collect())
         out = []
         for row in rows:
@@ -165,11 +185,21 @@ class ModelStore:
         (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long")).write.format("delta").mode("append")
          .option("txnAppId", self.app_id).option("txnVersion", int(batch_id))
          .option("userMetadata", meta).save(self.log_path))
-        committed = self.last_commit()
+        committed = self._committed()
         if committed is None or committed.batch_id != batch_id:
             raise RuntimeError(f"batch {batch_id} of {self.path} was not committed (Delta skipped the write: "
                                f"a commit with txnVersion {batch_id} exists already)")
         return committed.version
+
+    def _committed(self) -> Commit | None:
+        """The commit just written (the log's newest entry), added to a writer's list."""
+        newest = self._read_commits(newest=1)
+        if not newest:
+            return None
+        if self._writer and self._commits is not None and (not self._commits
+                                                           or self._commits[-1].version < newest[-1].version):
+            self._commits.append(newest[-1])
+        return newest[-1]
 
     def seed(self, rows: DataFrame, metadata: dict[str, Any]) -> int:
         """Write a starting state (a warm start's rows) as the log's first commit, batch ``-1``; return its version.
@@ -189,7 +219,7 @@ class ModelStore:
         meta = json.dumps({"batchId": SEED_BATCH, **metadata}, sort_keys=True)
         (rows.withColumn(BATCH_COL, F.lit(SEED_BATCH).cast("long")).write.format("delta").mode("append")
          .option("userMetadata", meta).save(self.log_path))
-        return self.last_commit().version
+        return self._committed().version
 
     def snapshot(self, log_version: int | None = None) -> int | None:
         """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version."""

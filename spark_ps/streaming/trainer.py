@@ -19,6 +19,12 @@ Each micro-batch (``foreachBatch``) runs, in this order:
    after ``foreachBatch`` returns.
 6. Every ``snapshotEvery`` commits, a compacted snapshot.
 
+A sidecar that dies mid-stream is restarted by the executor plugin on a new
+port, empty. The batch that meets it fails; the trainer follows the registry
+(:meth:`~spark_ps.spark.context.PSContext.refresh`), rebuilds every shard
+from the store (step 2) and runs the batch once more. Nothing of the failed
+attempt was committed, so nothing is lost or applied twice.
+
 The driver handles metadata only: rows move between the executors, the
 shards and Delta.
 """
@@ -26,13 +32,14 @@ shards and Delta.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
 import uuid
 from typing import Any
 
-from pyspark.ml.util import DefaultParamsWriter
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -40,20 +47,22 @@ from spark_ps.client.collectives import AllReduce, Barrier, Counter
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.fitting import model_table_spec, task_slots
 from spark_ps.ml.modelstore import ModelStore
-from spark_ps.ml.objectives import BIAS_KEY
 from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, TrainSpec
 from spark_ps.spark.context import PSContext
-from spark_ps.streaming.metrics import batch_metrics, metrics_frame
+from spark_ps.streaming.metrics import metrics_frame
+from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import check_schema, quarantine_path, rules_for, split_batch, write_quarantine
-from spark_ps.streaming.training import RetriedBatchError, changed_rows, make_stream_train_fn, state_schema
+from spark_ps.streaming.training import TASK_RESULT_DDL, RetriedBatchError, changed_rows, make_stream_train_fn
+from spark_ps.streaming.warmstart import warm_start
 from spark_ps.wire.spec import STATE_NAMES
 
 __all__ = ["StreamingTrainer"]
 
 log = logging.getLogger("spark_ps.streaming")
 
-_TRAIN_SCHEMA = "loss_sum double, weight_sum double"
+#: Delta refuses to vacuum files younger than this unless its retention check is disabled.
+DELTA_RETENTION_FLOOR_HOURS = 168
 
 
 class StreamingTrainer:
@@ -69,6 +78,17 @@ class StreamingTrainer:
         The model directory: Params, change log, snapshots. The one source of truth.
     snapshotEvery : int
         Committed batches between compacted snapshots (and one on :meth:`stop`).
+    initialModel : str, optional
+        Path of a saved model of the estimator's model class (a batch ``fit``
+        + ``save``, or an online model) to continue from, weights *and*
+        optimizer state, if ``modelPath`` has no committed batch yet (see
+        :mod:`spark_ps.streaming.warmstart`).
+    retentionHours : float, optional
+        After each snapshot, delete the log rows it compacts and vacuum the
+        files of versions older than this many hours: those versions can no
+        longer be loaded. None (default) keeps every version. Below Delta's
+        168-hour safety floor, the session must set
+        ``spark.databricks.delta.retentionDurationCheck.enabled=false``.
 
     Examples
     --------
@@ -82,18 +102,24 @@ class StreamingTrainer:
     >>> events = spark.readStream.schema(schema).parquet(os.path.join(root, "in"))
     >>> trainer = StreamingTrainer(LogisticRegression(), modelPath=os.path.join(root, "model"))
     >>> query = trainer.start(events, checkpointLocation=os.path.join(root, "ckpt"))
-    >>> query.processAllAvailable(); query.stop()
+    >>> query.processAllAvailable()
+    >>> trainer.stop()          # stops the query, snapshots the newest version (log version 0)
+    0
     >>> trainer.metrics().select("batchId", "rows").collect()
     [Row(batchId=0, rows=40)]
     >>> LogisticRegressionModel.load(os.path.join(root, "model")).intercept != 0.0
     True
     """
 
-    def __init__(self, estimator, modelPath: str, snapshotEvery: int = 10, initialModel: str | None = None):
+    def __init__(self, estimator, modelPath: str, snapshotEvery: int = 10, initialModel: str | None = None,
+                 retentionHours: float | None = None):
         if snapshotEvery < 1:
             raise ValueError(f"snapshotEvery must be >= 1, got {snapshotEvery}")
-        if initialModel is not None:
-            raise NotImplementedError("initialModel: warm start from a batch model is not built yet")
+        if retentionHours is not None and not retentionHours >= 0:
+            raise ValueError(f"retentionHours must be >= 0 (or None: keep every version), got {retentionHours}")
+        self._retention = retentionHours
+        self._checkpoint: str | None = None
+        self._query = None
         estimator._validate_params()
         self._estimator = estimator.copy().setNumEpochs(1)
         self._path = modelPath
@@ -102,6 +128,9 @@ class StreamingTrainer:
         self._loaded_version: int | None = -1  # log version the shards hold; -1: unknown, rebuild
         self._since_snapshot = 0
         self._store: ModelStore | None = None
+        self._initial = initialModel
+        #: Margin offset of the intercept row: a warm start's (the batch fit's start from the mean label).
+        self._offset = 0.0
 
     # --- public API --------------------------------------------------------------
     def start(self, events: DataFrame, checkpointLocation: str, trigger: dict[str, Any] | None = None,
@@ -128,20 +157,50 @@ class StreamingTrainer:
         """
         check_schema(events.schema, self._estimator)
         spark = events.sparkSession
-        self._store = ModelStore(spark, self._path)
+        if (self._retention is not None and self._retention < DELTA_RETENTION_FLOOR_HOURS
+                and spark.conf.get("spark.databricks.delta.retentionDurationCheck.enabled", "true") == "true"):
+            raise ValueError(f"retentionHours={self._retention:g} is below Delta's {DELTA_RETENTION_FLOOR_HOURS} h "
+                             "safety floor: Delta would refuse the vacuum after the first snapshot; set "
+                             "spark.databricks.delta.retentionDurationCheck.enabled=false to allow it")
+        self._store = ModelStore(spark, self._path, writer=True)
+        seed = None
+        if self._initial is not None and self._store.last_commit() is None:
+            seed = warm_start(spark, self._estimator, self._initial)
+            self._offset = seed.offset
         self._write_metadata(spark)
+        self._offset = DefaultParamsReader.loadMetadata(self._path, spark).get("interceptOffset", 0.0)
+        if seed is not None:
+            self._store.seed(seed.rows, {"initialModel": self._initial, "numFeatures": seed.num_features})
+        self._checkpoint = checkpointLocation
         writer = events.writeStream.foreachBatch(self._process_batch).option("checkpointLocation",
                                                                              checkpointLocation)
         if trigger:
             writer = writer.trigger(**trigger)
         if queryName:
             writer = writer.queryName(queryName)
-        return writer.start()
+        self._query = writer.start()
+        return self._query
+
+    def stop(self) -> int | None:
+        """Stop the query :meth:`start` started, then write a snapshot; return the log version it compacts.
+
+        Idempotent; the next :meth:`start` (here or in a new process, with the
+        same ``checkpointLocation``) resumes after the last committed batch.
+        """
+        if self._query is not None:
+            spark = self._store.spark
+            self._query.stop()
+            self._query = None
+            if self._table is not None:  # the shards' copy: the next start rebuilds it from the store
+                PSContext.get(spark).drop_table(self._table, missing_ok=True)
+                self._table, self._loaded_version = None, -1
+        return self.snapshot()
 
     def metrics(self) -> DataFrame:
         """One row per committed micro-batch: batchId, modelVersion, rows, quarantined, the metrics, trainSeconds."""
         store = self._store or ModelStore(SparkSession.active(), self._path)
-        return metrics_frame(store.spark, [c.metadata | {"modelVersion": c.version} for c in store.commits()],
+        return metrics_frame(store.spark, [c.metadata | {"modelVersion": c.version} for c in store.commits()
+                                           if c.batch_id >= 0],
                              regression=not self._estimator._binary_labels)
 
     def snapshot(self) -> int | None:
@@ -174,8 +233,8 @@ class StreamingTrainer:
             extra = {"quarantined": batch.quarantined, "quarantineReasons": batch.reasons,
                      "numFeatures": batch.num_features}
             for attempt in (1, 2):
-                self._ensure_loaded(spark, ps, last)
                 try:
+                    self._ensure_loaded(spark, ps, last)
                     self._train_and_commit(spark, ps, data, batch_id, rows, last, workers, extra)
                     break
                 except RetriedBatchError as exc:  # the shards hold part of the batch: rebuild and rerun
@@ -183,48 +242,82 @@ class StreamingTrainer:
                     if attempt == 2:
                         raise
                     log.warning("batch %d: %s; rebuilding from the log", batch_id, exc)
-                except BaseException:
+                except Exception as exc:  # rerun only if a shard was lost; anything else is re-raised
                     self._loaded_version = -1  # whatever the shards hold is not a committed state
+                    if attempt == 2 or not self._shard_was_lost(ps):
+                        raise
+                    committed = store.last_commit()
+                    if committed is not None and committed.batch_id == batch_id:
+                        log.warning("batch %d: a shard was lost after the batch committed; rebuilt at the next "
+                                    "batch", batch_id)
+                        break
+                    log.warning("batch %d: a shard was lost (%s); rebuilding the shards from %s and running "
+                                "the batch again", batch_id, str(exc).splitlines()[0][:200], self._path)
+                except BaseException:
+                    self._loaded_version = -1
                     raise
         finally:
             batch.release()
 
     def _train_and_commit(self, spark, ps, data: DataFrame, batch_id: int, rows: int, last, workers: int,
                           extra: dict[str, Any]) -> None:
-        est = self._estimator
-        version = last.version if last is not None else None
         start = time.perf_counter()
-        scored = self._model(ps).transform(data) if rows else None
-        metrics = batch_metrics(scored, est) if rows else {}
-        score_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        if rows:
-            client = ps.client(timeout=est.getPsTimeout())
-            spec = self._train_spec(client, batch_id, workers)
-            try:
-                data.mapInArrow(make_stream_train_fn(spec), _TRAIN_SCHEMA, barrier=True).collect()
-            finally:
-                for group in (spec.epochs, spec.totals, spec.attempts, spec.rendezvous):
-                    group.drop(client)
-                if spec.clock is not None:
-                    client.clock_drop(spec.clock)
-                client.close()  # the tasks open their own connections from the pickled copy
-        train_seconds = time.perf_counter() - start
-        changed = changed_rows(data, ps.client(), self._table, est._objective(), est.getFeaturesCol(),
-                               est.getFitIntercept(), self._schema())
-        new_version = self._store.commit(changed, batch_id, {
-            "rows": rows, "scoredByVersion": version, "trainSeconds": train_seconds,
-            "scoreSeconds": score_seconds, **metrics, **extra})
+        changed = f"changed_{self._table}_{batch_id}_{uuid.uuid4().hex[:6]}"
+        ps.create_table(changed, width=1, optimizer="delta")
+        try:
+            scores, score_seconds = self._train(ps, data, batch_id, workers, changed) if rows else (None, 0.0)
+            train_seconds = time.perf_counter() - start
+            metrics = scores.metrics() if scores is not None else {}
+            with ps.client() as client:
+                new_version = self._store.commit(changed_rows(spark, client, self._table, changed, self._schema()),
+                                                 batch_id, {
+                    "rows": rows, "scoredByVersion": last.version if last is not None else None,
+                    "trainSeconds": train_seconds, "scoreSeconds": score_seconds,
+                    "sourceOffsets": source_offsets(spark, self._checkpoint, batch_id), **metrics, **extra})
+        finally:
+            ps.drop_table(changed, missing_ok=True)
         self._loaded_version = new_version
         self._since_snapshot += 1
-        log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d", batch_id, rows,
+        log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d, %.2f s", batch_id, rows,
                  rows / max(train_seconds, 1e-9), ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                            if isinstance(v, float)), new_version)
+                                                            if isinstance(v, float)), new_version,
+                 time.perf_counter() - start)
         if self._since_snapshot >= self._snapshot_every:
             self._store.snapshot(new_version)
             self._since_snapshot = 0
+            if self._retention is not None:
+                deleted = self._store.clean(new_version, self._retention)
+                log.info("batch %d: snapshot at model version %d; %d compacted log rows deleted, files older "
+                         "than %g h vacuumed", batch_id, new_version, deleted, self._retention)
+
+    def _train(self, ps: PSContext, data: DataFrame, batch_id: int, workers: int, changed: str
+               ) -> tuple[ProgressiveStats, float]:
+        """One barrier stage: score the batch (progressive validation), then train on it; the summed scores."""
+        est = self._estimator
+        scores, score_seconds = ProgressiveStats(est._binary_labels), 0.0
+        client = ps.client(timeout=est.getPsTimeout())
+        spec = self._train_spec(client, batch_id, workers)
+        try:
+            for task in data.mapInArrow(make_stream_train_fn(spec, changed), TASK_RESULT_DDL, barrier=True).collect():
+                scores = scores + ProgressiveStats.from_row(task, est._binary_labels)
+                score_seconds = max(score_seconds, task["score_seconds"])
+        finally:
+            for group in (spec.epochs, spec.totals, spec.attempts, spec.rendezvous):
+                group.drop(client)
+            if spec.clock is not None:
+                client.clock_drop(spec.clock)
+            client.close()  # the tasks open their own connections from the pickled copy
+        return scores, score_seconds
 
     # --- the shards as a cache of the store --------------------------------------
+    def _shard_was_lost(self, ps: PSContext) -> bool:
+        """Whether a shard died and came back elsewhere (the plugin restarts it); ``ps`` then routes to it."""
+        try:
+            return ps.refresh(timeout=60.0)
+        except TimeoutError as exc:  # a shard that stays down: the batch's own error says more
+            log.error("a spark-ps shard stayed unreachable: %s", exc)
+            return False
+
     def _ensure_loaded(self, spark: SparkSession, ps: PSContext, last) -> None:
         want = last.version if last is not None else None
         if self._table is not None and self._loaded_version == want:
@@ -251,7 +344,7 @@ class StreamingTrainer:
 
     def _schema(self):
         est = self._estimator
-        return state_schema(est._objective().width, STATE_NAMES[est.getOptimizer()])
+        return weight_store.full_row_schema(STATE_NAMES[est.getOptimizer()])
 
     def _train_spec(self, client, batch_id: int, workers: int) -> TrainSpec:
         est = self._estimator
@@ -263,7 +356,7 @@ class StreamingTrainer:
                          data_dependence=DataDependence(), epochs=AllReduce(f"epochs_{run}", EPOCH_FIELDS),
                          totals=AllReduce(f"totals_{run}", TOTALS_FIELDS), attempts=Counter(f"attempts_{run}"),
                          rendezvous=Barrier(f"meet_{run}", workers), clock=clock, staleness=stale,
-                         num_workers=workers, objective=est._objective(), features_col=est.getFeaturesCol(),
+                         num_workers=workers, objective=self._objective(), features_col=est.getFeaturesCol(),
                          label_col=est.getLabelCol(), weight_col=est._weight_col(),
                          fit_intercept=est.getFitIntercept(), batch_size=est.getBatchSize(), num_epochs=1,
                          timeout=est.getPsTimeout(), binary_labels=est._binary_labels)
@@ -273,23 +366,47 @@ class StreamingTrainer:
             client.clock_create(clock, workers, stale)
         return spec
 
-    def _model(self, ps: PSContext):
-        """The model as it stands on the shards, to score a batch before it learns from it."""
-        est = self._estimator
-        bias = 0.0
-        if est.getFitIntercept():
-            with ps.client() as client:
-                bias = float(client.pull(self._table, [BIAS_KEY])[0, 0])
-        model = est._model_class()(None, bias, table=self._table)
-        return est._copyValues(model)
-
     def _write_metadata(self, spark: SparkSession) -> None:
         if os.path.exists(os.path.join(self._path, "metadata")):
             return
         model = self._estimator._copyValues(self._estimator._model_class()())
         DefaultParamsWriter.saveMetadata(model, self._path, spark, extraMetadata={
             "intercept": 0.0, "numRows": 0, "nnz": 0, "objectiveHistory": [], "numFeatures": 0,
-            "weightsFormat": ONLINE_FORMAT})
+            "weightsFormat": ONLINE_FORMAT, "interceptOffset": self._offset, "initialModel": self._initial})
+
+    def _objective(self):
+        """The estimator's objective, its intercept margin offset that of the model the stream started from."""
+        return dataclasses.replace(self._estimator._objective(), offset=self._offset)
+
+
+def source_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> list[Any]:
+    r"""The end offsets of micro-batch ``batch_id``, one entry per source, from Spark's offset log.
+
+    Spark writes ``<checkpoint>/offsets/<batchId>`` (a version line, the
+    batch's metadata, then one line per source: JSON, or ``-`` for a source
+    with no offset) before the batch runs, so it is there when the batch
+    commits. Read through Hadoop's FileSystem, as Spark does (the checkpoint
+    may be on HDFS or an object store).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> ckpt = tempfile.mkdtemp(); os.makedirs(os.path.join(ckpt, "offsets"))
+    >>> with open(os.path.join(ckpt, "offsets", "3"), "w") as f:
+    ...     _ = f.write("v1\\n" + "{}\\n" + "{\"logOffset\": 3}\\n-\\n")
+    >>> source_offsets(spark, ckpt, 3)
+    [{'logOffset': 3}, None]
+    """
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(checkpoint, f"offsets/{batch_id}")
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    stream = fs.open(path)
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    lines = text.splitlines()[2:]
+    return [None if line.strip() == "-" else json.loads(line) for line in lines if line.strip()]
 
 
 def _importer(client, table: str):

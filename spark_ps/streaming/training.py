@@ -8,36 +8,71 @@ stage would apply part of the batch twice, so it refuses to train instead
 (:class:`RetriedBatchError`); the trainer then rebuilds the shards from the
 model's Delta log and runs the batch again, exactly once.
 
-After the stage, :func:`changed_rows` is a DataFrame whose tasks export,
-from the shards, the full rows (weights and optimizer state) of the keys the
-batch touched: what the model store commits.
+The same stage scores the batch before training on it (progressive
+validation, :mod:`spark_ps.streaming.progressive`) and, at its end, marks
+the keys it trained on the shards. After it, :func:`changed_rows` is a
+DataFrame whose tasks, one per shard, export the full rows (weights and
+optimizer state) of the marked keys: what the model store commits. The
+first version re-read the batch to find its keys and removed the keys seen
+by two tasks with a shuffle; the marks make both unnecessary.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import PSError
 from spark_ps.ml import weights as weight_store
-from spark_ps.ml.csr import record_batch_to_csr
-from spark_ps.ml.objectives import Objective
-from spark_ps.ml.training import TrainSpec, load_partition, plan_batches, run_epochs
+from spark_ps.ml.training import MiniBatch, TrainSpec, load_partition, plan_batches, run_epochs
+from spark_ps.streaming.progressive import ProgressiveStats
 
-__all__ = ["RetriedBatchError", "changed_rows", "make_stream_train_fn"]
+__all__ = ["TASK_RESULT_DDL", "RetriedBatchError", "changed_rows", "make_stream_train_fn", "score_before_training"]
 
 
 class RetriedBatchError(PSError, RuntimeError):
     """A training stage ran a second attempt: the shards may hold part of the batch already."""
 
 
-def make_stream_train_fn(spec: TrainSpec):
-    """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table)."""
+#: One row per training task: its training loss, its scores' stats (:class:`ProgressiveStats`).
+TASK_RESULT_SCHEMA = pa.schema([("loss_sum", pa.float64()), ("weight_sum", pa.float64()),
+                                ("score_seconds", pa.float64()), ("score_weight", pa.float64()),
+                                ("score_loss", pa.float64()), ("label_sum", pa.float64()),
+                                ("label_square_sum", pa.float64()), ("positives", pa.list_(pa.float64())),
+                                ("negatives", pa.list_(pa.float64()))])
+#: The same, as the Spark DDL of ``mapInArrow``.
+TASK_RESULT_DDL = ("loss_sum double, weight_sum double, score_seconds double, score_weight double, "
+                   "score_loss double, label_sum double, label_square_sum double, positives array<double>, "
+                   "negatives array<double>")
+
+
+def score_before_training(planned: list[MiniBatch], spec: TrainSpec, client: PSClient) -> ProgressiveStats:
+    """Score the planned mini-batches with the model as the shards hold it (nobody pushes yet)."""
+    if not planned:
+        return ProgressiveStats(spec.binary_labels)
+    margins = []
+    for batch in planned:
+        pulled = client.pull(spec.table, batch.keys)
+        bias = float(pulled[0, 0]) if spec.fit_intercept else 0.0
+        margins.append(spec.objective.margins(batch.data, batch.col, pulled, bias))
+    weights = [b.data.weights for b in planned]
+    return ProgressiveStats.of(np.concatenate(margins), np.concatenate([b.data.labels for b in planned]),
+                               None if weights[0] is None else np.concatenate(weights), spec.binary_labels)
+
+
+def make_stream_train_fn(spec: TrainSpec, changed_table: str):
+    """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table).
+
+    Each task scores its rows, meets the others, trains, and then marks the
+    keys it trained in ``changed_table`` (a ``delta`` table of width 1): the
+    shards then know which rows the batch changed, each key on its own shard.
+    """
 
     def train(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -50,40 +85,59 @@ def make_stream_train_fn(spec: TrainSpec):
                 spec.attempts.increment(client)
             data, _ = load_partition(batches, spec)
             planned = plan_batches(data, spec)
-            ctx.barrier()  # worker 0 has counted this attempt
+            start = time.perf_counter()
+            scores = score_before_training(planned, spec, client)
+            score_seconds = time.perf_counter() - start
+            ctx.barrier()  # worker 0 has counted this attempt, and every worker has scored: training may start
             if spec.attempts.value(client) > 1:
                 raise RetriedBatchError(f"training stage of {spec.table!r} restarted: the shards may hold part "
                                         "of this batch; rebuild them from the model's log before retrying")
             stats = run_epochs(planned, spec, client, worker)
+            if planned:
+                keys = np.unique(np.concatenate([b.keys for b in planned]))
+                client.push(changed_table, keys, np.ones((len(keys), 1), np.float32))
         finally:
             client.close()
         loss = sum(s["loss_sum"] for s in stats)
         weight = sum(s["weight_sum"] for s in stats)
-        yield pa.RecordBatch.from_pydict({"loss_sum": [loss], "weight_sum": [weight]})
+        row = {"loss_sum": loss, "weight_sum": weight, "score_seconds": score_seconds, **scores.to_row()}
+        yield pa.RecordBatch.from_pylist([row], schema=TASK_RESULT_SCHEMA)
 
     return train
 
 
-def changed_rows(data: DataFrame, client: PSClient, table: str, objective: Objective, features_col: str,
-                 fit_intercept: bool, schema: StructType) -> DataFrame:
-    """The rows of every key in ``data``'s features (and the intercept), exported from the shards.
+def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_table: str,
+                 schema: StructType) -> DataFrame:
+    """The full rows of ``table`` whose keys the training tasks marked in ``changed_table``; one task per shard.
 
-    Each task exports the keys of its partition; a key in several partitions
-    is exported once per partition with identical rows (all export after the
-    training stage), and ``dropDuplicates`` keeps one.
+    Shard ``s`` holds the marks of exactly the keys it holds, so its task
+    reads them and exports those rows from the same shard: every changed row
+    exactly once, with no shuffle and without reading the batch again.
+
+    Examples
+    --------
+    >>> from spark_ps.spark.context import PSContext
+    >>> from spark_ps.ml.weights import full_row_schema
+    >>> with PSContext.get(spark) as ps, ps.client() as client:
+    ...     _ = ps.create_table("m", width=1, optimizer="adagrad", lr=0.5)
+    ...     _ = ps.create_table("touched", width=1, optimizer="delta")
+    ...     client.push("m", [3, 5, 8], [1.0, 1.0, 1.0]); client.push("touched", [5, 8], [1.0, 1.0])
+    ...     sorted(r.key for r in changed_rows(spark, client, "m", "touched", full_row_schema(("n",))).collect())
+    [5, 8]
     """
     stored = weight_store.arrow_schema(schema)
 
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        parts = []
-        for batch in batches:
-            csr = record_batch_to_csr(batch, features_col)
-            parts.append(objective.keys_of(csr, fit_intercept)[0])
-        keys = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         try:
-            for rows in client.export(table, keys=keys):
-                yield weight_store.stored_rows(rows, stored, nonzero_only=False)
+            for batch in batches:
+                for shard in batch.column("id").to_numpy().tolist():
+                    marks = [b.column("key").to_numpy() for b in client.export(changed_table, shards=[shard])]
+                    keys = np.concatenate(marks) if marks else np.zeros(0, np.int64)
+                    if len(keys):
+                        for rows in client.export(table, keys=keys):
+                            yield weight_store.stored_rows(rows, stored, nonzero_only=False)
         finally:
             client.close()
 
-    return data.select(features_col).mapInArrow(export, schema).dropDuplicates(["key"])
+    shards = client.num_shards
+    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, schema)

@@ -14,6 +14,7 @@ import pytest
 from pyspark.ml.linalg import SparseVector
 
 from spark_ps.ml.classification import LogisticRegression, LogisticRegressionModel
+from spark_ps.ml.modelstore import ModelStore
 from spark_ps.streaming import StreamingTrainer
 
 DIM = 32
@@ -58,6 +59,9 @@ def test_snapshot_restore_and_more_rows_equal_one_straight_run(local_spark, tmp_
         local_spark.conf.unset(RETENTION_CHECK)
 
     assert [m.batchId for m in trainer.metrics().orderBy("batchId").collect()] == [0, 1, 2, 3]
+    # Each version records the source offsets it ends at (Spark's offset log: the file source's log offset).
+    commits = ModelStore(local_spark, str(tmp_path / "restored" / "model")).commits()
+    assert [c.metadata["sourceOffsets"] for c in commits] == [[{"logOffset": i}] for i in range(4)]
     ours = LogisticRegressionModel.load(str(tmp_path / "restored" / "model"))
     theirs = LogisticRegressionModel.load(str(tmp_path / "straight" / "model"))
     np.testing.assert_array_equal(ours.coefficients.toArray(), theirs.coefficients.toArray())
