@@ -8,6 +8,7 @@
 #   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)
 #   make bench     build, then the head-to-head with MLlib (python -m bench.mllib), then bench-sweeps
 #   make bench-sweeps  build, then the tuning sweeps moved out of make test (python -m bench.sweeps)
+#   make bench-stream  build, then the streaming training benchmark (python -m bench.stream)
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
 SHELL := bash
@@ -33,7 +34,7 @@ JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
 DELTA_VERSION := 4.0.0
 DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
 
-.PHONY: venv plugin jars kafka build lint test test-stream demo smoke bench-ps bench bench-sweeps clean distclean
+.PHONY: venv plugin jars kafka build lint test test-stream demo smoke bench-ps bench bench-sweeps bench-stream clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -165,6 +166,15 @@ bench: build
 # (make test runs two Param maps of each); a few minutes.
 bench-sweeps: build
 	$(VPY) -m bench.sweeps
+
+# Streaming training (issue 10, Speed): StreamingTrainer on local[2] at 50k/100k/200k-row micro-batches of
+# synthetic CTR events (d = 2^22): rows/s, p50/p95 latency, snapshot and restart cost, driver memory
+# from d = 2^18 to 2^30; MLlib's StreamingLogisticRegressionWithSGD and numpy FTRL on the same events.
+# Writes bench/out/bench_stream/results.json and the bench-stream section of docs/benchmarks.md.
+# BENCH_STREAM_ARGS adds options (e.g. --rows 400000 --mem-dims 18,30; --smoke for a tiny check).
+BENCH_STREAM_ARGS ?=
+bench-stream: build
+	$(VPY) -m bench.stream $(BENCH_STREAM_ARGS)
 
 clean:
 	rm -rf build $(JARS_DIR) .pytest_cache integration/out bench/out spark-warehouse metastore_db derby.log

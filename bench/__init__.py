@@ -3,7 +3,12 @@
 ``python -m bench.mllib`` (``make bench``) is the head-to-head with MLlib's
 ``LogisticRegression``; ``python -m bench.ps`` (``make bench-ps``) the
 pull/push throughput of one shard; ``python -m bench.profile_fit`` times the
-phases of one fit. Both benches write their section of ``docs/benchmarks.md``.
+phases of one fit; ``python -m bench.stream`` (``make bench-stream``) the
+streaming trainer's throughput, latency, snapshot and restart costs and driver
+memory against MLlib's DStream ``StreamingLogisticRegressionWithSGD``
+(:mod:`bench.stream`, :mod:`bench.stream_child`, :mod:`bench.stream_mllib`,
+:mod:`bench.stream_records`, :mod:`bench.stream_report`). Each bench writes
+its own section of ``docs/benchmarks.md``.
 
 Modules of the MLlib bench, by the process that runs them:
 

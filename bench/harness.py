@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -95,12 +96,8 @@ def prepare_data(opts: Options, log2d: int) -> DataPaths:
     n_files = max(2, *(partitions_of(m) for m in opts.masters))
     paths = {}
     for split, n, start in (("train", opts.rows, 0), ("test", opts.test_rows, opts.rows)):
-        meta_path = root / split / "meta.json"
-        want = {"rows": n, "dim": dim, "seed": opts.seed, "start_row": start, "spec": dataclasses.asdict(spec)}
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if any(meta.get(k) != v for k, v in want.items()) or data_format not in meta.get("formats", []):
-            ctr_files.write_dataset(root / split, n, dim, opts.seed, start_row=start, formats=(data_format,),
-                                    n_files=n_files, spec=spec)
+        ctr_files.ensure_dataset(root / split, n, dim, opts.seed, start_row=start, formats=(data_format,),
+                                 n_files=n_files, spec=spec)
         paths[split] = str(root / split / data_format)
     return DataPaths(data_format, paths["train"], paths["test"])
 
@@ -143,6 +140,42 @@ def kill_tree(proc: subprocess.Popen) -> None:
             pass
     proc.wait()
     psutil.wait_procs(descendants, timeout=30)
+
+
+def run_child_process(module_args: list[str], run_dir: pathlib.Path, log_path: pathlib.Path,
+                      timeout: float) -> int | None:
+    """Run ``python -m MODULE ARGS`` in ``run_dir``, output to ``log_path``; its exit code, ``None`` on timeout.
+
+    The child runs in its run directory (Derby and Spark leave files in the
+    working directory), with this package on ``PYTHONPATH`` and Spark bound
+    to loopback, in a process group of its own (pgid = child pid), so a
+    timeout kills the child, its JVMs and sidecars together (:func:`kill_tree`).
+
+    Parameters
+    ----------
+    module_args : list of str
+        ``python -m``'s arguments: the module, then its own.
+    run_dir, log_path : pathlib.Path
+    timeout : float
+        Seconds before the child's tree is killed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> run_child_process(["json.tool", "--help"], tmp, tmp / "log", 60), (tmp / "log").read_text()[:6]
+    (0, 'usage:')
+    """
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable, PYTHONPATH=path)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", *module_args], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=run_dir, env=env, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+            return None
 
 
 class Bench:
@@ -269,22 +302,9 @@ class Bench:
                     master=master, driver_memory=opts.driver_memory, executor_memory=f"{mem}m" if mem else None,
                     partitions=partitions_of(master), warehouse=str(run_dir / "warehouse"),
                     result=str(result_path), warmup_rows=opts.warmup_rows).write(cfg_path)
-        # The child runs in its run directory (Derby and Spark leave files in the working directory):
-        # PYTHONPATH lets it import this package from there.
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable, PYTHONPATH=path)
         log_path = run_dir / "child.log"
         t0 = time.perf_counter()
-        with open(log_path, "wb") as log:
-            # Own process group (pgid = child pid) so a timeout kills the child, its JVMs and sidecars together.
-            proc = subprocess.Popen([sys.executable, "-m", "bench.mllib", "--child", str(cfg_path)],
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=run_dir, env=env,
-                                    start_new_session=True)
-            try:
-                rc = proc.wait(timeout=opts.timeout)
-            except subprocess.TimeoutExpired:
-                kill_tree(proc)
-                rc = None
+        rc = run_child_process(["bench.mllib", "--child", str(cfg_path)], run_dir, log_path, opts.timeout)
         log_text = log_path.read_text(errors="replace")
         if result_path.exists():
             result = ChildResult.from_dict(json.loads(result_path.read_text()))
