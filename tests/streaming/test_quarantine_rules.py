@@ -107,7 +107,7 @@ def vector_rows(draw):
     return sparse(size, None if draw(st.integers(0, 19)) == 0 else indices, values, kind)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(vector_rows(), max_size=30))
 def test_a_row_is_quarantined_exactly_when_training_would_refuse_it(rows):
     reasons, _ = vector_reasons(pa.array(rows, LOOSE_TYPE))
