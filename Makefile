@@ -4,6 +4,7 @@
 #   make kafka     spark-sql-kafka jars for Spark, and a Kafka broker's jars for the Kafka integration test
 #   make test      build, then the fast tests, the local-cluster integration tests and the docstring examples
 #   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
+#   make stream-demo  build, then jobs/stream_demo.py: streaming training killed and resumed (Delta, local[2])
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
 #   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)
 #   make bench     build, then the head-to-head with MLlib (python -m bench.mllib), then bench-sweeps
@@ -34,7 +35,7 @@ JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
 DELTA_VERSION := 4.0.0
 DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
 
-.PHONY: venv plugin jars kafka build lint test test-stream demo smoke bench-ps bench bench-sweeps bench-stream clean distclean
+.PHONY: venv plugin jars kafka build lint test test-stream demo smoke stream-demo bench-ps bench bench-sweeps bench-stream clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -139,6 +140,11 @@ test-stream: build kafka
 
 demo: build
 	bash jobs/run_demo.sh
+
+# CTR events into Delta, the streaming job on local[2] with the delayed-label join, SIGKILLed after two
+# committed batches and restarted; fails unless every batch and impression was trained exactly once (~3 min).
+stream-demo: build
+	$(VPY) jobs/stream_demo.py
 
 smoke: build
 	SPARK_PS_DEMO_MASTER='local-cluster[2,1,1024]' SPARK_PS_DEMO_JOB=jobs/ps_smoke.py bash jobs/run_demo.sh

@@ -1,0 +1,81 @@
+"""The streaming job (jobs/stream_train.py) run through its ``main`` on the shared session, and the event generator.
+
+The expected rows per micro-batch are the test's own appends to the source
+(one Delta version of one file each, read one file per trigger), not
+anything the trainer reports; the model's commits must match them batch by
+batch, and a second run on the same checkpoint must commit only what was
+appended since.
+"""
+
+from __future__ import annotations
+
+import doctest
+import re
+
+import pytest
+from pyspark.ml.linalg import Vectors
+
+from jobs import ctr_events, stream_train
+from spark_ps.ml.modelstore import ModelStore
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def spark(local_spark):
+    local_spark.sparkContext.setLogLevel("ERROR")
+    return local_spark
+
+
+def _append(spark, path, n: int, offset: int) -> None:
+    rows = [(float((i + offset) % 2), Vectors.sparse(DIM, [(i + offset) % 2, 2 + i % 7], [1.0, 1.0]))
+            for i in range(n)]
+    spark.createDataFrame(rows, ["label", "features"]).coalesce(1).write.format("delta").mode("append").save(path)
+
+
+def _batches(spark, model) -> list[tuple[int, int]]:
+    return [(c.batch_id, c.metadata["rows"]) for c in ModelStore(spark, model).commits()]
+
+
+def test_one_batch_per_append_and_a_restart_commits_only_the_rest(spark, tmp_path, capsys):
+    source, model, ckpt = (str(tmp_path / name) for name in ("events", "model", "ckpt"))
+    for i, n in enumerate([40, 25]):
+        _append(spark, source, n, i)
+    argv = ["--events", source, "--max-files-per-trigger", "1", "--model-path", model, "--checkpoint", ckpt]
+
+    # Stopped after one commit; the second batch may be running then, and must not half-count.
+    assert stream_train.main([*argv, "--max-batches", "1"], spark=spark) == 0
+    assert _batches(spark, model)[0] == (0, 40)
+    first = capsys.readouterr().out
+    # Restarted on the same checkpoint: drains the rest and stops.
+    assert stream_train.main([*argv, "--until-idle"], spark=spark) == 0
+    second = capsys.readouterr().out
+
+    assert _batches(spark, model) == [(0, 40), (1, 25)]
+    lines = [line for line in (first + second).splitlines() if re.search(r"batch \d+: \d+ rows", line)]
+    assert [line.split()[1:4] for line in lines] == [["batch", "0:", "40"], ["batch", "1:", "25"]], lines
+    assert all(" auc " in line and "rows/s" in line and "model version" in line for line in lines), lines
+    assert "model: 2 committed batches, 65 rows trained" in second
+
+
+def test_settings_refuse_a_missing_or_doubled_source():
+    with pytest.raises(ValueError, match="exactly one source"):
+        stream_train.StreamJobSettings(model_path="m", checkpoint="c")
+    with pytest.raises(ValueError, match="exactly one source"):
+        stream_train.StreamJobSettings(model_path="m", checkpoint="c", events="e", kafka_bootstrap="k", topic="t")
+    with pytest.raises(ValueError, match="--impressions and --clicks go together"):
+        stream_train.StreamJobSettings(model_path="m", checkpoint="c", impressions="i")
+    with pytest.raises(SystemExit):  # argparse: both ways to stop at once
+        stream_train.parse_args(["--events", "e", "--model-path", "m", "--checkpoint", "c", "--until-idle",
+                                 "--max-batches", "2"])
+
+
+@pytest.mark.parametrize("module", [ctr_events, stream_train], ids=lambda m: m.__name__)
+def test_docstring_examples(spark, module):
+    """The jobs' docstring examples (pytest collects only spark_ps/'s by itself)."""
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = [t for t in finder.find(module, extraglobs={"spark": spark}) if t.examples]
+    assert tests
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0
