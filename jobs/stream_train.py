@@ -96,6 +96,7 @@ class StreamJobSettings:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
     score_output: str | None = None
+    shuffle_partitions: int | None = None
     trigger: float = 0.0
     max_batches: int | None = None
     until_idle: bool = False
@@ -115,7 +116,7 @@ class StreamJobSettings:
                              f"with --topic (got {sum(sources)})")
         if self.max_batches is not None and self.until_idle:
             raise ValueError("--max-batches and --until-idle exclude each other: pick one way to stop")
-        for name in ("max_batches", "max_files_per_trigger", "max_offsets_per_trigger"):
+        for name in ("max_batches", "max_files_per_trigger", "max_offsets_per_trigger", "shuffle_partitions"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -267,6 +268,8 @@ def run(spark: SparkSession, settings: StreamJobSettings) -> int:
     trainer = StreamingTrainer(est, modelPath=settings.model_path, snapshotEvery=settings.snapshot_every,
                                initialModel=settings.initial_model, retentionHours=settings.retention_hours)
     lines = BatchLines(settings.max_batches)
+    if settings.shuffle_partitions is not None:  # read by the query's first batch, then fixed by its checkpoint
+        spark.conf.set("spark.sql.shuffle.partitions", settings.shuffle_partitions)
     logger = logging.getLogger("spark_ps.streaming")
     level = logger.level
     logger.addHandler(lines)
@@ -353,6 +356,8 @@ def parse_args(argv: list[str] | None) -> StreamJobSettings:
     join.add_argument("--lateness", default=d["lateness"], help="watermark delay of both streams")
     run_ = p.add_argument_group("running")
     run_.add_argument("--score-output", help="also score the events live into this Delta table")
+    run_.add_argument("--shuffle-partitions", type=int,
+                      help="spark.sql.shuffle.partitions of a new query: the join's state is split this many ways")
     run_.add_argument("--trigger", type=float, default=d["trigger"], help="seconds between micro-batches (0: asap)")
     stop = run_.add_mutually_exclusive_group()
     stop.add_argument("--max-batches", type=int, help="stop after this many committed micro-batches")
