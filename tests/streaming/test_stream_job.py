@@ -3,8 +3,8 @@
 The expected rows per micro-batch are the test's own appends to the source
 (one Delta version of one file each, read one file per trigger), not
 anything the trainer reports; the model's commits must match them batch by
-batch, and a second run on the same checkpoint must commit only what was
-appended since.
+batch. Stopping and restarting the job: ``integration/test_stream_job_restart.py``
+(``make test-stream``) and ``make stream-demo``.
 """
 
 from __future__ import annotations
@@ -37,25 +37,21 @@ def _batches(spark, model) -> list[tuple[int, int]]:
     return [(c.batch_id, c.metadata["rows"]) for c in ModelStore(spark, model).commits()]
 
 
-def test_one_batch_per_append_and_a_restart_commits_only_the_rest(spark, tmp_path, capsys):
+def test_until_idle_commits_one_batch_per_append(spark, tmp_path, capsys):
     source, model, ckpt = (str(tmp_path / name) for name in ("events", "model", "ckpt"))
     for i, n in enumerate([40, 25]):
         _append(spark, source, n, i)
-    argv = ["--events", source, "--max-files-per-trigger", "1", "--model-path", model, "--checkpoint", ckpt]
+    argv = ["--events", source, "--max-files-per-trigger", "1", "--model-path", model, "--checkpoint", ckpt,
+            "--until-idle"]
 
-    # Stopped after one commit; the second batch may be running then, and must not half-count.
-    assert stream_train.main([*argv, "--max-batches", "1"], spark=spark) == 0
-    assert _batches(spark, model)[0] == (0, 40)
-    first = capsys.readouterr().out
-    # Restarted on the same checkpoint: drains the rest and stops.
-    assert stream_train.main([*argv, "--until-idle"], spark=spark) == 0
-    second = capsys.readouterr().out
+    assert stream_train.main(argv, spark=spark) == 0
 
     assert _batches(spark, model) == [(0, 40), (1, 25)]
-    lines = [line for line in (first + second).splitlines() if re.search(r"batch \d+: \d+ rows", line)]
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if re.search(r"batch \d+: \d+ rows", line)]
     assert [line.split()[1:4] for line in lines] == [["batch", "0:", "40"], ["batch", "1:", "25"]], lines
     assert all(" auc " in line and "rows/s" in line and "model version" in line for line in lines), lines
-    assert "model: 2 committed batches, 65 rows trained" in second
+    assert "model: 2 committed batches, 65 rows trained" in out
 
 
 def test_settings_refuse_a_missing_or_doubled_source():
