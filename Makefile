@@ -132,9 +132,10 @@ test: build kafka lint
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
-# Streaming fault tests: drivers in their own processes, SIGKILLed and restarted (several minutes).
+# Streaming fault tests: drivers in their own processes, SIGKILLed and restarted (several minutes),
+# and the slower streaming tests of tests/ (marked stream too).
 test-stream: build kafka
-	rc=0; $(VPY) -m pytest integration -x -q -m stream || rc=$$?; \
+	rc=0; $(VPY) -m pytest tests integration -x -q -m stream || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
