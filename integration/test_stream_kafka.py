@@ -111,6 +111,7 @@ def _weights(path) -> tuple[float, np.ndarray]:
     return model.intercept, model.coefficients.toArray()
 
 
+@pytest.mark.stream  # a broker JVM and two streams: make test-stream
 def test_trains_from_a_real_kafka_broker_every_event_once(cluster_spark, tmp_path):
     if not spark_kafka_jars():
         pytest.fail("spark-sql-kafka jars missing for the installed pyspark: run `make kafka`")

@@ -7,6 +7,8 @@ batch lost with the shard, or applied twice after the rebuild, would not be.
 
 from __future__ import annotations
 
+import pytest
+
 import signal
 
 import numpy as np
@@ -39,6 +41,7 @@ def _start(spark, source, root):
     return trainer, trainer.start(events, checkpointLocation=str(root / "ckpt"))
 
 
+@pytest.mark.stream  # six micro-batches and a sidecar restart: make test-stream
 def test_no_batch_lost_or_doubled_when_a_sidecar_dies(local_spark, tmp_path):
     source = tmp_path / "events"
     total = sum(_write_part(local_spark, source, part) for part in range(FILES))

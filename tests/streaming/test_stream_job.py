@@ -37,6 +37,7 @@ def _batches(spark, model) -> list[tuple[int, int]]:
     return [(c.batch_id, c.metadata["rows"]) for c in ModelStore(spark, model).commits()]
 
 
+@pytest.mark.stream  # a whole job run: make test-stream
 def test_until_idle_commits_one_batch_per_append(spark, tmp_path, capsys):
     source, model, ckpt = (str(tmp_path / name) for name in ("events", "model", "ckpt"))
     for i, n in enumerate([40, 25]):
