@@ -7,12 +7,11 @@ batch lost with the shard, or applied twice after the rebuild, would not be.
 
 from __future__ import annotations
 
-import pytest
-
 import signal
 
 import numpy as np
 import psutil
+import pytest
 from pyspark.ml.linalg import SparseVector
 
 from spark_ps.ml.classification import LogisticRegression, LogisticRegressionModel
