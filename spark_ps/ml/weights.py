@@ -122,8 +122,10 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
             for shard in batch.column("id").to_numpy().tolist():
                 for rows in client.export(table, shards=[int(shard)]):
                     kept = stored_rows(rows, stored)
-                    if counter is not None:
-                        counter.add(kept.num_rows)
+                    if counter is not None:  # rows with a non-zero weight, as MLlib's numNonzeros
+                        weights = kept.column("value").flatten().to_numpy(zero_copy_only=False)
+                        counter.add(int(np.any(weights.reshape(kept.num_rows, -1) != 0.0, axis=1).sum())
+                                    if kept.num_rows else 0)
                     yield kept
         client.close()
 
@@ -132,7 +134,8 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
 
 def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True,
                state_names: tuple[str, ...] = ()) -> int:
-    """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version); return the row count.
+    """Write ``table``'s non-zero rows to the Delta table at ``path`` (a new Delta version); return the rows
+    with a non-zero weight (rows with only optimizer state are written, not counted).
 
     ``state_names``: the optimizer state columns to keep with the weights
     (:func:`full_row_schema`), so that training can continue from the table.
@@ -238,7 +241,7 @@ class BackgroundExport:
         return self._future.done()
 
     def result(self) -> int:
-        """Wait for the export; return the rows written, or raise its error.
+        """Wait for the export; return the rows with a non-zero weight it wrote, or raise its error.
 
         Examples
         --------
