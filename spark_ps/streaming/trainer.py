@@ -393,7 +393,7 @@ def source_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> list[
     >>> import os, tempfile
     >>> ckpt = tempfile.mkdtemp(); os.makedirs(os.path.join(ckpt, "offsets"))
     >>> with open(os.path.join(ckpt, "offsets", "3"), "w") as f:
-    ...     _ = f.write("v1\\n" + "{}\\n" + "{\"logOffset\": 3}\\n-\\n")
+    ...     _ = f.write('v1\n{"batchWatermarkMs": 0}\n{"logOffset": 3}\n-\n')
     >>> source_offsets(spark, ckpt, 3)
     [{'logOffset': 3}, None]
     """

@@ -61,6 +61,7 @@ def _ten_minutes_on(spark, imps, clicks, extra_clicks=()) -> None:
     _append(spark, clicks, [*extra_clicks, (999, _at(600))], CLICKS)
 
 
+@pytest.mark.stream  # whole streams: make test-stream keeps make test under ten minutes
 def test_impressions_are_labelled_once_by_their_clicks_when_the_watermark_passes(spark, tmp_path):
     imps, clicks = tmp_path / "impressions", tmp_path / "clicks"
     _first_minute(spark, imps, clicks)

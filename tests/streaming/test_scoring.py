@@ -125,7 +125,7 @@ def _margins(rows: dict[int, list[float]], batch, factors: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("estimator, model_cls, factors", [
-    (FMClassifier(factorSize=2), FMClassificationModel, 2),
+    pytest.param(FMClassifier(factorSize=2), FMClassificationModel, 2, marks=pytest.mark.stream),
     # The regression output path is also in scored_batch's docstring example, which make test runs.
     pytest.param(LinearRegression(), LinearRegressionModel, 0, marks=pytest.mark.stream),
 ], ids=["fm", "linear"])
