@@ -345,7 +345,6 @@ class _PSModel(Model, MLReadable, MLWritable):
         features_col = self.getFeaturesCol()
         require_columns(dataset, features=features_col)
         client, source = self._row_source(dataset.sparkSession)
-        objective = self._objective()
         bias = self._intercept if self.getFitIntercept() else 0.0
 
         def lookup(keys: np.ndarray) -> np.ndarray:
@@ -357,6 +356,17 @@ class _PSModel(Model, MLReadable, MLWritable):
             return np.where(found[:, None], stored_rows[pos] if len(stored_keys) else 0.0,
                             np.float32(0.0)).astype(np.float32)
 
+        return self._score_with(dataset, lookup, bias, None if client is None else client.close)
+
+    def _score_with(self, dataset: DataFrame, lookup, bias: float, close=None) -> DataFrame:
+        """``dataset`` with the model's output columns; tasks read rows with ``lookup(keys)``, then ``close()``.
+
+        The one scoring loop: batch models (shards or a broadcast table) and
+        live streaming scoring (a per-batch shard table) differ only in ``lookup``.
+        """
+        features_col = self.getFeaturesCol()
+        objective = self._objective()
+
         def score(batches):
             offset = 0
             try:
@@ -367,8 +377,8 @@ class _PSModel(Model, MLReadable, MLWritable):
                     margin = objective.margins(csr, col, lookup(keys), bias)
                     yield batch.append_column(_MARGIN_COL, pa.array(margin, pa.float64()))
             finally:
-                if client is not None:
-                    client.close()
+                if close is not None:
+                    close()
 
         schema = StructType(dataset.schema.fields + [StructField(_MARGIN_COL, DoubleType(), False)])
         return self._output_columns(dataset.mapInArrow(score, schema)).drop(_MARGIN_COL)

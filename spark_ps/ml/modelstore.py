@@ -181,15 +181,20 @@ class ModelStore:
         if last is not None and batch_id <= last.batch_id:
             raise ValueError(f"batch {batch_id} is not newer than the last committed batch {last.batch_id} "
                              f"of {self.path}; committing it would apply it twice")
-        meta = json.dumps({"batchId": int(batch_id), **metadata}, sort_keys=True)
-        (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long")).write.format("delta").mode("append")
-         .option("txnAppId", self.app_id).option("txnVersion", int(batch_id))
-         .option("userMetadata", meta).save(self.log_path))
-        committed = self._committed()
+        committed = self._append(rows, batch_id, metadata, fenced=True)
         if committed is None or committed.batch_id != batch_id:
             raise RuntimeError(f"batch {batch_id} of {self.path} was not committed (Delta skipped the write: "
                                f"a commit with txnVersion {batch_id} exists already)")
         return committed.version
+
+    def _append(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any], fenced: bool) -> Commit | None:
+        """Append ``rows`` as batch ``batch_id`` in one Delta commit (a ``txnVersion`` if ``fenced``); return it."""
+        writer = (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long")).write.format("delta").mode("append")
+                  .option("userMetadata", json.dumps({"batchId": int(batch_id), **metadata}, sort_keys=True)))
+        if fenced:
+            writer = writer.option("txnAppId", self.app_id).option("txnVersion", int(batch_id))
+        writer.save(self.log_path)
+        return self._committed()
 
     def _committed(self) -> Commit | None:
         """The commit just written (the log's newest entry), added to a writer's list."""
@@ -216,10 +221,7 @@ class ModelStore:
         """
         if self.last_commit() is not None:
             raise ValueError(f"{self.path} has committed batches already: seeding it would overwrite them")
-        meta = json.dumps({"batchId": SEED_BATCH, **metadata}, sort_keys=True)
-        (rows.withColumn(BATCH_COL, F.lit(SEED_BATCH).cast("long")).write.format("delta").mode("append")
-         .option("userMetadata", meta).save(self.log_path))
-        return self._committed().version
+        return self._append(rows, SEED_BATCH, metadata, fenced=False).version
 
     def snapshot(self, log_version: int | None = None) -> int | None:
         """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version."""

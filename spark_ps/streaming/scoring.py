@@ -51,16 +51,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from pyspark.ml.util import DefaultParamsReader
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StructField, StructType
 
 from spark_ps.errors import UnavailableError
 from spark_ps.ml import weights as weight_store
-from spark_ps.ml.base import _MARGIN_COL, _PSModel
+from spark_ps.ml.base import _PSModel
 from spark_ps.ml.csr import record_batch_to_csr
 from spark_ps.ml.fitting import require_columns
 from spark_ps.ml.modelstore import ModelStore
@@ -131,23 +129,7 @@ def _batch_keys(df: DataFrame, features_col: str, objective) -> DataFrame:
 
 def _score_frame(df: DataFrame, model: _PSModel, client, table: str, bias: float, version: int) -> DataFrame:
     """``df`` with the model's output columns and ``modelVersion``; tasks pull their keys from ``table``."""
-    features_col = model.getFeaturesCol()
-    objective = model._objective()
-
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        offset = 0
-        try:
-            for batch in batches:
-                csr = record_batch_to_csr(batch, features_col, row_offset=offset)
-                offset += batch.num_rows
-                keys, col = objective.keys_of(csr, fit_intercept=False)
-                margin = objective.margins(csr, col, client.pull(table, keys), bias)
-                yield batch.append_column(_MARGIN_COL, pa.array(np.asarray(margin, np.float64)))
-        finally:
-            client.close()
-
-    schema = StructType(df.schema.fields + [StructField(_MARGIN_COL, DoubleType(), False)])
-    scored = model._output_columns(df.mapInArrow(score, schema)).drop(_MARGIN_COL)
+    scored = model._score_with(df, lambda keys: client.pull(table, keys), bias, client.close)
     return scored.withColumn(MODEL_VERSION_COL, F.lit(int(version)).cast("long"))
 
 
