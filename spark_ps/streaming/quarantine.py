@@ -6,8 +6,8 @@ fixed order (:data:`REASONS`):
 
 1. ``features_null``: the feature vector is null.
 2. ``features_malformed``: an unknown vector type code, a null ``values`` list,
-   a sparse vector with a null size or null indices, or with as many indices
-   as values, or a null element inside either list. (Spark's own vectors never
+   a sparse vector with a null size or null indices, or with a different number
+   of indices and values, or a null element inside either list. (Spark's own vectors never
    look like this; hand-built Arrow or Parquet data can.)
 3. ``features_not_finite``: a NaN or +-inf among the stored values.
 4. ``index_negative``: a sparse vector with a negative index.
@@ -33,25 +33,27 @@ commit (a warm start records its initial model's), so one stream keeps one
 size; a recorded 0 counts as unknown. The most common size rather than the
 first row's: one bad row at the head of the first batch must not set it.
 
-**How.** The vector rules (1-5) and the sizes are computed by one
-``mapInArrow`` pass over the batch that reads the ``VectorUDT``'s struct
-(``type, size, indices, values``) with pyarrow and numpy: whole-column
-tests on the list children, a set flag mapped to its row by a binary search
-over the list offsets; no loop over rows. Spark SQL cannot read a
-``VectorUDT``'s fields, and ``vector_to_array`` densifies a sparse vector (a
-2^22 array for each hashed row), so SQL is used for what it can see: the
-size rule, labels and weights (``when`` chains evaluated on the executors).
-Measured on 100k sparse rows of 30 entries (d = 2^22): the rules' own work
-is ~20 ms (0.2 us a row; the first version, a cumulative sum over every
-element per rule, took ~180 ms). The pass as a whole is dominated by moving
-the rows to Python and back: on ``local[2]`` from Parquet, best of 5 on a
-host at load 12-17 (2 cores, shared), what the trainer did before
-(``persist`` + ``count``) took 1.0 s, an identity ``mapInArrow`` round trip
-+ ``persist`` + ``count`` 3.1 s and :func:`split_batch` 4.5 s. The one
-all-JVM route found, ``from_json(to_json(struct(features)))`` with SQL
-higher-order functions over the struct, took 66 s. Checking the vectors
-inside the training task, which converts them to CSR anyway, would save the
-round trip; that needs the training and scoring tasks to skip bad rows.
+**How.** Every rule is numpy over the Arrow columns, in one place
+(:func:`reason_codes`): the vector rules read the ``VectorUDT``'s struct
+(``type, size, indices, values``) with whole-column tests on the list
+children, a set flag mapped to its row by a binary search over the list
+offsets; labels and weights are cast to double and tested whole. No loop
+over rows. Measured on 100k sparse rows of 30 entries (d = 2^22): ~20 ms
+(0.2 us a row; the first version, a cumulative sum over every element per
+rule, took ~180 ms).
+
+**Where.** The training task applies the rules to the Arrow batches it
+converts to CSR anyway (:func:`clean_batches`) and reports how many rows it
+dropped for each reason; only a micro-batch that had a bad row is read a
+second time, by :func:`split`, to write those rows to the quarantine. The
+first version split every batch before training: a ``mapInArrow`` round
+trip of the whole batch, ``persist`` and a count, 0.85-1.4 s per 100k-row
+batch on an idle ``local[2]`` (4.5 s at load 12-17), the largest cost after
+the Delta commit; checking inside the task costs the 20 ms above. Spark SQL
+cannot read a ``VectorUDT``'s fields (``vector_to_array`` densifies a
+sparse vector: a 2^22 array for each hashed row), and the one all-JVM route
+found, ``from_json(to_json(struct(features)))`` with SQL higher-order
+functions over the struct, took 66 s.
 
 The bad rows are appended to the Delta table ``<modelPath>/quarantine`` by
 the executors: columns ``batchId``, ``reason``, then the original features,
@@ -77,21 +79,21 @@ from pyspark.sql.types import BooleanType, IntegerType, NumericType, StringType,
 
 from spark_ps.errors import ColumnTypeError, MissingColumnError
 
-__all__ = ["REASONS", "QuarantineRules", "Split", "check_schema", "common_size", "inspect_features",
-           "quarantine_path", "rules_for", "split", "split_batch", "vector_reasons", "write_quarantine"]
+__all__ = ["REASONS", "QuarantineRules", "check_schema", "clean_batches", "common_size", "inspect_features",
+           "quarantine_path", "reason_codes", "rules_for", "split", "vector_reasons", "write_quarantine"]
 
 #: Every reason, in the order the rules are applied (a row gets the first it fails).
 REASONS = ("features_null", "features_malformed", "features_not_finite", "index_negative",
            "index_out_of_range", "size_mismatch", "label_null", "label_not_finite", "label_out_of_domain",
            "weight_null", "weight_not_finite", "weight_negative")
 
-#: Columns :func:`inspect_features` adds: the vector rules' reason (null: passes) and the vector's size.
-VECTOR_REASON_COL, SIZE_COL = "__spark_ps_vector_reason", "__spark_ps_size"
-#: Column :func:`split` adds: the row's reason (null: clean).
-REASON_COL = "__spark_ps_reason"
+#: Columns :func:`inspect_features` adds: the row's reason (null: clean) and its vector's size.
+REASON_COL, SIZE_COL = "__spark_ps_reason", "__spark_ps_size"
 
 _SPARSE, _DENSE = 0, 1
 _VECTOR_RULES = REASONS[:5]
+#: Code k of :func:`reason_codes` is ``_REASON_NAMES[k]``: null (clean), then :data:`REASONS`.
+_REASON_NAMES = pa.array([None, *REASONS], pa.string())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +213,41 @@ def _elements(lists: pa.ListArray) -> tuple[pa.Array, np.ndarray]:
     return lists.values.slice(start, int(offsets[-1]) - start if len(offsets) else 0), offsets - start
 
 
+def _vector_codes(column: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rules 1-5 of a ``VectorUDT`` column: each row's code (0: passes, k: ``REASONS[k - 1]``), size, size known."""
+    n = len(column)
+    code = np.zeros(n, np.int8)
+
+    def fail(rule: str, mask: np.ndarray) -> None:
+        code[(code == 0) & mask] = REASONS.index(rule) + 1
+
+    fail("features_null", _nulls(column))
+    kind = _numpy(column.field("type"), -1)
+    sparse = kind == _SPARSE
+    fail("features_malformed", (kind != _SPARSE) & (kind != _DENSE))
+    vlists = column.field("values")
+    fail("features_malformed", _nulls(vlists))
+    values, voff = _elements(vlists)
+    value_null = _nulls(values)
+    fail("features_malformed", _any_per_row(value_null, voff))
+    lengths = np.diff(voff)
+
+    ilists = column.field("indices")
+    indices, ioff = _elements(ilists)
+    index_null = _nulls(indices)
+    size = column.field("size")
+    fail("features_malformed", sparse & (_nulls(ilists) | _nulls(size) | (np.diff(ioff) != lengths)
+                                         | _any_per_row(index_null, ioff)))
+    finite = np.isfinite(_numpy(values, 0.0))
+    fail("features_not_finite", _any_per_row(~finite, voff))
+    idx = _numpy(indices, 0)
+    fail("index_negative", sparse & _any_per_row(idx < 0, ioff))
+    own = _numpy(size, 0).astype(np.int64)
+    fail("index_out_of_range", sparse & _any_per_row(idx >= np.repeat(own, np.diff(ioff)), ioff))
+    known = (code == 0) | (code > REASONS.index("features_malformed") + 1)
+    return code, np.where(sparse, own, lengths), known
+
+
 def vector_reasons(column: pa.StructArray) -> tuple[pa.Array, pa.Array]:
     """Reasons of rules 1-5 (null where a vector passes) and sizes of a ``VectorUDT`` column, vectorised.
 
@@ -236,107 +273,125 @@ def vector_reasons(column: pa.StructArray) -> tuple[pa.Array, pa.Array]:
     >>> reasons.to_pylist(), sizes.to_pylist()
     ([None, 'features_not_finite', 'index_negative', 'features_null'], [4, 2, 4, None])
     """
-    n = len(column)
-    code = np.zeros(n, np.int8)  # 0: passes; k: the k-th rule failed first
+    code, sizes, known = _vector_codes(column)
+    return _REASON_NAMES.take(pa.array(code)), pa.array(sizes.astype(np.int32), pa.int32(), mask=~known)
 
+
+def _number_codes(column: pa.Array, role: str, binary: bool, code: np.ndarray) -> None:
+    """Rules 7-8 on a numeric label (``role`` "label") or weight column: set the first failing rule's code."""
     def fail(rule: str, mask: np.ndarray) -> None:
-        code[(code == 0) & mask] = _VECTOR_RULES.index(rule) + 1
+        code[(code == 0) & mask] = REASONS.index(f"{role}_{rule}") + 1
 
-    fail("features_null", _nulls(column))
-    kind = _numpy(column.field("type"), -1)
-    sparse = kind == _SPARSE
-    fail("features_malformed", (kind != _SPARSE) & (kind != _DENSE))
-    vlists = column.field("values")
-    fail("features_malformed", _nulls(vlists))
-    values, voff = _elements(vlists)
-    value_null = _nulls(values)
-    fail("features_malformed", _any_per_row(value_null, voff))
-    lengths = np.diff(voff)
-
-    ilists = column.field("indices")
-    indices, ioff = _elements(ilists)
-    index_null = _nulls(indices)
-    size = column.field("size")
-    fail("features_malformed", sparse & (_nulls(ilists) | _nulls(size) | (np.diff(ioff) != lengths)
-                                         | _any_per_row(index_null, ioff)))
-    finite = np.isfinite(_numpy(values, 0.0))
-    fail("features_not_finite", _any_per_row(~finite, voff))
-    idx = _numpy(indices, 0)
-    fail("index_negative", sparse & _any_per_row(idx < 0, ioff))
-    own = _numpy(size, 0).astype(np.int64)
-    fail("index_out_of_range", sparse & _any_per_row(idx >= np.repeat(own, np.diff(ioff)), ioff))
-
-    names = pa.array([None, *_VECTOR_RULES], pa.string())
-    sizes = np.where(sparse, own, lengths).astype(np.int32)
-    ok_size = (code == 0) | (code > _VECTOR_RULES.index("features_malformed") + 1)
-    return names.take(pa.array(code)), pa.array(sizes, pa.int32(), mask=~ok_size)
+    values = pc.cast(column, pa.float64()) if column.type != pa.float64() else column
+    fail("null", _nulls(values))
+    x = _numpy(values, 0.0)
+    fail("not_finite", ~np.isfinite(x))
+    if role == "label" and binary:
+        fail("out_of_domain", (x != 0.0) & (x != 1.0))
+    if role == "weight":
+        fail("negative", x < 0.0)
 
 
-def inspect_features(df: DataFrame, features_col: str) -> DataFrame:
-    """``df`` with the vector rules' reason and each vector's size added (one ``mapInArrow`` pass, lazy).
+def reason_codes(batch: pa.RecordBatch, rules: QuarantineRules) -> tuple[np.ndarray, pa.Array]:
+    """Every rule on one Arrow batch: each row's code (0: clean, k: ``REASONS[k - 1]``) and its vector's size.
+
+    The one implementation of the rules: the training task drops the rows it
+    flags (:func:`clean_batches`), and :func:`split` names them for the quarantine.
+
+    Examples
+    --------
+    >>> from spark_ps.ml.csr import VECTOR_ARROW_TYPE
+    >>> vectors = pa.array([{"type": 0, "size": 4, "indices": [1], "values": [1.0]}] * 3, VECTOR_ARROW_TYPE)
+    >>> batch = pa.RecordBatch.from_arrays([pa.array([1.0, 2.0, None]), vectors], ["label", "features"])
+    >>> codes, sizes = reason_codes(batch, QuarantineRules("features", "label", num_features=4))
+    >>> [REASONS[c - 1] if c else None for c in codes]
+    [None, 'label_out_of_domain', 'label_null']
+    >>> reason_codes(batch, QuarantineRules("features", "label", num_features=8))[0].tolist()
+    [6, 6, 6]
+    """
+    column = batch.column(rules.features_col)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    code, sizes, known = _vector_codes(column)
+    if rules.num_features is not None:
+        code[(code == 0) & known & (sizes != int(rules.num_features))] = REASONS.index("size_mismatch") + 1
+    _number_codes(batch.column(rules.label_col), "label", rules.binary_labels, code)
+    if rules.weight_col:
+        _number_codes(batch.column(rules.weight_col), "weight", False, code)
+    return code, pa.array(sizes.astype(np.int32), pa.int32(), mask=~known)
+
+
+def clean_batches(batches: Iterator[pa.RecordBatch], rules: QuarantineRules, counts: np.ndarray
+                  ) -> Iterator[pa.RecordBatch]:
+    """``batches`` without their bad rows; ``counts[k]`` grows by the rows dropped for ``REASONS[k]``.
+
+    What a training task reads instead of its partition: the rules cost about
+    0.2 us a row on numpy, the filter is paid only by a batch with a bad row.
+
+    Examples
+    --------
+    >>> from spark_ps.ml.csr import VECTOR_ARROW_TYPE
+    >>> vectors = pa.array([{"type": 1, "size": None, "indices": None, "values": [1.0]}] * 2, VECTOR_ARROW_TYPE)
+    >>> counts = np.zeros(len(REASONS), np.int64)
+    >>> [b.num_rows for b in clean_batches(iter([pa.RecordBatch.from_arrays(
+    ...     [pa.array([0.0, 3.0]), vectors], ["label", "features"])]), QuarantineRules("features", "label"), counts)]
+    [1]
+    >>> {REASONS[k]: int(n) for k, n in enumerate(counts) if n}
+    {'label_out_of_domain': 1}
+    """
+    for batch in batches:
+        code, _ = reason_codes(batch, rules)
+        bad = code != 0
+        if bad.any():
+            counts += np.bincount(code[bad] - 1, minlength=len(REASONS))
+            batch = batch.filter(pa.array(~bad))
+        yield batch
+
+
+def inspect_features(df: DataFrame, rules: QuarantineRules) -> DataFrame:
+    """``df`` with each row's reason (null: clean) and its vector's size added (one ``mapInArrow`` pass, lazy).
 
     Examples
     --------
     >>> from pyspark.ml.linalg import Vectors
-    >>> df = spark.createDataFrame([(Vectors.sparse(4, [1], [1.0]),), (Vectors.dense([float("nan")]),)], ["f"])
-    >>> [tuple(r)[1:] for r in inspect_features(df, "f").collect()]
+    >>> df = spark.createDataFrame([(0.0, Vectors.sparse(4, [1], [1.0])), (1.0, Vectors.dense([float("nan")]))],
+    ...                            ["label", "f"])
+    >>> [tuple(r)[2:] for r in inspect_features(df, QuarantineRules("f", "label")).collect()]
     [(None, 4), ('features_not_finite', 1)]
     """
-    schema = StructType(df.schema.fields + [StructField(VECTOR_REASON_COL, StringType()),
+    schema = StructType(df.schema.fields + [StructField(REASON_COL, StringType()),
                                             StructField(SIZE_COL, IntegerType())])
 
     def inspect(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            column = batch.column(features_col)
-            if isinstance(column, pa.ChunkedArray):
-                column = column.combine_chunks()
-            reasons, sizes = vector_reasons(column)
-            yield pa.RecordBatch.from_arrays([*batch.columns, reasons, sizes],
-                                             names=[*batch.schema.names, VECTOR_REASON_COL, SIZE_COL])
+            code, sizes = reason_codes(batch, rules)
+            yield pa.RecordBatch.from_arrays([*batch.columns, _REASON_NAMES.take(pa.array(code)), sizes],
+                                             names=[*batch.schema.names, REASON_COL, SIZE_COL])
 
     return df.mapInArrow(inspect, schema)
 
 
-def common_size(inspected: DataFrame) -> int | None:
-    """The most common size among vectors that pass rules 1-5 (ties: the smaller); None if there is none.
+def common_size(df: DataFrame, rules: QuarantineRules) -> int | None:
+    """The most common size among ``df``'s vectors that pass rules 1-5 (ties: the smaller); None if there is none.
 
     Examples
     --------
     >>> from pyspark.ml.linalg import Vectors
-    >>> df = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),), (Vectors.dense([1.0]),)], ["f"])
-    >>> common_size(inspect_features(df, "f"))
+    >>> df = spark.createDataFrame([(0.0, Vectors.dense([1.0, 2.0]),), (0.0, Vectors.dense([1.0]),)], ["label", "f"])
+    >>> common_size(df, QuarantineRules("f", "label"))
     1
     """
-    row = (inspected.where(F.col(VECTOR_REASON_COL).isNull()).groupBy(SIZE_COL).count()
+    inspected = inspect_features(df, dataclasses.replace(rules, num_features=None))
+    vector_ok = F.col(REASON_COL).isNull() | ~F.col(REASON_COL).isin(*_VECTOR_RULES)
+    row = (inspected.where(vector_ok).groupBy(SIZE_COL).count()
            .orderBy(F.col("count").desc(), F.col(SIZE_COL)).first())
     return None if row is None else int(row[SIZE_COL])
-
-
-# --------------------------------------------------------------------------- all rules (SQL)
-
-
-def _reason(rules: QuarantineRules) -> F.Column:
-    """The first failing rule of a row of an inspected frame, as one SQL expression (null: clean)."""
-    reason = F.when(F.col(VECTOR_REASON_COL).isNotNull(), F.col(VECTOR_REASON_COL))
-    if rules.num_features is not None:
-        reason = reason.when(F.col(SIZE_COL) != F.lit(int(rules.num_features)), F.lit("size_mismatch"))
-    checks = [("label", rules.label_col)] + ([("weight", rules.weight_col)] if rules.weight_col else [])
-    for role, name in checks:
-        value = F.col(name).cast("double")
-        reason = (reason.when(value.isNull(), F.lit(f"{role}_null"))
-                  .when(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))), F.lit(f"{role}_not_finite")))
-        if role == "label" and rules.binary_labels:
-            reason = reason.when(~value.isin(0.0, 1.0), F.lit("label_out_of_domain"))
-        if role == "weight":
-            reason = reason.when(value < 0.0, F.lit("weight_negative"))
-    return reason
 
 
 def split(df: DataFrame, rules: QuarantineRules) -> tuple[DataFrame, DataFrame]:
     """``(clean, bad)``: the rows of ``df`` that pass every rule, and the others with a ``reason`` column.
 
-    Lazy and evaluated on the executors; each frame re-runs the inspection, so
-    persist ``df`` or use :func:`split_batch` when both are read.
+    Lazy and evaluated on the executors; each frame re-runs the inspection.
 
     Examples
     --------
@@ -349,84 +404,10 @@ def split(df: DataFrame, rules: QuarantineRules) -> tuple[DataFrame, DataFrame]:
     (1, [(0.0, 'size_mismatch'), (2.0, 'label_out_of_domain')])
     """
     columns = df.columns
-    labelled = inspect_features(df, rules.features_col).withColumn(REASON_COL, _reason(rules))
+    labelled = inspect_features(df, rules)
     clean = labelled.where(F.col(REASON_COL).isNull()).select(*columns)
     bad = labelled.where(F.col(REASON_COL).isNotNull()).select(*columns, F.col(REASON_COL).alias("reason"))
     return clean, bad
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """A micro-batch split once: the frames over one cached inspection, and the counts.
-
-    Attributes
-    ----------
-    clean : DataFrame
-        The rows to train on, in the input's columns and partitions.
-    bad : DataFrame
-        The other rows, with a ``reason`` column.
-    rows, quarantined : int
-        How many rows are clean and bad.
-    reasons : dict
-        Bad rows per reason.
-    num_features : int or None
-        The expected size the rules used.
-    cached : DataFrame
-        The persisted inspection: :meth:`release` unpersists it.
-
-    Examples
-    --------
-    >>> from pyspark.ml.linalg import Vectors
-    >>> batch = split_batch(spark.createDataFrame([(0.0, Vectors.dense([1.0]))], ["label", "features"]),
-    ...                     QuarantineRules("features", "label"))
-    >>> batch.clean.columns, batch.bad.columns, batch.quarantined
-    (['label', 'features'], ['label', 'features', 'reason'], 0)
-    >>> batch.release()
-    """
-
-    clean: DataFrame
-    bad: DataFrame
-    rows: int
-    quarantined: int
-    reasons: dict[str, int]
-    num_features: int | None
-    cached: DataFrame
-
-    def release(self) -> None:
-        """Drop the cached inspection (the frames stay usable: they recompute)."""
-        self.cached.unpersist()
-
-
-def split_batch(df: DataFrame, rules: QuarantineRules) -> Split:
-    """Inspect ``df`` once (persisted), settle the expected size if unknown, and count each reason.
-
-    Two Spark jobs (three on a stream's first batch, which finds the common size).
-
-    Examples
-    --------
-    >>> from pyspark.ml.linalg import Vectors
-    >>> rows = [(1.0, Vectors.dense([1.0, 0.0])), (1.0, Vectors.dense([1.0])), (0.0, Vectors.dense([0.0, 2.0]))]
-    >>> batch = split_batch(spark.createDataFrame(rows, ["label", "features"]), QuarantineRules("features", "label"))
-    >>> batch.rows, batch.reasons, batch.num_features
-    (2, {'size_mismatch': 1}, 2)
-    >>> batch.release()
-    """
-    columns = df.columns
-    inspected = inspect_features(df, rules.features_col).persist()
-    try:
-        if rules.num_features is None:
-            rules = dataclasses.replace(rules, num_features=common_size(inspected))
-        labelled = inspected.withColumn(REASON_COL, _reason(rules))
-        counts = {row[REASON_COL]: int(row["count"]) for row in labelled.groupBy(REASON_COL).count().collect()}
-    except BaseException:  # the caller gets no Split to release: drop the cache here, then re-raise
-        inspected.unpersist()
-        raise
-    clean_rows = counts.pop(None, 0)
-    return Split(clean=labelled.where(F.col(REASON_COL).isNull()).select(*columns),
-                 bad=labelled.where(F.col(REASON_COL).isNotNull())
-                 .select(*columns, F.col(REASON_COL).alias("reason")),
-                 rows=clean_rows, quarantined=sum(counts.values()), reasons=dict(sorted(counts.items())),
-                 num_features=rules.num_features, cached=inspected)
 
 
 # --------------------------------------------------------------------------- the quarantine table

@@ -9,15 +9,21 @@ Each micro-batch (``foreachBatch``) runs, in this order:
    After a restart (empty sidecars), a failed batch (half its updates on the
    shards) or a lost table, they are rebuilt: the newest snapshot plus the
    log after it, imported by the executors (weights *and* optimizer state).
-3. **Progressive validation.** The batch is scored by the model as it is
-   before learning from it; the metrics (AUC and log-loss, or RMSE and R²)
-   are stamped with the model version that made them.
-4. **Train** one pass of the batch through the shards (a barrier stage).
+3. **One barrier stage** (:mod:`spark_ps.streaming.training`) whose tasks
+   drop and count the rows the quarantine's rules refuse, score the rest
+   with the model as it is before learning from it (progressive validation:
+   AUC and log-loss, or RMSE and R², stamped with the model version that
+   made them), meet, and train one pass through the shards.
+4. **Quarantine**, only if a task dropped a row: the batch is read again and
+   its bad rows appended to ``<modelPath>/quarantine``, once per batchId.
 5. **Commit** the full rows the batch changed, with the metrics, in one
    idempotent Delta commit (:class:`~spark_ps.ml.modelstore.ModelStore`).
    Only now is the batch part of the model; Spark writes its own commit log
    after ``foreachBatch`` returns.
 6. Every ``snapshotEvery`` commits, a compacted snapshot.
+
+A stream's first batch runs one more job before the stage: the vectors'
+expected size, from the batch (:func:`~spark_ps.streaming.quarantine.common_size`).
 
 A sidecar that dies mid-stream is restarted by the executor plugin on a new
 port, empty. The batch that meets it fails; the trainer follows the registry
@@ -52,7 +58,16 @@ from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Tr
 from spark_ps.spark.context import PSContext
 from spark_ps.streaming.metrics import metrics_frame
 from spark_ps.streaming.progressive import ProgressiveStats
-from spark_ps.streaming.quarantine import check_schema, quarantine_path, rules_for, split_batch, write_quarantine
+from spark_ps.streaming.quarantine import (
+    REASONS,
+    QuarantineRules,
+    check_schema,
+    common_size,
+    quarantine_path,
+    rules_for,
+    split,
+    write_quarantine,
+)
 from spark_ps.streaming.training import TASK_RESULT_DDL, RetriedBatchError, changed_rows, make_stream_train_fn
 from spark_ps.streaming.warmstart import warm_start
 from spark_ps.wire.spec import STATE_NAMES
@@ -217,97 +232,90 @@ class StreamingTrainer:
         spark = df.sparkSession
         ps = PSContext.get(spark)
         est = self._estimator
-        cols = [c for c in (est.getFeaturesCol(), est.getLabelCol(), est._weight_col()) if c]
-        slots = task_slots(spark)
-        workers = max(1, min(est.getNumWorkers() or slots, slots))
-        data = df.select(*cols)
-        if data.rdd.getNumPartitions() != workers:  # a barrier stage needs one task per slot at most
-            data = data.repartition(workers)
-        # Bad rows go to <modelPath>/quarantine, the rest trains (spark_ps.streaming.quarantine).
-        batch = split_batch(data, rules_for(est, last.metadata.get("numFeatures") if last is not None else None))
-        try:
-            if batch.quarantined:
-                write_quarantine(batch.bad, quarantine_path(self._path), batch_id, store.app_id)
-                log.warning("batch %d: %d rows quarantined %s", batch_id, batch.quarantined, batch.reasons)
-            data, rows = batch.clean, batch.rows
-            extra = {"quarantined": batch.quarantined, "quarantineReasons": batch.reasons,
-                     "numFeatures": batch.num_features}
-            for attempt in (1, 2):
-                try:
-                    self._ensure_loaded(spark, ps, last)
-                    self._train_and_commit(spark, ps, data, batch_id, rows, last, workers, extra)
-                    break
-                except RetriedBatchError as exc:  # the shards hold part of the batch: rebuild and rerun
-                    self._loaded_version = -1
-                    if attempt == 2:
-                        raise
-                    log.warning("batch %d: %s; rebuilding from the log", batch_id, exc)
-                except Exception as exc:  # rerun only if a shard was lost; anything else is re-raised
-                    self._loaded_version = -1  # whatever the shards hold is not a committed state
-                    if attempt == 2 or not self._shard_was_lost(ps):
-                        raise
-                    committed = store.last_commit()
-                    if committed is not None and committed.batch_id == batch_id:
-                        log.warning("batch %d: a shard was lost after the batch committed; rebuilt at the next "
-                                    "batch", batch_id)
-                        break
-                    log.warning("batch %d: a shard was lost (%s); rebuilding the shards from %s and running "
-                                "the batch again", batch_id, str(exc).splitlines()[0][:200], self._path)
-                except BaseException:
-                    self._loaded_version = -1
+        data, workers = _training_input(df, est, task_slots(spark))
+        rules = rules_for(est, last.metadata.get("numFeatures") if last is not None else None)
+        if rules.num_features is None:  # a stream's first batch: one more job, to settle the vectors' size
+            rules = dataclasses.replace(rules, num_features=common_size(data, rules))
+        for attempt in (1, 2):
+            try:
+                self._ensure_loaded(spark, ps, last)
+                self._train_and_commit(ps, data, batch_id, last, workers, rules)
+                return
+            except RetriedBatchError as exc:  # the shards hold part of the batch: rebuild and rerun
+                self._loaded_version = -1
+                if attempt == 2:
                     raise
-        finally:
-            batch.release()
+                log.warning("batch %d: %s; rebuilding from the log", batch_id, exc)
+            except Exception as exc:  # rerun only if a shard was lost; anything else is re-raised
+                self._loaded_version = -1  # whatever the shards hold is not a committed state
+                if attempt == 2 or not self._shard_was_lost(ps):
+                    raise
+                committed = store.last_commit()
+                if committed is not None and committed.batch_id == batch_id:
+                    log.warning("batch %d: a shard was lost after the batch committed; rebuilt at the next "
+                                "batch", batch_id)
+                    return
+                log.warning("batch %d: a shard was lost (%s); rebuilding the shards from %s and running "
+                            "the batch again", batch_id, str(exc).splitlines()[0][:200], self._path)
+            except BaseException:
+                self._loaded_version = -1
+                raise
 
-    def _train_and_commit(self, spark, ps, data: DataFrame, batch_id: int, rows: int, last, workers: int,
-                          extra: dict[str, Any]) -> None:
+    def _train_and_commit(self, ps, data: DataFrame, batch_id: int, last, workers: int,
+                          rules: QuarantineRules) -> None:
         start = time.perf_counter()
+        store = self._store
         changed = f"changed_{self._table}_{batch_id}_{uuid.uuid4().hex[:6]}"
         ps.create_table(changed, width=1, optimizer="delta")
         try:
-            scores, score_seconds = self._train(ps, data, batch_id, workers, changed) if rows else (None, 0.0)
+            result = self._train(ps, data, batch_id, workers, rules, changed)
             train_seconds = time.perf_counter() - start
-            metrics = scores.metrics() if scores is not None else {}
+            if result.quarantined:  # read the batch again, only now that it had bad rows
+                write_quarantine(split(data, rules)[1], quarantine_path(self._path), batch_id, store.app_id)
+                log.warning("batch %d: %d rows quarantined %s", batch_id, result.quarantined, result.reasons)
+            metrics = result.scores.metrics() if result.rows else {}
             with ps.client() as client:
-                new_version = self._store.commit(changed_rows(spark, client, self._table, changed, self._schema()),
-                                                 batch_id, {
-                    "rows": rows, "scoredByVersion": last.version if last is not None else None,
-                    "trainSeconds": train_seconds, "scoreSeconds": score_seconds,
-                    "sourceOffsets": source_offsets(spark, self._checkpoint, batch_id), **metrics, **extra})
+                new_version = store.commit(changed_rows(store.session, client, self._table, changed, self._schema()),
+                                           batch_id, {
+                    "rows": result.rows, "scoredByVersion": last.version if last is not None else None,
+                    "trainSeconds": train_seconds, "scoreSeconds": result.score_seconds,
+                    "sourceOffsets": source_offsets(store.spark, self._checkpoint, batch_id),
+                    "quarantined": result.quarantined, "quarantineReasons": result.reasons,
+                    "numFeatures": rules.num_features, **metrics})
         finally:
             ps.drop_table(changed, missing_ok=True)
         self._loaded_version = new_version
         self._since_snapshot += 1
-        log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d, %.2f s", batch_id, rows,
-                 rows / max(train_seconds, 1e-9), ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                            if isinstance(v, float)), new_version,
+        log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d, %.2f s", batch_id, result.rows,
+                 result.rows / max(train_seconds, 1e-9), ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                                   if isinstance(v, float)), new_version,
                  time.perf_counter() - start)
         if self._since_snapshot >= self._snapshot_every:
-            self._store.snapshot(new_version)
+            store.snapshot(new_version)
             self._since_snapshot = 0
             if self._retention is not None:
-                deleted = self._store.clean(new_version, self._retention)
+                deleted = store.clean(new_version, self._retention)
                 log.info("batch %d: snapshot at model version %d; %d compacted log rows deleted, files older "
                          "than %g h vacuumed", batch_id, new_version, deleted, self._retention)
 
-    def _train(self, ps: PSContext, data: DataFrame, batch_id: int, workers: int, changed: str
-               ) -> tuple[ProgressiveStats, float]:
-        """One barrier stage: score the batch (progressive validation), then train on it; the summed scores."""
+    def _train(self, ps: PSContext, data: DataFrame, batch_id: int, workers: int, rules: QuarantineRules,
+               changed: str) -> _StageResult:
+        """One barrier stage: drop bad rows, score the batch (progressive validation), train on it; the sums."""
         est = self._estimator
-        scores, score_seconds = ProgressiveStats(est._binary_labels), 0.0
+        result = _StageResult(ProgressiveStats(est._binary_labels))
         client = ps.client(timeout=est.getPsTimeout())
         spec = self._train_spec(client, batch_id, workers)
         try:
-            for task in data.mapInArrow(make_stream_train_fn(spec, changed), TASK_RESULT_DDL, barrier=True).collect():
-                scores = scores + ProgressiveStats.from_row(task, est._binary_labels)
-                score_seconds = max(score_seconds, task["score_seconds"])
+            fn = make_stream_train_fn(spec, rules, changed)
+            for task in data.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
+                result.add(task, est._binary_labels)
         finally:
             for group in (spec.epochs, spec.totals, spec.attempts, spec.rendezvous):
                 group.drop(client)
             if spec.clock is not None:
                 client.clock_drop(spec.clock)
             client.close()  # the tasks open their own connections from the pickled copy
-        return scores, score_seconds
+        return result
 
     # --- the shards as a cache of the store --------------------------------------
     def _shard_was_lost(self, ps: PSContext) -> bool:
@@ -377,6 +385,49 @@ class StreamingTrainer:
     def _objective(self):
         """The estimator's objective, its intercept margin offset that of the model the stream started from."""
         return dataclasses.replace(self._estimator._objective(), offset=self._offset)
+
+
+@dataclasses.dataclass
+class _StageResult:
+    """The summed task results of one training stage."""
+
+    scores: ProgressiveStats
+    rows: int = 0
+    score_seconds: float = 0.0
+    dropped: list[int] = dataclasses.field(default_factory=lambda: [0] * len(REASONS))
+
+    def add(self, task, binary_labels: bool) -> None:
+        self.scores = self.scores + ProgressiveStats.from_row(task, binary_labels)
+        self.rows += int(task["rows"])
+        self.score_seconds = max(self.score_seconds, task["score_seconds"])
+        self.dropped = [a + int(b) for a, b in zip(self.dropped, task["quarantined"])]
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.dropped)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Bad rows per reason (only the reasons that occurred), in :data:`REASONS` order."""
+        return {reason: n for reason, n in zip(REASONS, self.dropped) if n}
+
+
+def _training_input(df: DataFrame, estimator, slots: int) -> tuple[DataFrame, int]:
+    """The batch's columns the estimator reads, in partitions a barrier stage can run; and their count.
+
+    A barrier stage needs a slot per task. A batch with more partitions than
+    the estimator's workers (``numWorkers``, at most the slots) is
+    repartitioned to that many (a shuffle: ``coalesce`` is not allowed in a
+    barrier stage); one with fewer trains with one task per partition, which
+    costs no shuffle. An empty batch (no partition) becomes one empty partition.
+    """
+    cols = [c for c in (estimator.getFeaturesCol(), estimator.getLabelCol(), estimator._weight_col()) if c]
+    data = df.select(*cols)
+    workers = max(1, min(estimator.getNumWorkers() or slots, slots))
+    partitions = data.rdd.getNumPartitions()
+    if partitions > workers or partitions == 0:
+        return data.repartition(workers if partitions else 1), workers if partitions else 1
+    return data, partitions
 
 
 def source_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> list[Any]:

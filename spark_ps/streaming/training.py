@@ -8,13 +8,24 @@ stage would apply part of the batch twice, so it refuses to train instead
 (:class:`RetriedBatchError`); the trainer then rebuilds the shards from the
 model's Delta log and runs the batch again, exactly once.
 
-The same stage scores the batch before training on it (progressive
-validation, :mod:`spark_ps.streaming.progressive`) and, at its end, marks
+The task reads its partition through the quarantine's rules
+(:func:`~spark_ps.streaming.quarantine.clean_batches`): bad rows are dropped
+and counted by reason, never trained on. The same stage scores the batch
+before training on it (progressive validation,
+:mod:`spark_ps.streaming.progressive`) and, at its end, marks
 the keys it trained on the shards. After it, :func:`changed_rows` is a
 DataFrame whose tasks, one per shard, export the full rows (weights and
 optimizer state) of the marked keys: what the model store commits. The
 first version re-read the batch to find its keys and removed the keys seen
 by two tasks with a shuffle; the marks make both unnecessary.
+
+The tasks meet, after scoring and before training, at a barrier on the
+shards (:class:`~spark_ps.client.collectives.Barrier`), not at Spark's
+``BarrierTaskContext.barrier()``: on an idle ``local[2]`` Spark's took
+1.00 s every time (its coordinator answers on a timer), the shard's a few
+milliseconds. The stage still runs in barrier mode, which gang-schedules
+its tasks: a task waiting at the shard barrier for one that never gets a
+slot would wait out its timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from spark_ps.errors import PSError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.training import MiniBatch, TrainSpec, load_partition, plan_batches, run_epochs
 from spark_ps.streaming.progressive import ProgressiveStats
+from spark_ps.streaming.quarantine import REASONS, QuarantineRules, clean_batches
 
 __all__ = ["TASK_RESULT_DDL", "RetriedBatchError", "changed_rows", "make_stream_train_fn", "score_before_training"]
 
@@ -40,14 +52,17 @@ class RetriedBatchError(PSError, RuntimeError):
     """A training stage ran a second attempt: the shards may hold part of the batch already."""
 
 
-#: One row per training task: its training loss, its scores' stats (:class:`ProgressiveStats`).
-TASK_RESULT_SCHEMA = pa.schema([("loss_sum", pa.float64()), ("weight_sum", pa.float64()),
+#: One row per training task: rows trained, rows dropped per reason (:data:`REASONS`), its training loss,
+#: its scores' stats (:class:`ProgressiveStats`).
+TASK_RESULT_SCHEMA = pa.schema([("rows", pa.int64()), ("quarantined", pa.list_(pa.int64())),
+                                ("loss_sum", pa.float64()), ("weight_sum", pa.float64()),
                                 ("score_seconds", pa.float64()), ("score_weight", pa.float64()),
                                 ("score_loss", pa.float64()), ("label_sum", pa.float64()),
                                 ("label_square_sum", pa.float64()), ("positives", pa.list_(pa.float64())),
                                 ("negatives", pa.list_(pa.float64()))])
 #: The same, as the Spark DDL of ``mapInArrow``.
-TASK_RESULT_DDL = ("loss_sum double, weight_sum double, score_seconds double, score_weight double, "
+TASK_RESULT_DDL = ("rows long, quarantined array<long>, loss_sum double, weight_sum double, score_seconds double, "
+                   "score_weight double, "
                    "score_loss double, label_sum double, label_square_sum double, positives array<double>, "
                    "negatives array<double>")
 
@@ -66,12 +81,13 @@ def score_before_training(planned: list[MiniBatch], spec: TrainSpec, client: PSC
                                None if weights[0] is None else np.concatenate(weights), spec.binary_labels)
 
 
-def make_stream_train_fn(spec: TrainSpec, changed_table: str):
+def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table: str):
     """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table).
 
-    Each task scores its rows, meets the others, trains, and then marks the
-    keys it trained in ``changed_table`` (a ``delta`` table of width 1): the
-    shards then know which rows the batch changed, each key on its own shard.
+    Each task drops and counts the rows ``rules`` refuse, scores the others,
+    meets the other tasks, trains, and then marks the keys it trained in
+    ``changed_table`` (a ``delta`` table of width 1): the shards then know
+    which rows the batch changed, each key on its own shard.
     """
 
     def train(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -80,15 +96,17 @@ def make_stream_train_fn(spec: TrainSpec, changed_table: str):
         ctx = BarrierTaskContext.get()
         worker = ctx.partitionId()
         client = spec.client
+        dropped = np.zeros(len(REASONS), np.int64)
         try:
             if worker == 0:
                 spec.attempts.increment(client)
-            data, _ = load_partition(batches, spec)
+            data, _ = load_partition(clean_batches(batches, rules, dropped), spec)
             planned = plan_batches(data, spec)
             start = time.perf_counter()
             scores = score_before_training(planned, spec, client)
             score_seconds = time.perf_counter() - start
-            ctx.barrier()  # worker 0 has counted this attempt, and every worker has scored: training may start
+            # Worker 0 has counted this attempt, and every worker has scored: training may start.
+            spec.rendezvous.wait(client, worker, timeout=spec.timeout)
             if spec.attempts.value(client) > 1:
                 raise RetriedBatchError(f"training stage of {spec.table!r} restarted: the shards may hold part "
                                         "of this batch; rebuild them from the model's log before retrying")
@@ -100,7 +118,8 @@ def make_stream_train_fn(spec: TrainSpec, changed_table: str):
             client.close()
         loss = sum(s["loss_sum"] for s in stats)
         weight = sum(s["weight_sum"] for s in stats)
-        row = {"loss_sum": loss, "weight_sum": weight, "score_seconds": score_seconds, **scores.to_row()}
+        row = {"rows": 0 if data is None else data.num_rows, "quarantined": dropped.tolist(), "loss_sum": loss,
+               "weight_sum": weight, "score_seconds": score_seconds, **scores.to_row()}
         yield pa.RecordBatch.from_pylist([row], schema=TASK_RESULT_SCHEMA)
 
     return train

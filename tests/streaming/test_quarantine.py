@@ -28,7 +28,6 @@ from spark_ps.streaming.quarantine import (
     quarantine_path,
     rules_for,
     split,
-    split_batch,
     write_quarantine,
 )
 
@@ -127,10 +126,9 @@ def test_each_kind_of_bad_row_is_quarantined_and_the_model_learns_only_the_good_
         # replay (here, the batch itself) must not quarantine its rows twice.
         staged = str(tmp_path / "staged" / "b1.parquet")  # out of the running query's sight until moved
         write(staged, ALL_BAD, 2_000_000)
-        crashed = split_batch(spark.read.schema(SCHEMA).parquet(staged),
-                              rules_for(LogisticRegression(weightCol="weight"), SIZE))
-        write_quarantine(crashed.bad, quarantine_path(model_path), 1, ModelStore(spark, model_path).app_id)
-        crashed.release()
+        _, crashed = split(spark.read.schema(SCHEMA).parquet(staged),
+                           rules_for(LogisticRegression(weightCol="weight"), SIZE))
+        write_quarantine(crashed, quarantine_path(model_path), 1, ModelStore(spark, model_path).app_id)
         os.replace(staged, os.path.join(source, "b1.parquet"))
         query.processAllAvailable()
     finally:
