@@ -1,4 +1,4 @@
-"""Group operations of a set of workers, run on the shards: a barrier, an all-reduce, a counter.
+"""Group operations of a set of workers, run on the shards: a barrier and an all-reduce.
 
 Spark's own ``BarrierTaskContext.barrier()`` and ``allGather()`` took about
 a second each here, and they exist only inside a barrier stage. These take
@@ -12,7 +12,6 @@ batch):
   epoch, a stream batch), in a ``delta`` table: a worker adds its values
   with :meth:`AllReduce.add` and anyone reads the sums by name. Sums are
   float32: exact for counts below 2**24, and the same for every reader.
-* :class:`Counter` counts events (attempts of a stage) with a single writer.
 
 Each handle owns shard objects named after it; :meth:`create` makes them,
 :meth:`reset` returns them to zero, :meth:`drop` removes them. Handles are
@@ -28,7 +27,7 @@ import numpy as np
 
 from spark_ps.client.client import PSClient
 
-__all__ = ["AllReduce", "Barrier", "Counter"]
+__all__ = ["AllReduce", "Barrier"]
 
 
 @dataclass(frozen=True)
@@ -208,73 +207,6 @@ class AllReduce:
         >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
         ...     totals = AllReduce("totals", ("rows",)); totals.create(client); totals.drop(client)
         ...     client.list_tables()
-        []
-        """
-        client.drop_table(self.name, missing_ok=True)
-
-
-@dataclass(frozen=True)
-class Counter:
-    """A count on the shards with a single writer (e.g. worker 0 counting its stage's attempts).
-
-    Examples
-    --------
-    >>> from spark_ps.server.tcp import ShardServer
-    >>> server = ShardServer(b"k").serve_in_background(); client = PSClient([server.address], b"k")
-    >>> attempts = Counter("attempts"); attempts.create(client)
-    >>> attempts.increment(client), attempts.increment(client), attempts.value(client)
-    (0, 1, 2)
-    >>> attempts.drop(client); client.close(); server.shutdown()
-    """
-
-    name: str
-
-    def create(self, client: PSClient) -> None:
-        """Create the counter at 0 (a no-op if it exists).
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     Counter("n").create(client); Counter("n").create(client); Counter("n").value(client)
-        0
-        """
-        client.create_table(self.name, width=1, optimizer="delta")
-
-    def value(self, client: PSClient) -> int:
-        """The current count.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     n = Counter("n"); n.create(client); _ = n.increment(client); n.value(client)
-        1
-        """
-        return int(client.pull(self.name, [0])[0, 0])
-
-    def increment(self, client: PSClient) -> int:
-        """Add one and return the count before it. Not atomic: one writer only.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     n = Counter("n"); n.create(client); n.increment(client), n.increment(client)
-        (0, 1)
-        """
-        before = self.value(client)
-        client.push(self.name, [0], [[1.0]])
-        return before
-
-    def drop(self, client: PSClient) -> None:
-        """Remove the counter from the shards.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     n = Counter("n"); n.create(client); n.drop(client); client.list_tables()
         []
         """
         client.drop_table(self.name, missing_ok=True)

@@ -28,7 +28,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
-from spark_ps.client.collectives import AllReduce, Barrier, Counter
+from spark_ps.client.collectives import AllReduce, Barrier
 from spark_ps.errors import MissingColumnError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
@@ -44,6 +44,9 @@ from spark_ps.spark.context import PSContext
 from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
+
+#: How many times a fit starts over after a training task died (see fit_on_ps).
+FIT_RERUNS = 2
 
 _TRAIN_RESULT_SPARK_SCHEMA = StructType.fromJson({"type": "struct", "fields": [
     {"name": f.name, "type": {"int32": "integer", "int64": "long", "double": "double"}[str(f.type)],
@@ -172,6 +175,9 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
 
     No pass over the data precedes training: the tasks count the rows and the
     labels while converting their partitions (see :class:`DataDependence`).
+    If a training task dies (:func:`task_died`: its Python worker or its
+    executor is lost), the fit starts over under new names, at most
+    :data:`FIT_RERUNS` times (see :mod:`spark_ps.ml.training`).
     """
     require_columns(dataset, features=features_col, label=label_col, weight=weight_col)
     data = dataset.select(*[c for c in (features_col, label_col, weight_col) if c])
@@ -184,7 +190,51 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         # it cannot sit behind a coalesce, hence a shuffle, paid once per fit
         # since every epoch runs on the task's in-memory copy.
         data = data.repartition(workers)
+    stage = functools.partial(
+        _fit_stage, spark, ps, data, label=label, objective=objective, table_spec=table_spec,
+        data_dependence=data_dependence, features_col=features_col, label_col=label_col, weight_col=weight_col,
+        fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs, sync_mode=sync_mode,
+        staleness=staleness, workers=workers, timeout=timeout, checkpoint_dir=checkpoint_dir,
+        binary_labels=binary_labels, uid=uid)
+    for _ in range(FIT_RERUNS):
+        try:
+            return stage()
+        except Exception as exc:  # only a task that died is retried; anything else is the caller's error
+            if not task_died(exc):
+                raise
+            log.warning("%s: a training task died (%s); fitting again from scratch", label,
+                        str(exc).splitlines()[0][:300])
+    return stage()
 
+
+def task_died(exc: BaseException) -> bool:
+    """Whether ``exc`` says a stage failed because a task's process died, not because the task raised.
+
+    A task that raised comes back as pyspark's ``PythonException`` (our code
+    refused the input, say): running it again would fail again. A Python
+    worker killed, or an executor lost, fails the job with a Java
+    ``SparkException`` ("Job aborted due to stage failure").
+
+    Examples
+    --------
+    >>> task_died(ValueError("label column 'label' row 3: label 2.0 is not 0 or 1"))
+    False
+    """
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import PythonException
+
+    if isinstance(exc, PythonException) or not isinstance(exc, Py4JJavaError):
+        return False
+    text = str(exc)
+    return "Job aborted due to stage failure" in text and "PythonException" not in text
+
+
+def _fit_stage(spark, ps: PSContext, data: DataFrame, *, label: str, objective, table_spec: TableSpec,
+               data_dependence: DataDependence, features_col: str, label_col: str, weight_col: str | None,
+               fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str, staleness: int,
+               workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
+               uid: str) -> FitResult:
+    """One training stage under fresh names, and its export started."""
     client = ps.client(timeout=timeout)
     run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
     clock = None if sync_mode == "asp" else f"clock_{run_id}"
@@ -193,14 +243,14 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
     table_spec = model_table_spec(dataclasses.replace(table_spec, name=f"model_{run_id}"), fit_intercept)
     table = table_spec.name
     epochs, totals = AllReduce(f"epochs_{run_id}", EPOCH_FIELDS), AllReduce(f"totals_{run_id}", TOTALS_FIELDS)
-    attempts, rendezvous = Counter(f"attempts_{run_id}"), Barrier(f"meet_{run_id}", workers)
-    for group in (epochs, totals, attempts, rendezvous):
+    rendezvous = Barrier(f"meet_{run_id}", workers)
+    for group in (epochs, totals, rendezvous):
         group.create(client)
     if clock is not None:
         client.clock_create(clock, workers, stale)
 
     spec = TrainSpec(client=client, table_spec=table_spec, data_dependence=data_dependence, epochs=epochs,
-                     totals=totals, attempts=attempts, rendezvous=rendezvous, clock=clock,
+                     totals=totals, rendezvous=rendezvous, clock=clock,
                      staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                      label_col=label_col, weight_col=weight_col,
                      fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
@@ -234,7 +284,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
     finally:
         if export is None:  # training failed: nothing will read the model table
             ps.drop_table(table, missing_ok=True)
-        for group in (epochs, totals, attempts, rendezvous):
+        for group in (epochs, totals, rendezvous):
             group.drop(client)
         if clock is not None:
             client.clock_drop(clock)

@@ -25,7 +25,10 @@ Each micro-batch (``foreachBatch``) runs, in this order:
 A stream's first batch runs one more job before the stage: the vectors'
 expected size, from the batch (:func:`~spark_ps.streaming.quarantine.common_size`).
 
-A sidecar that dies mid-stream is restarted by the executor plugin on a new
+A training task that dies fails its stage (Spark never retries a barrier
+result stage), and the shards may hold part of the batch: the trainer
+rebuilds them from the store and runs the batch once more. A sidecar that
+dies mid-stream is restarted by the executor plugin on a new
 port, empty. The batch that meets it fails; the trainer follows the registry
 (:meth:`~spark_ps.spark.context.PSContext.refresh`), rebuilds every shard
 from the store (step 2) and runs the batch once more. Nothing of the failed
@@ -49,9 +52,9 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ps.client.collectives import AllReduce, Barrier, Counter
+from spark_ps.client.collectives import AllReduce, Barrier
 from spark_ps.ml import weights as weight_store
-from spark_ps.ml.fitting import model_table_spec, task_slots
+from spark_ps.ml.fitting import model_table_spec, task_died, task_slots
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, TrainSpec
@@ -68,7 +71,7 @@ from spark_ps.streaming.quarantine import (
     split,
     write_quarantine,
 )
-from spark_ps.streaming.training import TASK_RESULT_DDL, RetriedBatchError, changed_rows, make_stream_train_fn
+from spark_ps.streaming.training import TASK_RESULT_DDL, changed_rows, make_stream_train_fn
 from spark_ps.streaming.warmstart import warm_start
 from spark_ps.wire.spec import STATE_NAMES
 
@@ -122,7 +125,8 @@ class StreamingTrainer:
     0
     >>> trainer.metrics().select("batchId", "rows").collect()
     [Row(batchId=0, rows=40)]
-    >>> LogisticRegressionModel.load(os.path.join(root, "model")).intercept != 0.0
+    >>> model = LogisticRegressionModel.load(os.path.join(root, "model"))   # feature 1 marks label 1
+    >>> bool(model.coefficients[1] > 0 > model.coefficients[0])
     True
     """
 
@@ -241,22 +245,17 @@ class StreamingTrainer:
                 self._ensure_loaded(spark, ps, last)
                 self._train_and_commit(ps, data, batch_id, last, workers, rules)
                 return
-            except RetriedBatchError as exc:  # the shards hold part of the batch: rebuild and rerun
-                self._loaded_version = -1
-                if attempt == 2:
-                    raise
-                log.warning("batch %d: %s; rebuilding from the log", batch_id, exc)
-            except Exception as exc:  # rerun only if a shard was lost; anything else is re-raised
+            except Exception as exc:  # rerun only if a task died or a shard was lost; else re-raised
                 self._loaded_version = -1  # whatever the shards hold is not a committed state
-                if attempt == 2 or not self._shard_was_lost(ps):
+                if attempt == 2 or not (task_died(exc) or self._shard_was_lost(ps)):
                     raise
                 committed = store.last_commit()
                 if committed is not None and committed.batch_id == batch_id:
                     log.warning("batch %d: a shard was lost after the batch committed; rebuilt at the next "
                                 "batch", batch_id)
                     return
-                log.warning("batch %d: a shard was lost (%s); rebuilding the shards from %s and running "
-                            "the batch again", batch_id, str(exc).splitlines()[0][:200], self._path)
+                log.warning("batch %d: a task died or a shard was lost (%s); rebuilding the shards from %s and "
+                            "running the batch again", batch_id, str(exc).splitlines()[0][:200], self._path)
             except BaseException:
                 self._loaded_version = -1
                 raise
@@ -310,7 +309,7 @@ class StreamingTrainer:
             for task in data.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
                 result.add(task, est._binary_labels)
         finally:
-            for group in (spec.epochs, spec.totals, spec.attempts, spec.rendezvous):
+            for group in (spec.epochs, spec.totals, spec.rendezvous):
                 group.drop(client)
             if spec.clock is not None:
                 client.clock_drop(spec.clock)
@@ -362,13 +361,13 @@ class StreamingTrainer:
         clock = None if mode == "asp" else f"clock_{run}"
         spec = TrainSpec(client=client, table_spec=dataclasses.replace(self._table_spec(), name=self._table),
                          data_dependence=DataDependence(), epochs=AllReduce(f"epochs_{run}", EPOCH_FIELDS),
-                         totals=AllReduce(f"totals_{run}", TOTALS_FIELDS), attempts=Counter(f"attempts_{run}"),
+                         totals=AllReduce(f"totals_{run}", TOTALS_FIELDS),
                          rendezvous=Barrier(f"meet_{run}", workers), clock=clock, staleness=stale,
                          num_workers=workers, objective=self._objective(), features_col=est.getFeaturesCol(),
                          label_col=est.getLabelCol(), weight_col=est._weight_col(),
                          fit_intercept=est.getFitIntercept(), batch_size=est.getBatchSize(), num_epochs=1,
                          timeout=est.getPsTimeout(), binary_labels=est._binary_labels)
-        for group in (spec.epochs, spec.attempts, spec.rendezvous):
+        for group in (spec.epochs, spec.rendezvous):
             group.create(client)
         if clock is not None:
             client.clock_create(clock, workers, stale)

@@ -3,10 +3,10 @@
 The training task is the batch fit's (:mod:`spark_ps.ml.training`: convert
 the partition to CSR once, plan mini-batches, one pull and one push each),
 minus what an online model must not do: it never creates or resets the
-model table, which holds everything learnt so far. A retried attempt of the
-stage would apply part of the batch twice, so it refuses to train instead
-(:class:`RetriedBatchError`); the trainer then rebuilds the shards from the
-model's Delta log and runs the batch again, exactly once.
+model table, which holds everything learnt so far. A stage whose task died
+may have applied part of the batch (Spark does not retry a barrier result
+stage): the trainer rebuilds the shards from the model's Delta log and runs
+the batch again, exactly once.
 
 The task reads its partition through the quarantine's rules
 (:func:`~spark_ps.streaming.quarantine.clean_batches`): bad rows are dropped
@@ -39,17 +39,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from spark_ps.client.client import PSClient
-from spark_ps.errors import PSError
 from spark_ps.ml import weights as weight_store
-from spark_ps.ml.training import MiniBatch, TrainSpec, load_partition, plan_batches, run_epochs
+from spark_ps.ml.training import (
+    MiniBatch,
+    TrainSpec,
+    load_partition,
+    plan_batches,
+    run_epochs,
+)
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import REASONS, QuarantineRules, clean_batches
 
-__all__ = ["TASK_RESULT_DDL", "RetriedBatchError", "changed_rows", "make_stream_train_fn", "score_before_training"]
-
-
-class RetriedBatchError(PSError, RuntimeError):
-    """A training stage ran a second attempt: the shards may hold part of the batch already."""
+__all__ = ["TASK_RESULT_DDL", "changed_rows", "make_stream_train_fn", "score_before_training"]
 
 
 #: One row per training task: rows trained, rows dropped per reason (:data:`REASONS`), its training loss,
@@ -98,18 +99,12 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table:
         client = spec.client
         dropped = np.zeros(len(REASONS), np.int64)
         try:
-            if worker == 0:
-                spec.attempts.increment(client)
             data, _ = load_partition(clean_batches(batches, rules, dropped), spec)
             planned = plan_batches(data, spec)
             start = time.perf_counter()
             scores = score_before_training(planned, spec, client)
             score_seconds = time.perf_counter() - start
-            # Worker 0 has counted this attempt, and every worker has scored: training may start.
-            spec.rendezvous.wait(client, worker, timeout=spec.timeout)
-            if spec.attempts.value(client) > 1:
-                raise RetriedBatchError(f"training stage of {spec.table!r} restarted: the shards may hold part "
-                                        "of this batch; rebuild them from the model's log before retrying")
+            spec.rendezvous.wait(client, worker, timeout=spec.timeout)  # every worker has scored: train
             stats = run_epochs(planned, spec, client, worker)
             if planned:
                 keys = np.unique(np.concatenate([b.keys for b in planned]))
