@@ -164,11 +164,15 @@ class ModelStore:
                     best = (int(row["version"]), log_version)
         return best
 
-    def state(self, version: int | None = None) -> DataFrame | None:
+    def state(self, version: int | None = None, keys: DataFrame | None = None) -> DataFrame | None:
         """The model's rows (key, value, state columns) as of log version ``version`` (default: newest).
 
         Newest row per key from the snapshot at or before ``version`` and the
         log after it; computed on the executors. None if nothing was committed.
+        ``keys`` (a DataFrame with a ``key`` column) keeps only those keys'
+        rows, and does so *before* the newest-row-per-key window: Spark does
+        not push a filter below a window's rank, so a semi-join applied to the
+        result would still sort the whole snapshot and log.
         """
         if not self._exists(self.log_path):
             return None
@@ -183,6 +187,8 @@ class ModelStore:
                              and (version is None or c.version <= version)]
             log = log.where(F.col(BATCH_COL).isin(newer_batches)) if newer_batches else log.limit(0)
             log = older.withColumn(BATCH_COL, F.lit(-1).cast("long")).unionByName(log)
+        if keys is not None:
+            log = log.join(keys.select("key"), "key", "left_semi")
         newest = Window.partitionBy("key").orderBy(F.col(BATCH_COL).desc())
         return (log.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
                 .drop("_rank", BATCH_COL))

@@ -11,9 +11,9 @@ The weights a batch needs are gathered by the executors, never the driver:
 
 1. the batch's distinct feature keys (and the intercept's, ``BIAS_KEY``) are
    found by ``mapInArrow`` tasks (vectorised: CSR, then a hash-based unique);
-2. they are semi-joined with the model state at ``v`` (``ModelStore.state(v)``:
-   snapshot plus log, newest row per key), so only those keys' rows are read
-   past the join;
+2. the model state at ``v`` (``ModelStore.state(v, keys=...)``: snapshot
+   plus log, newest row per key) is computed for those keys only: the
+   semi-join sits below the newest-row-per-key window;
 3. those rows are pushed into a fresh shard table of their own (the
    ``delta`` optimizer: rows are stored as given), and the scoring tasks pull
    their keys from it, exactly as a batch model's ``transform`` does, with the
@@ -28,10 +28,10 @@ jobs of fixed overhead. Measured warm on ``local[2]`` (host load average 6.5
 on 2 cores, other jobs running), for a 1-row batch of a 13-key FM model:
 keys 1.0-1.3 s (2 jobs), semi-join with the state 1.6 s, push into the
 shards 2.3 s (6 jobs, including the two before), scoring 1.1 s: about 4.5 s
-a micro-batch, all of it job overhead, none of it data. Known cost: Spark
-does not push the semi-join below the state's newest-row-per-key window (a
-filter on the rank sits between them), so the window still sorts the whole
-snapshot and log on the executors each micro-batch.
+a micro-batch, all of it job overhead, none of it data. The first version
+semi-joined the keys with the state's result, which Spark does not push
+below the window's rank filter: the window sorted the whole snapshot and
+log every micro-batch. The keys now cut both before the window.
 
 Output sinks: a callable ``sink(df, batchId)`` (as ``foreachBatch``; it must
 consume ``df`` before returning, since the shard table goes with the batch;
@@ -186,7 +186,7 @@ def _scored(df: DataFrame, modelPath: str, version: int | None, model: _PSModel)
     store = ModelStore(spark, modelPath)
     if version is None:
         version = _newest_version(store, modelPath)
-    state = store.state(version)
+    state = store.state(version, keys=_batch_keys(df, features_col, model._objective()))
     if state is None:
         raise UnavailableError(f"online model {modelPath!r} has no change log: nothing to score with")
     objective = model._objective()
@@ -195,8 +195,7 @@ def _scored(df: DataFrame, modelPath: str, version: int | None, model: _PSModel)
     ps.create_table(table, width=objective.width, optimizer="delta")
     client = ps.client()
     try:
-        needed = state.select("key", "value").join(_batch_keys(df, features_col, objective), "key", "left_semi")
-        loaded = weight_store.load_table(spark, client, table, needed)
+        loaded = weight_store.load_table(spark, client, table, state.select("key", "value"))
         bias = float(client.pull(table, [BIAS_KEY])[0, 0]) if model.getFitIntercept() else 0.0
         log.debug("scoring with %s version %d: %d weight rows loaded into %s", modelPath, version, loaded, table)
         yield _score_frame(df, model, client, table, bias, version)
