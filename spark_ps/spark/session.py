@@ -102,7 +102,9 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
     python : str, optional
         Interpreter for the sidecars, ``spark.ps.python``. Defaults to the
         PySpark workers' Python: ``spark.pyspark.python`` on the builder, else
-        ``$PYSPARK_PYTHON``, else this interpreter (``sys.executable``).
+        ``$PYSPARK_PYTHON``, else this interpreter (``sys.executable``). If
+        ``$PYSPARK_PYTHON`` is unset, it is set to the workers' Python: a
+        driver run as ``python app.py`` reads the variable, not the conf.
     startup_timeout : float
         Seconds an executor waits for each sidecar's handshake, ``spark.ps.startupTimeout``.
     extra_packages : iterable of str, optional
@@ -174,6 +176,12 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
         # PySpark's workers default to `python3` on the PATH, which need not have
         # pyarrow or spark_ps; the driver's interpreter does, so use it there too.
         builder.config("spark.pyspark.python", python)
+    if "PYSPARK_PYTHON" not in os.environ:
+        # A driver started as `python app.py` takes its workers' interpreter from this
+        # variable only (pyspark's SparkContext reads it, not spark.pyspark.python, which
+        # only spark-submit turns into it): without it, workers ran `python3` from the
+        # PATH, and a venv's driver got "No module named 'pyarrow'" in every task.
+        os.environ["PYSPARK_PYTHON"] = current.get("spark.pyspark.python") or python
     # The directory holding the spark_ps package: sidecars import it from there
     # even where spark-ps is not pip-installed (e.g. a source checkout).
     builder.config("spark.ps.pythonPath", str(Path(__file__).resolve().parent.parent.parent))

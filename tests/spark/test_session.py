@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def test_configure_sets_plugin_jars_delta_and_ps_options(fake_jars, monkeypatch)
     assert opts["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     assert opts["spark.driver.host"] == "127.0.0.1"
     assert opts["spark.ps.python"] == sys.executable
+    # `python app.py` drivers take their workers' Python from the variable only (not the conf).
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
     # The directory holding the spark_ps package, wherever the jars are.
     assert opts["spark.ps.pythonPath"] == str(Path(session.__file__).resolve().parents[2])
     assert opts["spark.ps.serversPerExecutor"] == "2"
@@ -50,7 +53,8 @@ def test_configure_sets_plugin_jars_delta_and_ps_options(fake_jars, monkeypatch)
     assert opts["spark.ps.verbose"] == "true"
 
 
-def test_configure_appends_to_existing_settings_and_keeps_the_users(fake_jars):
+def test_configure_appends_to_existing_settings_and_keeps_the_users(fake_jars, monkeypatch):
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
     builder = (SparkSession.Builder()
                .config("spark.plugins", "com.example.Other")
                .config("spark.jars", "/opt/x.jar")
@@ -63,6 +67,7 @@ def test_configure_appends_to_existing_settings_and_keeps_the_users(fake_jars):
     assert opts["spark.sql.extensions"] == "com.example.Ext,io.delta.sql.DeltaSparkSessionExtension"
     assert opts["spark.driver.host"] == "10.1.2.3"  # only defaulted, never overridden
     assert opts["spark.ps.python"] == "/opt/py/bin/python"  # the workers' Python
+    assert os.environ["PYSPARK_PYTHON"] == "/opt/py/bin/python"  # which pyspark reads from the variable
     assert opts["spark.jars.packages"] == "org.example:lib:1.0"
     # Idempotent: configuring twice does not duplicate list entries.
     again = options(configure_spark_with_ps(builder))
