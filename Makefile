@@ -127,7 +127,7 @@ LINT_PATHS := spark_ps tests integration jobs bench conftest.py
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 
-test: build kafka lint
+test: build lint
 	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q -m "not stream" || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"

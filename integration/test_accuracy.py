@@ -1,11 +1,18 @@
 """Accuracy parity with MLlib on real data, trained across two executors and two shards.
 
 For each data set, MLlib's LogisticRegression is fitted over a small grid
-(regParam in {1e-4, 1e-3} x standardization in {True, False}, maxIter 100)
-and its best held-out AUC is the bar; our LogisticRegression with default
+(standardization in {True, False} at regParam 1e-3, maxIter 100) and its
+best held-out AUC is the bar; our LogisticRegression with default
 Params (5 epochs) must come within 0.005 of it. Our FMClassifier must match
 or beat MLlib's FMClassifier (defaults) on a9a and iPinYou, within twice the
 standard error of MLlib's held-out AUC (Hanley and McNeil, 1982).
+
+Why regParam 1e-3 only: the grid {1e-4, 1e-3} x standardization put 14
+MLlib fits in this fixture, 121-146 s of a ten-minute ``make test``, and
+1e-3 gave MLlib's best held-out AUC on every data set (1e-3 vs 1e-4, each at
+its better standardization: a9a 0.9026 vs 0.9024, w8a 0.9698 vs 0.9677,
+iPinYou 0.5886 vs 0.5844; L-BFGS is deterministic, so these repeat): the
+bar is the same with 8 fits.
 
 Why a standard error, not a fixed 1e-3: iPinYou's test set has 51 clicks in
 21,150 rows, so an AUC near 0.55 has a standard error of about 0.04. Two runs
@@ -15,7 +22,7 @@ margin made the test a coin toss. On a9a (3,846 positives) the same rule is a
 margin of about 0.007.
 
 The three data sets are read and cached once, for both tests. Then all of
-MLlib's fits (four LogisticRegressions per data set, the FMClassifiers) run
+MLlib's fits (two LogisticRegressions per data set, the FMClassifiers) run
 side by side from driver threads: each is a chain of ~100 one-task jobs,
 mostly scheduling latency, and together they keep both executors busy. Ours
 run after them, one at a time: a fit is a barrier stage that needs every task
@@ -36,7 +43,7 @@ from real_data import DATASETS
 
 from spark_ps.ml.classification import FMClassifier, LogisticRegression
 
-GRID = list(itertools.product([1e-4, 1e-3], [True, False]))
+GRID = list(itertools.product([1e-3], [True, False]))
 #: The issue asks FM parity on a9a and iPinYou; w8a is covered by the LR test.
 FM_DATASETS = {"a9a", "ipinyou"}
 
