@@ -128,16 +128,17 @@ lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 
 test: build lint
-	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q -m "not stream" || rc=$$?; \
+	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q -m "not stream and not slow" || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
 # Streaming fault tests: drivers in their own processes, SIGKILLed and restarted (several minutes),
-# and the slower streaming tests of tests/ (marked stream too). The Kafka test runs in a process of
+# the slower streaming tests of tests/ (marked stream too), and the slow end-to-end tests of batch
+# fits (marked slow: a SIGKILLed training task, a fresh session loading saved models). The Kafka test runs in a process of
 # its own: spark-sql-kafka must be on the driver JVM's classpath when that JVM starts (spark.jars is
 # read at launch), and in one process with the others the JVM starts with the first, jar-less session.
 test-stream: build kafka
-	rc=0; $(VPY) -m pytest tests integration -x -q -m stream --ignore=integration/test_stream_kafka.py \
+	rc=0; $(VPY) -m pytest tests integration -x -q -m "stream or slow" --ignore=integration/test_stream_kafka.py \
 		|| rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	[ "$$rc" -ne 0 ] && exit "$$rc"; \
