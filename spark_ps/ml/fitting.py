@@ -190,21 +190,74 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         # it cannot sit behind a coalesce, hence a shuffle, paid once per fit
         # since every epoch runs on the task's in-memory copy.
         data = data.repartition(workers)
-    stage = functools.partial(
-        _fit_stage, spark, ps, data, label=label, objective=objective, table_spec=table_spec,
-        data_dependence=data_dependence, features_col=features_col, label_col=label_col, weight_col=weight_col,
-        fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs, sync_mode=sync_mode,
-        staleness=staleness, workers=workers, timeout=timeout, checkpoint_dir=checkpoint_dir,
-        binary_labels=binary_labels, uid=uid)
-    for _ in range(FIT_RERUNS):
+    client = ps.client(timeout=timeout)
+    stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
+    for rerun in range(FIT_RERUNS + 1):  # each attempt under fresh names: a dead one's may hold part of it
+        run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
+        clock = None if sync_mode == "asp" else f"clock_{run_id}"
+        # The model table is created by the tasks, once they have counted the rows.
+        model_spec = model_table_spec(dataclasses.replace(table_spec, name=f"model_{run_id}"), fit_intercept)
+        table = model_spec.name
+        epochs, totals = AllReduce(f"epochs_{run_id}", EPOCH_FIELDS), AllReduce(f"totals_{run_id}", TOTALS_FIELDS)
+        rendezvous = Barrier(f"meet_{run_id}", workers)
+        for group in (epochs, totals, rendezvous):
+            group.create(client)
+        if clock is not None:
+            client.clock_create(clock, workers, stale)
+
+        spec = TrainSpec(client=client, table_spec=model_spec, data_dependence=data_dependence, epochs=epochs,
+                         totals=totals, rendezvous=rendezvous, clock=clock,
+                         staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
+                         label_col=label_col, weight_col=weight_col,
+                         fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
+                         timeout=timeout, binary_labels=binary_labels)
+        log.info("%s: training on %d workers x %d shards, %d epochs, %s", label, workers, client.num_shards,
+                 num_epochs, sync_mode)
+        # Zero-initialised tables answer untrained features with 0, as the Delta weights do, so the
+        # model can score from the training table. Others (FM's random factors) would not: the model
+        # scores from Delta, and the table goes once it is exported.
+        serve_from_table = model_spec.init == "zeros"
+        export = None
         try:
-            return stage()
-        except Exception as exc:  # only a task that died is retried; anything else is the caller's error
-            if not task_died(exc):
-                raise
-            log.warning("%s: a training task died (%s); fitting again from scratch", label,
-                        str(exc).splitlines()[0][:300])
-    return stage()
+            start = time.perf_counter()
+            try:
+                with _ProgressPrinter(client, epochs, num_epochs, workers, label):
+                    task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA,
+                                                 barrier=True).collect()
+            except Exception as exc:  # only a task that died is run again; anything else is the caller's error
+                if rerun == FIT_RERUNS or not task_died(exc):
+                    raise
+                log.warning("%s: a training task died (%s); fitting again from scratch", label,
+                            str(exc).splitlines()[0][:300])
+                continue  # after the finally below has dropped this attempt's table and groups
+            num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
+            if num_rows == 0:
+                raise ValueError("cannot fit on an empty DataFrame (0 rows)")
+            history, seconds = _epoch_summary(task_stats, num_epochs)
+            if not np.all(np.isfinite(history)):
+                raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); "
+                                         "lower stepSize/alpha")
+            intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) + task_stats[0]["offset"] \
+                if fit_intercept else 0.0
+            path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
+            drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
+            # The optimizer state goes with the weights: a stream (initialModel=) continues from it.
+            export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after,
+                                                   state_names=STATE_NAMES[model_spec.optimizer])
+            load_seconds = max((row["load_seconds"] for row in task_stats), default=0.0)
+            log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
+                     label, num_rows, time.perf_counter() - start, load_seconds, table, path)
+        finally:
+            if export is None:  # training failed: nothing will read the model table
+                ps.drop_table(table, missing_ok=True)
+            for group in (epochs, totals, rendezvous):
+                group.drop(client)
+            if clock is not None:
+                client.clock_drop(clock)
+        num_features = max((row["num_features"] for row in task_stats), default=0)
+        return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows,
+                         num_features, export)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def task_died(exc: BaseException) -> bool:
@@ -227,70 +280,6 @@ def task_died(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return "Job aborted due to stage failure" in text and "PythonException" not in text
-
-
-def _fit_stage(spark, ps: PSContext, data: DataFrame, *, label: str, objective, table_spec: TableSpec,
-               data_dependence: DataDependence, features_col: str, label_col: str, weight_col: str | None,
-               fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str, staleness: int,
-               workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
-               uid: str) -> FitResult:
-    """One training stage under fresh names, and its export started."""
-    client = ps.client(timeout=timeout)
-    run_id = f"{uid}_{uuid.uuid4().hex[:8]}"
-    clock = None if sync_mode == "asp" else f"clock_{run_id}"
-    stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
-    # The model table is created by the tasks, once they have counted the rows.
-    table_spec = model_table_spec(dataclasses.replace(table_spec, name=f"model_{run_id}"), fit_intercept)
-    table = table_spec.name
-    epochs, totals = AllReduce(f"epochs_{run_id}", EPOCH_FIELDS), AllReduce(f"totals_{run_id}", TOTALS_FIELDS)
-    rendezvous = Barrier(f"meet_{run_id}", workers)
-    for group in (epochs, totals, rendezvous):
-        group.create(client)
-    if clock is not None:
-        client.clock_create(clock, workers, stale)
-
-    spec = TrainSpec(client=client, table_spec=table_spec, data_dependence=data_dependence, epochs=epochs,
-                     totals=totals, rendezvous=rendezvous, clock=clock,
-                     staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
-                     label_col=label_col, weight_col=weight_col,
-                     fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
-                     timeout=timeout, binary_labels=binary_labels)
-    log.info("%s: training on %d workers x %d shards, %d epochs, %s", label, workers, client.num_shards,
-             num_epochs, sync_mode)
-    # Zero-initialised tables answer untrained features with 0, as the Delta weights do, so the
-    # model can score from the training table. Others (FM's random factors) would not: the model
-    # scores from Delta, and the table goes once it is exported.
-    serve_from_table = table_spec.init == "zeros"
-    export = None
-    try:
-        start = time.perf_counter()
-        with _ProgressPrinter(client, epochs, num_epochs, workers, label):
-            task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA, barrier=True).collect()
-        num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
-        if num_rows == 0:
-            raise ValueError("cannot fit on an empty DataFrame (0 rows)")
-        history, seconds = _epoch_summary(task_stats, num_epochs)
-        if not np.all(np.isfinite(history)):
-            raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); lower stepSize/alpha")
-        intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) + task_stats[0]["offset"] if fit_intercept else 0.0
-        path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
-        drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
-        # The optimizer state goes with the weights: a stream (initialModel=) continues from it.
-        export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after,
-                                               state_names=STATE_NAMES[table_spec.optimizer])
-        load_seconds = max((row["load_seconds"] for row in task_stats), default=0.0)
-        log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
-                 label, num_rows, time.perf_counter() - start, load_seconds, table, path)
-    finally:
-        if export is None:  # training failed: nothing will read the model table
-            ps.drop_table(table, missing_ok=True)
-        for group in (epochs, totals, rendezvous):
-            group.drop(client)
-        if clock is not None:
-            client.clock_drop(clock)
-    num_features = max((row["num_features"] for row in task_stats), default=0)
-    return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows,
-                     num_features, export)
 
 
 def model_table_spec(table_spec: TableSpec, fit_intercept: bool) -> TableSpec:

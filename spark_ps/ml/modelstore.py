@@ -50,6 +50,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from spark_ps.spark import hadoop
+
 __all__ = ["Commit", "ModelStore"]
 
 #: Column of the log holding the batch that wrote the row.
@@ -235,19 +237,11 @@ class ModelStore:
 
     def _newest_commit(self) -> list[Commit]:
         """The log's newest Delta commit, if it is a batch's, read from its commit file (``[]`` otherwise)."""
-        jvm = self.spark.sparkContext._jvm
-        directory = jvm.org.apache.hadoop.fs.Path(self.log_path, "_delta_log")
-        fs = directory.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        names = [status.getPath().getName() for status in fs.listStatus(directory)]
-        versions = [int(m.group(1)) for m in map(_COMMIT_FILE.match, names) if m]
+        directory = os.path.join(self.log_path, "_delta_log")
+        versions = [int(m.group(1)) for m in map(_COMMIT_FILE.match, hadoop.list_names(self.spark, directory)) if m]
         if not versions:
             return []
-        stream = fs.open(jvm.org.apache.hadoop.fs.Path(directory, f"{max(versions):020d}.json"))
-        try:
-            text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
-        for line in text.splitlines():
+        for line in hadoop.read_text(self.spark, directory, f"{max(versions):020d}.json").splitlines():
             info = json.loads(line).get("commitInfo") if line.strip() else None
             if info is not None and info.get("userMetadata"):
                 meta = json.loads(info["userMetadata"])

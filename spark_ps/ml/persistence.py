@@ -23,6 +23,7 @@ from spark_ps.errors import UnavailableError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.objectives import BIAS_KEY
+from spark_ps.spark import hadoop
 
 __all__ = ["BATCH_FORMAT", "ONLINE_FORMAT", "PSModelReader", "PSModelWriter"]
 
@@ -43,14 +44,8 @@ class PSModelWriter(DefaultParamsWriter):
 
     def save(self, path: str) -> None:
         if self.shouldOverwrite:
-            self._delete(os.path.join(path, "metadata"))
+            hadoop.delete(self.sparkSession, os.path.join(path, "metadata"))
         self.saveImpl(path)
-
-    def _delete(self, path: str) -> None:
-        jvm = self.sparkSession.sparkContext._jvm
-        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-        fs = hadoop_path.getFileSystem(self.sparkSession.sparkContext._jsc.hadoopConfiguration())
-        fs.delete(hadoop_path, True)
 
     def saveImpl(self, path: str) -> None:
         model = self.instance

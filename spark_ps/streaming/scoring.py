@@ -64,6 +64,7 @@ from spark_ps.ml.fitting import require_columns
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.objectives import BIAS_KEY
 from spark_ps.ml.persistence import ONLINE_FORMAT
+from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
 
 __all__ = ["MODEL_VERSION_COL", "Scorer", "score_batch", "scored_batch"]
@@ -78,7 +79,7 @@ _RECENT_HISTORY = 16
 
 def _model_template(spark, path: str) -> _PSModel:
     """The model class named in ``path``'s metadata, with its saved Params (no weights)."""
-    if not _exists(spark, os.path.join(path, "metadata")):
+    if not hadoop.exists(spark, os.path.join(path, "metadata")):
         raise UnavailableError(f"no model metadata under {path!r}; start the StreamingTrainer on this modelPath "
                                "first: it writes the metadata")
     metadata = DefaultParamsReader.loadMetadata(path, spark)
@@ -93,13 +94,6 @@ def _model_template(spark, path: str) -> _PSModel:
     model._resetUid(metadata["uid"])
     DefaultParamsReader.getAndSetParams(model, metadata)
     return model
-
-
-def _exists(spark, path: str) -> bool:
-    """Whether ``path`` exists, on whatever file system Hadoop resolves it to."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return bool(hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hadoop_path))
 
 
 def _newest_version(store: ModelStore, path: str) -> int:
@@ -186,10 +180,10 @@ def _scored(df: DataFrame, modelPath: str, version: int | None, model: _PSModel)
     store = ModelStore(spark, modelPath)
     if version is None:
         version = _newest_version(store, modelPath)
-    state = store.state(version, keys=_batch_keys(df, features_col, model._objective()))
+    objective = model._objective()
+    state = store.state(version, keys=_batch_keys(df, features_col, objective))
     if state is None:
         raise UnavailableError(f"online model {modelPath!r} has no change log: nothing to score with")
-    objective = model._objective()
     ps = PSContext.get(spark)
     table = f"score_v{version}_{uuid.uuid4().hex[:12]}"
     ps.create_table(table, width=objective.width, optimizer="delta")

@@ -58,6 +58,7 @@ from spark_ps.ml.fitting import model_table_spec, task_died, task_slots
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, TrainSpec
+from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
 from spark_ps.streaming.metrics import metrics_frame
 from spark_ps.streaming.progressive import ProgressiveStats
@@ -447,15 +448,7 @@ def source_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> list[
     >>> source_offsets(spark, ckpt, 3)
     [{'logOffset': 3}, None]
     """
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(checkpoint, f"offsets/{batch_id}")
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.open(path)
-    try:
-        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
-    lines = text.splitlines()[2:]
+    lines = hadoop.read_text(spark, checkpoint, "offsets", str(batch_id)).splitlines()[2:]
     return [None if line.strip() == "-" else json.loads(line) for line in lines if line.strip()]
 
 

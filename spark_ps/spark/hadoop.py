@@ -1,0 +1,82 @@
+"""The driver's file operations on model and checkpoint paths, through Hadoop's FileSystem, as Spark does.
+
+A model directory or a checkpoint may be on HDFS or an object store, not
+only local disk, so the driver never uses ``os`` on them: these go through
+the JVM's ``org.apache.hadoop.fs.FileSystem`` for the path's scheme, with the
+SparkContext's Hadoop configuration. Small metadata only (a commit file, an
+offset log entry): data moves through Spark jobs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["delete", "exists", "list_names", "read_text"]
+
+
+def _fs_path(spark, path: str, *more: str):
+    """``(FileSystem, Path)`` of ``path`` (joined with ``more``) for the SparkContext's Hadoop configuration."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    for part in more:
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(hadoop_path, part)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
+def exists(spark, path: str) -> bool:
+    """Whether ``path`` exists.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> exists(spark, tempfile.mkdtemp()), exists(spark, "/no/such/spark-ps/path")
+    (True, False)
+    """
+    fs, hadoop_path = _fs_path(spark, path)
+    return bool(fs.exists(hadoop_path))
+
+
+def delete(spark, path: str) -> None:
+    """Delete ``path``, recursively (nothing happens if it does not exist).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp(); os.makedirs(os.path.join(root, "a", "b"))
+    >>> delete(spark, os.path.join(root, "a")); os.listdir(root)
+    []
+    """
+    fs, hadoop_path = _fs_path(spark, path)
+    fs.delete(hadoop_path, True)
+
+
+def list_names(spark, path: str) -> list[str]:
+    """The names of the entries of directory ``path``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp(); open(os.path.join(root, "x.json"), "w").close()
+    >>> list_names(spark, root)
+    ['x.json']
+    """
+    fs, hadoop_path = _fs_path(spark, path)
+    return [status.getPath().getName() for status in fs.listStatus(hadoop_path)]
+
+
+def read_text(spark, path: str, *more: str) -> str:
+    """The UTF-8 text of file ``path`` (joined with ``more``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> with open(os.path.join(root, "0"), "w") as f:
+    ...     _ = f.write("v1\\n")
+    >>> read_text(spark, root, "0")
+    'v1\\n'
+    """
+    fs, hadoop_path = _fs_path(spark, path, *more)
+    stream = fs.open(hadoop_path)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
