@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +46,6 @@ PS_KWARGS = {
     "FMClassifier": {"numEpochs": 3, "batchSize": 32},
     "LinearRegression": {"numEpochs": 5, "batchSize": 16, "alpha": 0.5},
 }
-
-
-def session_conf(tmp_dir: str | os.PathLike) -> dict[str, str]:
-    """Extra Spark settings for these modules: fitted weights under ``tmp_dir``, quiet progress."""
-    return {"spark.ui.showConsoleProgress": "false", "spark.ps.checkpointDir": str(tmp_dir)}
 
 
 def a9a_rows(n: int, skip: int = 0) -> list[tuple[float, SparseVector]]:

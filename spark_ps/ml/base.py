@@ -29,7 +29,7 @@ from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.fitting import fit_on_ps, require_columns
 from spark_ps.ml.persistence import PSModelReader, PSModelWriter
 from spark_ps.ml.summary import TrainingHistory
-from spark_ps.ml.training import DataDependence
+from spark_ps.ml.training import DataDependence, Schedule
 from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger("spark_ps.ml")
@@ -99,18 +99,17 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
     def _hyper(self) -> dict[str, float]:
         """The optimizer's hyper-parameters, before the row-scaled penalty of :meth:`_data_dependence`."""
         lr = self._learning_rate()
-        if self.getOptimizer() == "ftrl":
-            # FTRL's l1 bounds |z|, the gradient summed over *every* pass, so a per-pass
-            # strength scales with the passes (regParam's mapping does not).
-            return {"alpha": lr, "beta": self.getBeta(), "l1": self.getPriorL1() * self._num_epochs(), "l2": 0.0}
+        if self.getOptimizer() == "ftrl":  # priorL1 scales with the passes: see _data_dependence
+            return {"alpha": lr, "beta": self.getBeta(), "l1": 0.0, "l2": 0.0}
         return {"lr": lr}
 
     def _data_dependence(self) -> DataDependence:
-        """regParam's L1/L2 per training row (FTRL only), and where the intercept starts."""
+        """regParam's L1/L2 per training row and priorL1 per pass (FTRL only), and where the intercept starts."""
         ftrl = self.getOptimizer() == "ftrl"
         l1, l2 = _reg_to_l1_l2(self.getRegParam(), self._elastic_net(), 1) if ftrl else (0.0, 0.0)
         start = type(self)._initial_intercept if self.getFitIntercept() else None
-        return DataDependence(l1_per_row=l1, l2_per_row=l2, intercept_start=start)
+        return DataDependence(l1_per_row=l1, l2_per_row=l2, l1_per_pass=self.getPriorL1() if ftrl else 0.0,
+                              intercept_start=start)
 
     def _elastic_net(self) -> float:
         return self.getElasticNetParam() if self.hasParam("elasticNetParam") else 0.0
@@ -120,8 +119,10 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
         return TableSpec("model", width=self._objective().width, optimizer=self.getOptimizer(),
                          hyper=self._hyper(), **self._table_init())
 
-    def _num_epochs(self) -> int:
-        return max(1, min(self.getNumEpochs(), self.getMaxIter()))
+    def _schedule(self) -> Schedule:
+        """Mini-batch size and passes: at most ``numEpochs`` (0: chosen from the rows) and ``maxIter``, fewer
+        once a pass improves the loss by less than ``tol``."""
+        return Schedule(self.getBatchSize(), self.getNumEpochs(), max(1, self.getMaxIter()), self.getTol())
 
     def _fit(self, dataset: DataFrame) -> _PSModel:
         self._validate_params()
@@ -136,12 +137,12 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
             table_spec=self._table_spec(), data_dependence=self._data_dependence(),
             features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol(), weight_col=weight_col,
-            fit_intercept=self.getFitIntercept(), batch_size=self.getBatchSize(), num_epochs=self._num_epochs(),
+            fit_intercept=self.getFitIntercept(), schedule=self._schedule(),
             sync_mode=self.getSyncMode(), staleness=self.getStaleness(), num_workers=self.getNumWorkers(),
             timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
             if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
-        model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows,
-                                    objective_history=fit.objective_history, epoch_seconds=fit.epoch_seconds,
+        history = TrainingHistory(fit.objective_history, fit.epoch_seconds, fit.stop_reason, fit.batch_size)
+        model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows, history=history,
                                     table=fit.table, num_features=fit.num_features)
         model._export = fit.export
         model._resetUid(self.uid)
@@ -164,15 +165,14 @@ class _PSModel(Model, MLReadable, MLWritable):
     _summary_score_param = "predictionCol"
 
     def __init__(self, weights_path: str | None = None, intercept: float = 0.0, num_rows: int = 0,
-                 nnz: int = 0, objective_history: list[float] | None = None, table: str | None = None,
-                 num_features: int | None = None, epoch_seconds: list[float] | None = None):
+                 nnz: int = 0, history: TrainingHistory | None = None, table: str | None = None,
+                 num_features: int | None = None):
         super().__init__()
         self._weights_path = weights_path
         self._intercept = float(intercept)
         self._num_rows = num_rows
         self._nnz = nnz
-        self._objective_history = list(objective_history or [])
-        self._epoch_seconds = list(epoch_seconds or [])
+        self._history = history or TrainingHistory([])
         self._table = table  # live shard table to score from: the training table, or one loaded from Delta
         self._num_features = num_features
         self._training_data = None  # set by fit, for the lazily evaluated training summary
@@ -275,8 +275,8 @@ class _PSModel(Model, MLReadable, MLWritable):
         if not self.getOrDefault(param):
             model = self.copy()
             model._set(**{param.name: f"{param.name}_{self.uid}"})
-        return self._summary_class(model.transform(dataset), self._objective_history, self._epoch_seconds,
-                                   model.getOrDefault(param.name), self.getLabelCol(), self._weight_col())
+        return self._summary_class(model.transform(dataset), self._history, model.getOrDefault(param.name),
+                                   self.getLabelCol(), self._weight_col())
 
     def evaluate(self, dataset: DataFrame) -> TrainingHistory:
         """Metrics of this model on ``dataset``, computed on the executors.
@@ -386,8 +386,7 @@ class _PSModel(Model, MLReadable, MLWritable):
     # --- persistence ---------------------------------------------------------
     def _extra_metadata(self) -> dict[str, Any]:
         return {"intercept": self._intercept, "numRows": self._num_rows, "nnz": self.numNonZeros,
-                "objectiveHistory": self._objective_history, "epochSeconds": self._epoch_seconds,
-                "numFeatures": self.numFeatures, "weightsFormat": "delta:key,value"}
+                **self._history.to_metadata(), "numFeatures": self.numFeatures, "weightsFormat": "delta:key,value"}
 
     def _restore(self, metadata: dict[str, Any], weights_path: str, weights: DataFrame | None = None) -> None:
         """Set the loaded state: ``weights`` (key, value rows) if given, else the Delta table at ``weights_path``."""
@@ -396,8 +395,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._intercept = float(metadata["intercept"])
         self._num_rows = int(metadata["numRows"])
         self._nnz = int(metadata["nnz"])
-        self._objective_history = list(metadata["objectiveHistory"])
-        self._epoch_seconds = list(metadata.get("epochSeconds", []))  # absent in models saved before it
+        self._history = TrainingHistory.from_metadata(metadata)
         self._num_features = metadata.get("numFeatures")
         self._table = None
         self._training_data = None

@@ -68,12 +68,13 @@ class _LogisticRegressionPSParams(_SharedSetters, _BinaryClassifierParams, _Logi
                                   HasSeed):
     """Params of :class:`LogisticRegression` and :class:`LogisticRegressionModel`: MLlib's plus ours.
 
-    ``priorL1`` defaults to 1.0 (see :class:`LogisticRegression`).
+    ``priorL1`` defaults to 1.0; ``batchSize`` and ``numEpochs`` to 0, chosen
+    from the data (see :class:`LogisticRegression`).
     """
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(priorL1=1.0)
+        self._setDefault(priorL1=1.0, batchSize=0, numEpochs=0)
 
     def _objective(self) -> Objective:
         return Objective("logistic")
@@ -154,12 +155,25 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
     """Binomial logistic regression trained on the parameter server.
 
     Same Params as :class:`pyspark.ml.classification.LogisticRegression`, plus
-    ``optimizer`` (ftrl), ``alpha`` (learning rate, default 0.5 for ftrl), ``beta``,
-    ``priorL1`` (1.0), ``batchSize``, ``numEpochs`` (5), ``syncMode`` (ssp),
+    ``optimizer`` (ftrl), ``alpha`` (learning rate, default 0.2 for ftrl), ``beta``,
+    ``priorL1`` (1.0), ``batchSize`` (0), ``numEpochs`` (0), ``syncMode`` (ssp),
     ``staleness`` (4), ``numWorkers``, ``psTimeout`` and ``checkpointDir``.
     ``family="multinomial"`` and coefficient bounds raise ``ValueError``.
 
-    Two defaults keep the few passes of an online optimizer close to a
+    The defaults are meant to be used as they are (measured on a9a, w8a,
+    iPinYou and synthetic CTR data: :class:`~spark_ps.ml.training.Schedule`):
+
+    * ``batchSize=0`` takes about 32 mini-batches per worker and pass, 256 to
+      4,096 rows each; ``numEpochs=0`` passes over the data until about a
+      million rows have been visited, 1 to 10 passes. ``maxIter`` caps the
+      passes, and ``tol`` (MLlib's, 1e-6) ends them once a pass improves the
+      progressive loss by less than that fraction, or worsens it.
+      ``summary.stopReason`` says which one stopped the fit.
+    * ``alpha`` 0.2: on 400k synthetic CTR rows 0.2 beat 0.5 by 0.004-0.007 of
+      held-out AUC at every batch size and pass count; a9a and w8a differ by
+      less than 0.003 either way.
+
+    Two more keep the few passes of an online optimizer close to a
     regularised batch fit:
 
     * The intercept starts at the log-odds of the (weighted) mean label, as
@@ -206,7 +220,7 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
     # a9a at MLlib's level and brings w8a within 0.005; 0.1 under-trains w8a. A lower
     # rate also held iPinYou's weakly supported features back, but too little and at
     # w8a's expense: priorL1 does that job instead.
-    _default_learning_rates = {"ftrl": 0.5}
+    _default_learning_rates = {"ftrl": 0.2}
 
     @keyword_only
     def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
@@ -219,7 +233,7 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
                  upperBoundsOnCoefficients: DenseMatrix | None = None,
                  lowerBoundsOnIntercepts: Vector | None = None, upperBoundsOnIntercepts: Vector | None = None,
                  maxBlockSizeInMB: float = 0.0, optimizer: str = "ftrl", alpha: float | None = None,
-                 beta: float = 1.0, priorL1: float = 1.0, batchSize: int = 256, numEpochs: int = 5,
+                 beta: float = 1.0, priorL1: float = 1.0, batchSize: int = 0, numEpochs: int = 0,
                  syncMode: str = "ssp", staleness: int = 4, numWorkers: int = 0, psTimeout: float = 600.0,
                  checkpointDir: str | None = None, seed: int | None = None):
         super().__init__()

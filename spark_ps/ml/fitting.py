@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import DataFrame
-from pyspark.sql.types import StructType
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from spark_ps.client.collectives import AllReduce, Barrier
 from spark_ps.errors import MissingColumnError
@@ -37,6 +37,7 @@ from spark_ps.ml.training import (
     TASK_RESULT_SCHEMA,
     TOTALS_FIELDS,
     DataDependence,
+    Schedule,
     TrainSpec,
     make_train_fn,
 )
@@ -48,9 +49,7 @@ log = logging.getLogger("spark_ps.ml")
 #: How many times a fit starts over after a training task died (see fit_on_ps).
 FIT_RERUNS = 2
 
-_TRAIN_RESULT_SPARK_SCHEMA = StructType.fromJson({"type": "struct", "fields": [
-    {"name": f.name, "type": {"int32": "integer", "int64": "long", "double": "double"}[str(f.type)],
-     "nullable": True, "metadata": {}} for f in TASK_RESULT_SCHEMA]})
+_TRAIN_RESULT_SPARK_SCHEMA = from_arrow_schema(TASK_RESULT_SCHEMA)
 
 
 @dataclass
@@ -65,6 +64,10 @@ class FitResult:
     objective_history: list[float]
     #: Wall seconds of each epoch (the slowest worker's).
     epoch_seconds: list[float]
+    #: Why training stopped: "tol", or the Param that capped the passes (Schedule.stop_reason).
+    stop_reason: str
+    #: Rows per mini-batch (the largest worker's, when chosen from the rows).
+    batch_size: int
     num_rows: int
     #: Largest feature-vector size seen in the training data.
     num_features: int
@@ -168,7 +171,7 @@ class _ProgressPrinter:
 
 def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: TableSpec,
               data_dependence: DataDependence, features_col: str, label_col: str, weight_col: str | None,
-              fit_intercept: bool, batch_size: int, num_epochs: int, sync_mode: str,
+              fit_intercept: bool, schedule: Schedule, sync_mode: str,
               staleness: int, num_workers: int, timeout: float, checkpoint_dir: str | None, binary_labels: bool,
               uid: str) -> FitResult:
     """Train ``objective`` on the rows of ``dataset`` through the parameter server.
@@ -209,10 +212,10 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
                          totals=totals, rendezvous=rendezvous, clock=clock,
                          staleness=stale, num_workers=workers, objective=objective, features_col=features_col,
                          label_col=label_col, weight_col=weight_col,
-                         fit_intercept=fit_intercept, batch_size=batch_size, num_epochs=num_epochs,
+                         fit_intercept=fit_intercept, schedule=schedule,
                          timeout=timeout, binary_labels=binary_labels)
-        log.info("%s: training on %d workers x %d shards, %d epochs, %s", label, workers, client.num_shards,
-                 num_epochs, sync_mode)
+        log.info("%s: training on %d workers x %d shards, %s epochs at most (tol %g), %s", label, workers,
+                 client.num_shards, schedule.epochs or "auto", schedule.tol, sync_mode)
         # Zero-initialised tables answer untrained features with 0, as the Delta weights do, so the
         # model can score from the training table. Others (FM's random factors) would not: the model
         # scores from Delta, and the table goes once it is exported.
@@ -221,7 +224,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         try:
             start = time.perf_counter()
             try:
-                with _ProgressPrinter(client, epochs, num_epochs, workers, label):
+                with _ProgressPrinter(client, epochs, schedule.passes(0), workers, label):
                     task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA,
                                                  barrier=True).collect()
             except Exception as exc:  # only a task that died is run again; anything else is the caller's error
@@ -233,7 +236,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
             num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
             if num_rows == 0:
                 raise ValueError("cannot fit on an empty DataFrame (0 rows)")
-            history, seconds = _epoch_summary(task_stats, num_epochs)
+            history, seconds = _epoch_summary(task_stats)
             if not np.all(np.isfinite(history)):
                 raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); "
                                          "lower stepSize/alpha")
@@ -255,8 +258,10 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
             if clock is not None:
                 client.clock_drop(clock)
         num_features = max((row["num_features"] for row in task_stats), default=0)
-        return FitResult(path, table if serve_from_table else None, intercept, history, seconds, num_rows,
-                         num_features, export)
+        stop = next(row["stop"] for row in task_stats if row["stop"])  # every worker stops after the same pass
+        batch_size = max(row["batch_size"] for row in task_stats)
+        return FitResult(path, table if serve_from_table else None, intercept, history, seconds, stop, batch_size,
+                         num_rows, num_features, export)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -293,7 +298,8 @@ def model_table_spec(table_spec: TableSpec, fit_intercept: bool) -> TableSpec:
     return dataclasses.replace(table_spec, unpenalised_keys=(BIAS_KEY,) if fit_intercept else ())
 
 
-def _epoch_summary(task_stats, num_epochs: int) -> tuple[list[float], list[float]]:
+def _epoch_summary(task_stats) -> tuple[list[float], list[float]]:
+    num_epochs = 1 + max(row["epoch"] for row in task_stats)
     loss = np.zeros(num_epochs)
     weight = np.zeros(num_epochs)
     seconds = np.zeros(num_epochs)

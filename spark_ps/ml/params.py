@@ -74,7 +74,8 @@ class HasPriorL1(Params):
 
 class HasBatchSize(Params):
     batchSize: Param[int] = Param(
-        Params._dummy(), "batchSize", "rows per mini-batch (one pull and one push each), >= 1",
+        Params._dummy(), "batchSize",
+        "rows per mini-batch (one pull and one push each), >= 1; 0 = chosen from the rows per worker",
         typeConverter=TypeConverters.toInt)
 
     def getBatchSize(self) -> int:
@@ -84,7 +85,8 @@ class HasBatchSize(Params):
 class HasNumEpochs(Params):
     numEpochs: Param[int] = Param(
         Params._dummy(), "numEpochs",
-        "passes over the training data (capped by maxIter), >= 1",
+        "most passes over the training data (capped by maxIter; fewer once a pass improves the loss by "
+        "less than tol), >= 0; 0 = chosen from the rows",
         typeConverter=TypeConverters.toInt)
 
     def getNumEpochs(self) -> int:
@@ -198,7 +200,8 @@ class _PSTrainingParams(HasOptimizer, HasAlpha, HasBeta, HasPriorL1, HasBatchSiz
             raise ValueError(f"optimizer must be one of {TRAINING_OPTIMIZERS}, got {self.getOptimizer()!r}")
         if self.getSyncMode() not in SYNC_MODES:
             raise ValueError(f"syncMode must be one of {SYNC_MODES}, got {self.getSyncMode()!r}")
-        checks = [("batchSize", self.getBatchSize() >= 1), ("numEpochs", self.getNumEpochs() >= 1),
+        # batchSize's rule is the Schedule's (spark_ps.ml.training), checked when the fit builds it.
+        checks = [("numEpochs", self.getNumEpochs() >= 0),
                   ("staleness", self.getStaleness() >= 0), ("beta", self.getBeta() >= 0),
                   ("priorL1", self.getPriorL1() >= 0),
                   ("numWorkers", self.getNumWorkers() >= 0), ("psTimeout", self.getPsTimeout() > 0)]

@@ -18,22 +18,38 @@ __all__ = ["BinaryClassificationSummary", "RegressionSummary", "TrainingHistory"
 
 
 class TrainingHistory:
-    """Per-epoch objective (mean data loss, weighted) and wall time of a fit.
+    """What a fit did, pass by pass: mean loss and wall time of each epoch, and why it stopped.
 
     Examples
     --------
-    >>> h = TrainingHistory([0.6, 0.5], [1.25, 0.75])
-    >>> h.totalIterations, h.objectiveHistory, h.epochSeconds
-    (2, [0.6, 0.5], [1.25, 0.75])
+    >>> h = TrainingHistory([0.6, 0.5], [1.25, 0.75], stopReason="tol", batchSize=512)
+    >>> h.totalIterations, h.objectiveHistory, h.epochSeconds, h.stopReason, h.batchSize
+    (2, [0.6, 0.5], [1.25, 0.75], 'tol', 512)
+    >>> TrainingHistory.from_metadata(h.to_metadata()).to_metadata() == h.to_metadata()
+    True
     """
 
-    def __init__(self, objective_history: Sequence[float], epoch_seconds: Sequence[float] = ()):
+    def __init__(self, objective_history: Sequence[float], epoch_seconds: Sequence[float] = (),
+                 stopReason: str | None = None, batchSize: int | None = None):
         self._history = list(objective_history)
         self._epoch_seconds = list(epoch_seconds)
+        self._stop_reason = stopReason
+        self._batch_size = batchSize
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> TrainingHistory:
+        """The history saved with a model (:meth:`to_metadata`); keys added later may be absent."""
+        return cls(metadata["objectiveHistory"], metadata.get("epochSeconds", []), metadata.get("stopReason"),
+                   metadata.get("batchSize"))
+
+    def to_metadata(self) -> dict:
+        """The history as JSON-ready model metadata."""
+        return {"objectiveHistory": self._history, "epochSeconds": self._epoch_seconds,
+                "stopReason": self._stop_reason, "batchSize": self._batch_size}
 
     @property
     def objectiveHistory(self) -> list[float]:
-        """Mean training loss of each epoch (without the regularisation term).
+        """Mean training loss of each epoch (progressive: each row's loss before its own update).
 
         Examples
         --------
@@ -64,6 +80,29 @@ class TrainingHistory:
         """
         return list(self._epoch_seconds)
 
+    @property
+    def stopReason(self) -> str | None:
+        """Why training stopped: ``"tol"`` (a pass improved the loss by less than ``tol``), or the Param that
+        capped the passes, ``"numEpochs"`` or ``"maxIter"``; None for models saved without it.
+
+        Examples
+        --------
+        >>> TrainingHistory([0.69, 0.41], stopReason="numEpochs").stopReason
+        'numEpochs'
+        """
+        return self._stop_reason
+
+    @property
+    def batchSize(self) -> int | None:
+        """Rows per mini-batch the fit used (chosen from the data when ``batchSize`` is 0).
+
+        Examples
+        --------
+        >>> TrainingHistory([0.69], batchSize=2048).batchSize
+        2048
+        """
+        return self._batch_size
+
 
 class _EvaluatedSummary(TrainingHistory):
     """A history plus metrics of ``predictions``, by a Spark evaluator reading ``score_col``."""
@@ -71,9 +110,9 @@ class _EvaluatedSummary(TrainingHistory):
     _evaluator: ClassVar[type[Evaluator]]
     _score_param: ClassVar[str]
 
-    def __init__(self, predictions: DataFrame, objective_history: Sequence[float], epoch_seconds: Sequence[float],
-                 score_col: str, label_col: str, weight_col: str | None):
-        super().__init__(objective_history, epoch_seconds)
+    def __init__(self, predictions: DataFrame, history: TrainingHistory, score_col: str, label_col: str,
+                 weight_col: str | None):
+        super().__init__(history.objectiveHistory, history.epochSeconds, history.stopReason, history.batchSize)
         self.predictions = predictions
         self._score_col, self._label_col, self._weight_col = score_col, label_col, weight_col
 
@@ -96,7 +135,7 @@ class BinaryClassificationSummary(_EvaluatedSummary):
     >>> from pyspark.ml.linalg import Vectors
     >>> scored = spark.createDataFrame([(1.0, Vectors.dense([-2.0, 2.0])), (0.0, Vectors.dense([1.0, -1.0])),
     ...                                 (1.0, Vectors.dense([1.5, -1.5]))], ["label", "rawPrediction"])
-    >>> summary = BinaryClassificationSummary(scored, [0.6, 0.5], [1.5, 1.0], "rawPrediction", "label", None)
+    >>> summary = BinaryClassificationSummary(scored, TrainingHistory([0.6, 0.5]), "rawPrediction", "label", None)
     >>> summary.areaUnderROC, round(summary.areaUnderPR, 3), summary.totalIterations
     (0.5, 0.792, 2)
     """
@@ -122,10 +161,11 @@ class RegressionSummary(_EvaluatedSummary):
     --------
     >>> scored = spark.createDataFrame([(1.0, 1.5, 1.0), (2.0, 2.0, 1.0), (3.0, 2.0, 2.0)],
     ...                                ["label", "prediction", "weight"])
-    >>> summary = RegressionSummary(scored, [0.4], [0.2], "prediction", "label", None)
+    >>> summary = RegressionSummary(scored, TrainingHistory([0.4]), "prediction", "label", None)
     >>> [round(m, 4) for m in (summary.meanSquaredError, summary.rootMeanSquaredError ** 2, summary.meanAbsoluteError)]
     [0.4167, 0.4167, 0.5]
-    >>> round(summary.r2, 4), RegressionSummary(scored, [], [], "prediction", "label", "weight").meanAbsoluteError
+    >>> weighted = RegressionSummary(scored, TrainingHistory([]), "prediction", "label", "weight")
+    >>> round(summary.r2, 4), weighted.meanAbsoluteError
     (0.375, 0.625)
     """
 

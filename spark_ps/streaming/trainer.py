@@ -57,7 +57,7 @@ from spark_ps.ml import weights as weight_store
 from spark_ps.ml.fitting import model_table_spec, task_died, task_slots
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.persistence import ONLINE_FORMAT
-from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, TrainSpec
+from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Schedule, TrainSpec
 from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
 from spark_ps.streaming.metrics import metrics_frame
@@ -348,7 +348,8 @@ class StreamingTrainer:
         est = self._estimator
         spec = model_table_spec(est._table_spec(), est.getFitIntercept())
         dep = est._data_dependence()
-        return DataDependence(dep.l1_per_row, dep.l2_per_row).table_spec(spec, num_rows=1)
+        # An online pass per micro-batch: regParam's L1/L2 for one row, priorL1 for one pass.
+        return DataDependence(dep.l1_per_row, dep.l2_per_row, dep.l1_per_pass).table_spec(spec, num_rows=1)
 
     def _schema(self):
         est = self._estimator
@@ -366,7 +367,7 @@ class StreamingTrainer:
                          rendezvous=Barrier(f"meet_{run}", workers), clock=clock, staleness=stale,
                          num_workers=workers, objective=self._objective(), features_col=est.getFeaturesCol(),
                          label_col=est.getLabelCol(), weight_col=est._weight_col(),
-                         fit_intercept=est.getFitIntercept(), batch_size=est.getBatchSize(), num_epochs=1,
+                         fit_intercept=est.getFitIntercept(), schedule=Schedule(est.getBatchSize(), epochs=1),
                          timeout=est.getPsTimeout(), binary_labels=est._binary_labels)
         for group in (spec.epochs, spec.rendezvous):
             group.create(client)

@@ -31,23 +31,18 @@ from mlapikit import (
     fm_margin,
     log_loss,
     regression_rows,
-    session_conf,
 )
 from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vectors
-from sparkkit import start_ps_session
 from test_ml_api_params import sample_value  # the non-default value a setter is tried with
 
 CLASSIFIERS = ["LogisticRegression", "FMClassifier"]
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    session = start_ps_session("local[2]", "spark-ps-ml-api", conf=session_conf(tmp_path_factory.mktemp("ckpt")))
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        yield session
-    finally:
-        session.stop()
+def spark(local_spark):
+    """The shared local session (its fits write under a temporary ``spark.ps.checkpointDir``), quiet."""
+    local_spark.sparkContext.setLogLevel("ERROR")
+    return local_spark
 
 
 @dataclass

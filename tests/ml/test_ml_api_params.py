@@ -164,7 +164,7 @@ UNSUPPORTED = [
     ("LinearRegression", {"regParam": 0.1, "optimizer": "adagrad"}, "regParam > 0 needs optimizer='ftrl'"),
 ] + [(n, {"optimizer": "lbfgs"}, "optimizer must be one of") for n in CASES] \
   + [(n, {"syncMode": "bulk"}, "syncMode must be one of") for n in CASES] \
-  + [(n, {"numEpochs": 0}, "invalid value for numEpochs") for n in CASES]
+  + [(n, {"numEpochs": -1}, "invalid value for numEpochs") for n in CASES]
 
 
 @pytest.mark.parametrize(("name", "kwargs", "message"), UNSUPPORTED,

@@ -1,0 +1,77 @@
+"""When a fit stops, and how many rows its mini-batches take (issue 12: defaults that adapt to the data).
+
+The stopping rule is checked against a fit that ran every pass: with one
+worker in lock-step (bsp) a fit is deterministic, so a fit with a ``tol``
+must repeat that fit's losses and stop exactly where the rule, applied to
+them by hand here, says it should.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from mlapikit import CASES
+from pyspark.ml.linalg import Vectors
+
+LogisticRegression = CASES["LogisticRegression"][0]
+
+#: Deterministic fits: one worker, lock-step, no prior (priorL1 grows with numEpochs).
+EXACT = dict(numWorkers=1, syncMode="bsp", batchSize=64, alpha=0.3, regParam=0.0, priorL1=0.0)
+
+
+@pytest.fixture(scope="module")
+def train(local_spark):
+    """2,000 rows, 4 binary features, labels a noisy function of them (a pass keeps improving the loss)."""
+    rows = []
+    for i in range(2_000):
+        on = [k for k in range(4) if (i >> k) & 1]
+        margin = sum((1.5, -1.0, 0.5, -0.25)[k] for k in on) + math.sin(i)  # deterministic "noise"
+        rows.append((1.0 if margin > 0 else 0.0, Vectors.sparse(4, on, [1.0] * len(on))))
+    return local_spark.createDataFrame(rows, ["label", "features"]).cache()
+
+
+def test_a_fit_stops_after_the_first_pass_that_improves_the_loss_by_less_than_tol(train):
+    full = LogisticRegression(numEpochs=8, tol=0.0, **EXACT).fit(train).summary
+    losses = full.objectiveHistory
+    assert full.totalIterations == 8 and full.stopReason == "numEpochs"
+    gains = [(a - b) / a for a, b in zip(losses, losses[1:], strict=False)]   # gains[i]: pass i + 2 over pass i + 1
+    # A tol halfway between the second and third gain stops after pass 4 (when the gains shrink).
+    assert gains[1] > gains[2] > 0, f"the losses {losses} do not improve less and less"
+    tol = (gains[1] + gains[2]) / 2
+    expected = next(i + 2 for i, g in enumerate(gains) if g < tol)
+
+    stopped = LogisticRegression(numEpochs=8, tol=tol, **EXACT).fit(train).summary
+    assert stopped.stopReason == "tol"
+    assert stopped.totalIterations == expected < 8
+    assert stopped.objectiveHistory == pytest.approx(losses[:expected], rel=1e-6)
+
+
+def test_the_passes_stop_at_maxIter_or_numEpochs_whichever_is_smaller(train):
+    capped = LogisticRegression(numEpochs=5, maxIter=2, tol=0.0, **EXACT).fit(train).summary
+    assert (capped.totalIterations, capped.stopReason) == (2, "maxIter")
+    epochs = LogisticRegression(numEpochs=3, maxIter=10, tol=0.0, **EXACT).fit(train).summary
+    assert (epochs.totalIterations, epochs.stopReason) == (3, "numEpochs")
+
+
+def test_every_worker_stops_after_the_same_pass(train):
+    """Two workers, bounded staleness: a huge tol stops both after pass 2 (a gain below 100%), none hangs."""
+    summary = LogisticRegression(numEpochs=6, tol=0.99, numWorkers=2, batchSize=64).fit(train.repartition(2)).summary
+    assert (summary.totalIterations, summary.stopReason) == (2, "tol")
+
+
+def test_batch_size_zero_takes_about_32_mini_batches_per_worker_and_pass(local_spark):
+    """20,000 rows on one worker: 20,000 / 32 = 625 rows, rounded up to a power of two: 1,024."""
+    rows = [(float(i % 3 == 0), Vectors.sparse(8, [i % 8], [1.0])) for i in range(20_000)]
+    df = local_spark.createDataFrame(rows, ["label", "features"])
+    model = LogisticRegression(batchSize=0, numEpochs=1, numWorkers=1).fit(df)
+    assert model.summary.batchSize == 1024
+    small = LogisticRegression(batchSize=0, numEpochs=1, numWorkers=1).fit(df.limit(3_000))
+    assert small.summary.batchSize == 256  # 3,000 / 32 = 94 rows: raised to the smallest size, 256
+    fixed = LogisticRegression(batchSize=100, numEpochs=1, numWorkers=1).fit(df.limit(3_000))
+    assert fixed.summary.batchSize == 100
+
+
+def test_a_negative_batch_size_is_refused_naming_the_param(train):
+    with pytest.raises(ValueError, match="batchSize must be >= 0"):
+        LogisticRegression(batchSize=-1).fit(train)
