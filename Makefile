@@ -8,7 +8,8 @@
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
 #   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)
 #   make bench     build, then the head-to-head with MLlib (python -m bench.mllib), then bench-sweeps, then
-#                  where a fit's wall time goes at the default batchSize, cold and warm (python -m bench.profile_fit)
+#                  where a default fit's wall time goes, cold and warm (python -m bench.profile_fit), then
+#                  rows scaling at d=2^26 on local-cluster (python -m bench.scaling)
 #   make bench-sweeps  build, then the tuning sweeps moved out of make test (python -m bench.sweeps)
 #   make bench-stream  build, then the streaming training benchmark (python -m bench.stream)
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
@@ -174,7 +175,8 @@ bench: build
 	$(VPY) -m bench.mllib --dims $(BENCH_DIMS) --rows $(BENCH_ROWS) --test-rows $(BENCH_TEST_ROWS) \
 		--masters '$(BENCH_MASTERS)' --timeout 600 $(BENCH_ARGS)
 	$(VPY) -m bench.sweeps
-	$(VPY) -m bench.profile_fit --epochs 5 --batch-size 256 --repeats 2
+	$(VPY) -m bench.profile_fit --defaults --repeats 2
+	$(VPY) -m bench.scaling
 
 # The full regParam x numEpochs sweeps under CrossValidator / TrainValidationSplit
 # (make test runs two Param maps of each); a few minutes.

@@ -71,7 +71,8 @@ def fit_spark_ps(train, params: PSParams, data_format: str):
         (``data_format == "vector"``), or ``label``, ``indices: array<bigint>``
         and ``values: array<double>`` (``"keys"``, for ``d > 2**31 - 1``).
     params : PSParams
-        ``numEpochs``, ``regParam``, ``alpha``, ``beta``, ``batchSize`` from the command line.
+        ``numEpochs``, ``regParam``, ``alpha``, ``beta``, ``batchSize`` from the command line; a 0 keeps
+        the estimator's default.
     data_format : {"vector", "keys"}
 
     Returns
@@ -90,9 +91,11 @@ def fit_spark_ps(train, params: PSParams, data_format: str):
                                   "keys (d > 2**31 - 1) need an estimator input for them")
     from spark_ps.ml.classification import LogisticRegression
 
-    lr = LogisticRegression(featuresCol="features", labelCol="label", regParam=params.regParam,
-                            maxIter=params.numEpochs, numEpochs=params.numEpochs, alpha=params.alpha,
-                            beta=params.beta, batchSize=params.batchSize)
+    # A 0 leaves the Param at the estimator's default (PSParams.label says "defaults").
+    chosen = {"numEpochs": params.numEpochs, "maxIter": params.numEpochs, "alpha": params.alpha,
+              "batchSize": params.batchSize, "regParam": params.regParam}
+    lr = LogisticRegression(featuresCol="features", labelCol="label", beta=params.beta,
+                            **{name: value for name, value in chosen.items() if value})
     return lr.fit(train)
 
 

@@ -102,6 +102,14 @@ def prepare_data(opts: Options, log2d: int) -> DataPaths:
     return DataPaths(data_format, paths["train"], paths["test"])
 
 
+def ftrl_alpha(settings) -> float:
+    """The FTRL alpha spark-ps trains with: ``--ps-alpha``, or (0) our LogisticRegression's default."""
+    if settings.alpha:
+        return settings.alpha
+    from spark_ps.ml.classification import LogisticRegression
+    return LogisticRegression()._learning_rate()
+
+
 def reference_run(opts: Options, log2d: int) -> ReferenceRun:
     """Single-process numpy FTRL, one pass (median time of ``ref_repeats``): the accuracy and speed yardstick."""
     from bench.metrics import auc, log_loss
@@ -114,7 +122,7 @@ def reference_run(opts: Options, log2d: int) -> ReferenceRun:
     times, load = [], os.getloadavg()[0]
     for _ in range(max(1, opts.ref_repeats)):
         t0 = time.perf_counter()
-        model = train_ftrl(*train, alpha=opts.ps_params.alpha, beta=opts.ps_params.beta)
+        model = train_ftrl(*train, alpha=ftrl_alpha(opts.ps_params), beta=opts.ps_params.beta)
         times.append(time.perf_counter() - t0)
     fit_s = statistics.median(times)
     p = predict(model, *test[:3])

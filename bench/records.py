@@ -101,8 +101,16 @@ class PSParams:
     batchSize: int
 
     def label(self) -> str:
-        """Short label for tables, e.g. ``epochs=2, reg=0, α=0.2``."""
-        return f"epochs={self.numEpochs}, reg={self.regParam:g}, α={self.alpha:g}"
+        """Short label for tables, e.g. ``epochs=2, reg=0, α=0.2``; a 0 is the estimator's default.
+
+        >>> PSParams(0, 0.0, 0.0, 1.0, 0).label(), PSParams(2, 0.0, 0.2, 1.0, 4096).label()
+        ('default Params', 'epochs=2, reg=0, α=0.2, batch=4096')
+        """
+        if not (self.numEpochs or self.regParam or self.alpha or self.batchSize):
+            return "default Params"
+        shown = [f"epochs={self.numEpochs or 'auto'}", f"reg={self.regParam:g}",
+                 f"α={self.alpha:g}" if self.alpha else "α=default", f"batch={self.batchSize or 'auto'}"]
+        return ", ".join(shown)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,9 +130,18 @@ def coverage_lines(results: Results) -> list[str]:
     return lines
 
 
+def _ps_text(meta) -> str:
+    """How the spark-ps runs were configured, for the intro."""
+    ps = meta.ps_params
+    if meta.ps_epochs == [0] and not ps.alpha and not ps.batchSize:
+        return "one fit of `LogisticRegression()` with its default Params (batch size and passes chosen from the data)"
+    return (f"fewest of {meta.ps_epochs} epochs, FTRL α={ps.alpha or 'default'}, β={ps.beta:g}, batch "
+            f"{ps.batchSize or 'auto'}, reg 0")
+
+
 def _intro(results: Results) -> list[str]:
     meta = results.meta
-    masters, primary, ps = meta.masters, meta.primary, meta.ps_params
+    masters, primary = meta.masters, meta.primary
     state = "complete" if meta.complete else "**partial: see Coverage**"
     return [
         "## spark-ps vs MLlib LogisticRegression (`python -m bench.mllib`)",
@@ -153,8 +162,7 @@ def _intro(results: Results) -> list[str]:
         f"maxIter={meta.max_iter}, and of a maxIter ladder {sorted(meta.ladder, reverse=True)} on the best "
         f"setting); where MLlib failed, MLlib's best at the largest d where it succeeded (marked †). *Time to "
         f"target*: fit wall time of the cheapest run reaching the target (MLlib: cheapest of its runs at that d; "
-        f"spark-ps: fewest of {meta.ps_epochs} epochs, FTRL α={ps.alpha:g}, β={ps.beta:g}, batch "
-        f"{ps.batchSize}, reg 0). *Speed-up* = MLlib's time ÷ ours (spark-ps on a master without MLlib is "
+        f"spark-ps: {_ps_text(meta)}). *Speed-up* = MLlib's time ÷ ours (spark-ps on a master without MLlib is "
         f"compared with MLlib on `{primary}`). AUC (exact, `numBins=0`) and log-loss are on the held-out rows, "
         f"computed by Spark; for each system the *best* run's. Peak RSS is `VmHWM` of the best run; *task "
         f"results* is the sum of `resultSize` over the fit's stages (what executors sent the driver). *Rows/s "

@@ -164,10 +164,11 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
     iPinYou and synthetic CTR data: :class:`~spark_ps.ml.training.Schedule`):
 
     * ``batchSize=0`` takes about 32 mini-batches per worker and pass, 256 to
-      4,096 rows each; ``numEpochs=0`` passes over the data until about a
-      million rows have been visited, 1 to 10 passes. ``maxIter`` caps the
-      passes, and ``tol`` (MLlib's, 1e-6) ends them once a pass improves the
-      progressive loss by less than that fraction, or worsens it.
+      4,096 rows each; ``numEpochs=0`` passes over the data until about
+      800,000 rows have been visited, 1 to 20 passes (2 for 400,000 rows).
+      ``maxIter`` caps the passes, and ``tol`` (MLlib's, 1e-6) ends them once
+      a pass improves the progressive loss by less than that fraction, or
+      worsens it.
       ``summary.stopReason`` says which one stopped the fit.
     * ``alpha`` 0.2: on 400k synthetic CTR rows 0.2 beat 0.5 by 0.004-0.007 of
       held-out AUC at every batch size and pass count; a9a and w8a differ by

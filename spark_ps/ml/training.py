@@ -102,7 +102,7 @@ class Schedule:
     (256, 4096)
     >>> auto = Schedule(batch_size=0, epochs=0)
     >>> auto.passes(30_000), auto.passes(400_000), auto.passes(6_400_000), Schedule(0, 4).passes(30_000)
-    (20, 3, 1, 4)
+    (20, 2, 1, 4)
     >>> Schedule(0, epochs=0, max_iter=2).passes(30_000), Schedule(0, epochs=0, max_iter=2).resolved(30_000).cap
     (2, 'maxIter')
     >>> Schedule(batch_size=-1, epochs=1)
@@ -120,8 +120,8 @@ class Schedule:
     BATCHES_PER_PASS: ClassVar[int] = 32
     MIN_BATCH: ClassVar[int] = 256
     MAX_BATCH: ClassVar[int] = 4096
-    #: numEpochs=0: enough passes to visit about this many rows, at most MAX_AUTO_PASSES.
-    ROW_VISITS: ClassVar[int] = 1_000_000
+    #: numEpochs=0: enough passes to visit about this many rows, at most MAX_AUTO_PASSES (400k rows: 2 passes).
+    ROW_VISITS: ClassVar[int] = 800_000
     MAX_AUTO_PASSES: ClassVar[int] = 20
 
     def __post_init__(self) -> None:

@@ -11,7 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
+
+from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import UnavailableError
@@ -19,6 +23,13 @@ from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers
 from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger(__name__)
+
+
+def _run_start_hook(hook: Callable[[Any], None], spark) -> None:
+    try:
+        hook(spark)
+    except (Py4JError, PySparkException) as exc:  # the session stopped under it, say: the first fit pays instead
+        log.info("spark-ps start-up hook %s did not finish: %s", getattr(hook, "__name__", hook), exc)
 
 
 class PSContext:
@@ -47,6 +58,9 @@ class PSContext:
 
     _instances: ClassVar[dict[int, PSContext]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: Run once per application, in a background thread, when its first handle is made (see on_start).
+    _start_hooks: ClassVar[list[Callable[[Any], None]]] = []
+    _started_apps: ClassVar[set[str]] = set()
 
     def __init__(self, spark, servers: list[ServerInfo], secret: bytes, **client_options: Any):
         self._spark = spark
@@ -92,7 +106,32 @@ class PSContext:
                 servers = wait_for_servers(spark, expected=expected_servers, timeout=timeout)
                 ctx = cls(spark, servers, app_secret(spark), **client_options)
                 cls._instances[key] = ctx
+                app = spark.sparkContext.applicationId
+                if app not in cls._started_apps:
+                    cls._started_apps.add(app)
+                    for hook in cls._start_hooks:
+                        threading.Thread(target=_run_start_hook, args=(hook, spark), daemon=True,
+                                         name=f"ps-start-{getattr(hook, '__name__', 'hook')}").start()
             return ctx
+
+    @classmethod
+    def on_start(cls, hook: Callable[[Any], None]) -> None:
+        """Run ``hook(spark)`` in a background thread when an application makes its first handle.
+
+        For work that a first fit would otherwise wait for, such as starting
+        the Python workers (:func:`spark_ps.ml.warmup.warm_workers`). A hook
+        registered twice runs once; one that fails is logged, nothing else.
+
+        Examples
+        --------
+        >>> PSContext.on_start(print); PSContext.on_start(print)
+        >>> PSContext._start_hooks.count(print)
+        1
+        >>> PSContext._start_hooks.remove(print)
+        """
+        with cls._instances_lock:
+            if hook not in cls._start_hooks:
+                cls._start_hooks.append(hook)
 
     def __enter__(self) -> PSContext:
         return self
