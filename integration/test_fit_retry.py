@@ -5,7 +5,7 @@ trains (its model table exists on the shards), the test SIGKILLs every
 Python worker the executors have forked; the training task's worker dies
 with them. Spark does not retry a barrier result stage, and the shards hold
 part of the dead attempt's updates: the driver starts the fit over
-(:func:`spark_ps.ml.fitting.task_died`), and its model must equal a clean fit's.
+(:func:`spark_ps.spark.tasks.task_died`), and its model must equal a clean fit's.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from spark_ps.ml.training import (
     make_train_fn,
 )
 from spark_ps.spark.context import PSContext
+from spark_ps.spark.tasks import task_died, task_error
 from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
@@ -229,7 +230,10 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
                                                  barrier=True).collect()
             except Exception as exc:  # only a task that died is run again; anything else is the caller's error
                 if rerun == FIT_RERUNS or not task_died(exc):
-                    raise
+                    raised = task_error(exc)  # the task's own error, not Spark's wrapper around it
+                    if raised is None:
+                        raise
+                    raise raised from exc
                 log.warning("%s: a training task died (%s); fitting again from scratch", label,
                             str(exc).splitlines()[0][:300])
                 continue  # after the finally below has dropped this attempt's table and groups
@@ -263,28 +267,6 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         return FitResult(path, table if serve_from_table else None, intercept, history, seconds, stop, batch_size,
                          num_rows, num_features, export)
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def task_died(exc: BaseException) -> bool:
-    """Whether ``exc`` says a stage failed because a task's process died, not because the task raised.
-
-    A task that raised comes back as pyspark's ``PythonException`` (our code
-    refused the input, say): running it again would fail again. A Python
-    worker killed, or an executor lost, fails the job with a Java
-    ``SparkException`` ("Job aborted due to stage failure").
-
-    Examples
-    --------
-    >>> task_died(ValueError("label column 'label' row 3: label 2.0 is not 0 or 1"))
-    False
-    """
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors.exceptions.captured import PythonException
-
-    if isinstance(exc, PythonException) or not isinstance(exc, Py4JJavaError):
-        return False
-    text = str(exc)
-    return "Job aborted due to stage failure" in text and "PythonException" not in text
 
 
 def model_table_spec(table_spec: TableSpec, fit_intercept: bool) -> TableSpec:

@@ -1,0 +1,83 @@
+"""What a failed Spark job says about its tasks: did one die, or did one raise, and what?
+
+Spark reports both the same way to a PySpark driver: a ``Py4JJavaError``
+("An error occurred while calling o151.collectToPython") whose text holds a
+Java stack trace, and inside it, when the task raised, the Python traceback
+of the ``PythonException``. A user who passed a label of -1 should see our
+``ValueError`` ("label column 'label' row 0: label -1.0 is not 0 or 1"), not
+that wrapper: :func:`task_error` rebuilds it. A task whose process died
+raised nothing: :func:`task_died` tells the two apart, so a fit can run again
+only what may succeed on a second try.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+
+from spark_ps import errors
+
+#: The first line of a Python traceback's exception: ``ValueError: ...`` or ``spark_ps.errors.X: ...``.
+_RAISED = re.compile(r"^((?:spark_ps\.errors\.)?[A-Za-z_]\w*(?:Error|Exception)): (.*)$", re.MULTILINE)
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def task_died(exc: BaseException) -> bool:
+    """Whether ``exc`` says a stage failed because a task's process died, not because the task raised.
+
+    A task that raised comes back as pyspark's ``PythonException`` (our code
+    refused the input, say): running it again would fail again. A Python
+    worker killed, or an executor lost, fails the job with a Java
+    ``SparkException`` ("Job aborted due to stage failure").
+
+    Examples
+    --------
+    >>> task_died(ValueError("label column 'label' row 3: label 2.0 is not 0 or 1"))
+    False
+    """
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import PythonException
+
+    if isinstance(exc, PythonException) or not isinstance(exc, Py4JJavaError):
+        return False
+    text = str(exc)
+    return "Job aborted due to stage failure" in text and "PythonException" not in text
+
+
+def task_error(exc: BaseException) -> BaseException | None:
+    """The exception a task raised, rebuilt from the Python traceback in ``exc``'s text; None if there is none.
+
+    Only builtin exception types and those of :mod:`spark_ps.errors` are
+    rebuilt, with the first line of their message (the line that names the
+    column, the row and the value); anything else stays Spark's error.
+
+    Examples
+    --------
+    >>> wrapped = RuntimeError("An error occurred while calling o151.collectToPython.\\n"
+    ...     "org.apache.spark.api.python.PythonException: Traceback (most recent call last):\\n"
+    ...     '  File "training.py", line 12, in train\\n'
+    ...     "ValueError: label column 'label' row 0: label -1.0 is not 0 or 1\\n"
+    ...     "\\tat org.apache.spark.api.python.BasePythonRunner...")
+    >>> task_error(wrapped)
+    ValueError("label column 'label' row 0: label -1.0 is not 0 or 1")
+    >>> type(task_error(RuntimeError(f"{_TRACEBACK}\\nspark_ps.errors.MissingColumnError: column 'x' not found")))
+    <class 'spark_ps.errors.MissingColumnError'>
+    >>> task_error(RuntimeError("Job aborted due to stage failure: executor lost")) is None
+    True
+    """
+    text = str(exc)
+    at = text.rfind(_TRACEBACK)
+    if at < 0:
+        return None
+    match = _RAISED.search(text, at)
+    if match is None:
+        return None
+    name, message = match.groups()
+    cls = getattr(errors, name.rsplit(".", 1)[-1], None) if name.startswith("spark_ps.errors.") \
+        else getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    try:
+        return cls(message)
+    except TypeError:  # an exception type whose constructor wants more than a message: Spark's error stands
+        return None
