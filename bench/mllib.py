@@ -206,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
                    ps_params=FTRLSettings(args.ps_alpha, args.ps_beta, args.ps_batch_size),
                    ps_full_ladder=args.ps_full_ladder, target_auc=target, timeout=args.timeout,
                    budget_s=None if args.budget_min is None else 60 * args.budget_min,
-                   ref_repeats=args.ref_repeats, seed=args.seed, out=pathlib.Path(args.out),
+                   ref_repeats=args.ref_repeats, seed=args.seed, out=pathlib.Path(args.out).resolve(),
                    skip_mllib=args.skip_mllib, skip_ps=args.skip_ps, reference=not args.no_reference,
                    warmup_rows=args.warmup_rows)
     return opts, args

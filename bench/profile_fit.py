@@ -143,7 +143,7 @@ def fit_targets() -> list[tuple[object, str, str]]:
         (PSClient, "clock_create", "PSClient.clock_create"),
         (PSClient, "clock_drop", "PSClient.clock_drop"),
         (base._PSEstimator, "_fit", "_PSEstimator._fit"),
-        (fitting, "task_slots", "task_slots"),
+        (fitting, "task_slots", "task_slots"),  # fitting imported it by name
         (fitting._ProgressPrinter, "__exit__", "_ProgressPrinter.__exit__"),
         (weights, "save_table", "weights.save_table"),
     ]

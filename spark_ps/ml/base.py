@@ -30,14 +30,10 @@ from spark_ps.ml.fitting import fit_on_ps, require_columns
 from spark_ps.ml.persistence import PSModelReader, PSModelWriter
 from spark_ps.ml.summary import TrainingHistory
 from spark_ps.ml.training import DataDependence, Schedule
-from spark_ps.ml.warmup import warm_workers
 from spark_ps.spark.context import PSContext
 from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger("spark_ps.ml")
-
-# An application's first PSContext starts the Python workers of its first fit's tasks (see spark_ps.ml.warmup).
-PSContext.on_start(warm_workers)
 
 _MARGIN_COL = "__spark_ps_margin"
 

@@ -43,6 +43,7 @@ from spark_ps.ml.training import (
 )
 from spark_ps.spark.context import PSContext
 from spark_ps.spark.tasks import task_died, task_error
+from spark_ps.spark.warmup import task_slots
 from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
@@ -92,22 +93,6 @@ def require_columns(dataset: DataFrame, **columns: str | None) -> None:
         if name and name not in available:
             raise MissingColumnError(
                 f"{role} column {name!r} not found in the DataFrame; available columns: {available}")
-
-
-def task_slots(spark) -> int:
-    """Tasks the cluster can run at once: the most a barrier stage may ask for.
-
-    Not ``defaultParallelism``, which is only a partitioning hint (and a
-    setting): a barrier stage wider than the slots waits forever for them.
-
-    Examples
-    --------
-    >>> task_slots(spark)             # local[2]: two task threads in the driver's executor
-    2
-    """
-    jsc = spark.sparkContext._jsc.sc()
-    profile = jsc.resourceProfileManager().defaultResourceProfile()
-    return max(1, int(jsc.maxNumConcurrentTasks(profile)))
 
 
 def checkpoint_root(spark, configured: str | None) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from py4j.protocol import Py4JError
@@ -20,16 +19,18 @@ from pyspark.errors import PySparkException
 from spark_ps.client.client import PSClient
 from spark_ps.errors import UnavailableError
 from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers
+from spark_ps.spark.warmup import warm_workers
 from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger(__name__)
 
 
-def _run_start_hook(hook: Callable[[Any], None], spark) -> None:
+def _warm_workers(spark) -> None:
+    """Start the Python workers of the first fit's tasks (see :mod:`spark_ps.spark.warmup`), in the background."""
     try:
-        hook(spark)
+        warm_workers(spark)
     except (Py4JError, PySparkException) as exc:  # the session stopped under it, say: the first fit pays instead
-        log.info("spark-ps start-up hook %s did not finish: %s", getattr(hook, "__name__", hook), exc)
+        log.info("spark-ps: the Python workers' warm-up did not finish: %s", exc)
 
 
 class PSContext:
@@ -38,6 +39,10 @@ class PSContext:
     Get it with :meth:`get`; use it as a context manager. :meth:`shutdown`
     drops the tables this handle created and closes its connections; it is
     idempotent, and the sidecars themselves stay up until their executors stop.
+    The first handle of an application also starts, in the background, a
+    Python worker in every task slot (:mod:`spark_ps.spark.warmup`): a job
+    that calls ``PSContext.get(spark)`` as soon as its session exists has
+    both the shards and the workers ready when its first fit starts.
 
     Examples
     --------
@@ -58,9 +63,8 @@ class PSContext:
 
     _instances: ClassVar[dict[int, PSContext]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
-    #: Run once per application, in a background thread, when its first handle is made (see on_start).
-    _start_hooks: ClassVar[list[Callable[[Any], None]]] = []
-    _started_apps: ClassVar[set[str]] = set()
+    #: Applications whose Python workers were started (spark_ps.spark.warmup), once each.
+    _warmed_apps: ClassVar[set[str]] = set()
 
     def __init__(self, spark, servers: list[ServerInfo], secret: bytes, **client_options: Any):
         self._spark = spark
@@ -107,31 +111,10 @@ class PSContext:
                 ctx = cls(spark, servers, app_secret(spark), **client_options)
                 cls._instances[key] = ctx
                 app = spark.sparkContext.applicationId
-                if app not in cls._started_apps:
-                    cls._started_apps.add(app)
-                    for hook in cls._start_hooks:
-                        threading.Thread(target=_run_start_hook, args=(hook, spark), daemon=True,
-                                         name=f"ps-start-{getattr(hook, '__name__', 'hook')}").start()
+                if app not in cls._warmed_apps:
+                    cls._warmed_apps.add(app)
+                    threading.Thread(target=_warm_workers, args=(spark,), daemon=True, name="ps-warm-up").start()
             return ctx
-
-    @classmethod
-    def on_start(cls, hook: Callable[[Any], None]) -> None:
-        """Run ``hook(spark)`` in a background thread when an application makes its first handle.
-
-        For work that a first fit would otherwise wait for, such as starting
-        the Python workers (:func:`spark_ps.ml.warmup.warm_workers`). A hook
-        registered twice runs once; one that fails is logged, nothing else.
-
-        Examples
-        --------
-        >>> PSContext.on_start(print); PSContext.on_start(print)
-        >>> PSContext._start_hooks.count(print)
-        1
-        >>> PSContext._start_hooks.remove(print)
-        """
-        with cls._instances_lock:
-            if hook not in cls._start_hooks:
-                cls._start_hooks.append(hook)
 
     def __enter__(self) -> PSContext:
         return self

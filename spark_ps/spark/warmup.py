@@ -14,6 +14,12 @@ So the first :class:`~spark_ps.spark.context.PSContext` of an application
 exists, and which every fit calls) runs :func:`warm_workers` in the
 background: one such task per task slot. Spark keeps the workers for the
 fit's tasks (``spark.python.worker.reuse``, on by default).
+
+The tasks import what is heavy in a training task's imports: numpy, pyarrow,
+numba (0.7 s of the 0.9 s it takes to import ``spark_ps.ml.training``) and
+the client, and run the key factorisation kernel once, which loads numba's
+compiled code from its cache. The estimator modules above them are plain
+Python (this module sits with the driver's code, which may not import them).
 """
 
 from __future__ import annotations
@@ -22,6 +28,22 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+
+
+def task_slots(spark) -> int:
+    """Tasks the cluster can run at once: the most a barrier stage may ask for.
+
+    Not ``defaultParallelism``, which is only a partitioning hint (and a
+    setting): a barrier stage wider than the slots waits forever for them.
+
+    Examples
+    --------
+    >>> task_slots(spark)             # local[2]: two task threads in the driver's executor
+    2
+    """
+    jsc = spark.sparkContext._jsc.sc()
+    profile = jsc.resourceProfileManager().defaultResourceProfile()
+    return max(1, int(jsc.maxNumConcurrentTasks(profile)))
 
 
 def warm_workers(spark) -> None:
@@ -35,8 +57,6 @@ def warm_workers(spark) -> None:
     --------
     >>> warm_workers(spark)       # a two-task job on local[2]; returns when both workers are ready
     """
-    from spark_ps.ml.fitting import task_slots
-
     slots = task_slots(spark)
     spark.sparkContext.setJobDescription("spark-ps: start the Python workers of the training tasks")
     try:
@@ -46,13 +66,11 @@ def warm_workers(spark) -> None:
 
 
 def _import_training(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Import what a training task imports, and run its key factorisation once (numba loads from its cache)."""
-    from spark_ps.ml.csr import CSRBatch
-    from spark_ps.ml.objectives import Objective
-    from spark_ps.ml.training import make_train_fn  # noqa: F401  (the import is the warm-up)
+    """Import the heavy part of a training task's imports, and run its key factorisation once."""
+    from spark_ps.client.client import PSClient  # noqa: F401  (the import is the warm-up)
+    from spark_ps.native.factorize import sorted_unique_inverse
 
     for _ in batches:
         pass
-    batch = CSRBatch(np.array([0, 1]), np.array([3]), np.ones(1), np.zeros(1))
-    Objective.keys_of(batch, fit_intercept=True)
+    sorted_unique_inverse(np.array([3, -1, 3], dtype=np.int64))  # numba loads its compiled code
     yield pa.RecordBatch.from_pylist([{"ready": True}])
