@@ -29,6 +29,9 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+#: Spark job group of the warm-up job (``statusTracker().getJobIdsForGroup`` finds it).
+JOB_GROUP = "spark-ps-warm-up"
+
 
 def task_slots(spark) -> int:
     """Tasks the cluster can run at once: the most a barrier stage may ask for.
@@ -58,11 +61,13 @@ def warm_workers(spark) -> None:
     >>> warm_workers(spark)       # a two-task job on local[2]; returns when both workers are ready
     """
     slots = task_slots(spark)
-    spark.sparkContext.setJobDescription("spark-ps: start the Python workers of the training tasks")
+    sc = spark.sparkContext
+    sc.setJobGroup(JOB_GROUP, "spark-ps: start the Python workers of the training tasks")
     try:
         spark.range(slots, numPartitions=slots).mapInArrow(_import_training, "ready boolean").collect()
-    finally:
-        spark.sparkContext.setJobDescription(None)
+    finally:  # the group is a property of this thread: the caller's next jobs are not in it
+        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            sc.setLocalProperty(key, None)
 
 
 def _import_training(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
