@@ -33,7 +33,6 @@ SYNTHETIC_GRID = {"batchSize": (1024, 4096), "alpha": (0.2, 0.5), "numEpochs": (
 
 def frames(spark, names):
     """``{name: (train, test, grid)}``, cached."""
-    from pyspark.ml.linalg import VectorUDT  # noqa: F401  (the Parquet column's type)
     from real_data import DATASETS
 
     out = {}

@@ -142,8 +142,7 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
             sync_mode=self.getSyncMode(), staleness=self.getStaleness(), num_workers=self.getNumWorkers(),
             timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
             if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
-        history = TrainingHistory(fit.objective_history, fit.epoch_seconds, fit.stop_reason, fit.batch_size)
-        model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows, history=history,
+        model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows, history=fit.history,
                                     table=fit.table, num_features=fit.num_features)
         model._export = fit.export
         model._resetUid(self.uid)

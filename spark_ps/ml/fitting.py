@@ -32,6 +32,7 @@ from spark_ps.client.collectives import AllReduce, Barrier
 from spark_ps.errors import MissingColumnError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.objectives import BIAS_KEY
+from spark_ps.ml.summary import TrainingHistory
 from spark_ps.ml.training import (
     EPOCH_FIELDS,
     TASK_RESULT_SCHEMA,
@@ -42,8 +43,7 @@ from spark_ps.ml.training import (
     make_train_fn,
 )
 from spark_ps.spark.context import PSContext
-from spark_ps.spark.tasks import task_died, task_error
-from spark_ps.spark.warmup import task_slots
+from spark_ps.spark.tasks import task_died, task_error, task_slots
 from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
@@ -63,13 +63,9 @@ class FitResult:
     table: str | None
     #: The fitted intercept: the table's intercept row plus where training started it.
     intercept: float
-    objective_history: list[float]
-    #: Wall seconds of each epoch (the slowest worker's).
-    epoch_seconds: list[float]
-    #: Why training stopped: "tol", or the Param that capped the passes (Schedule.stop_reason).
-    stop_reason: str
-    #: Rows per mini-batch (the largest worker's, when chosen from the rows).
-    batch_size: int
+    #: Loss and wall seconds (the slowest worker's) of each epoch, why training stopped
+    #: (Schedule.stop_reason) and the rows per mini-batch (the largest worker's).
+    history: TrainingHistory
     num_rows: int
     #: Largest feature-vector size seen in the training data.
     num_features: int
@@ -210,7 +206,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         try:
             start = time.perf_counter()
             try:
-                with _ProgressPrinter(client, epochs, schedule.passes(0), workers, label):
+                with _ProgressPrinter(client, epochs, schedule.max_passes, workers, label):
                     task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA,
                                                  barrier=True).collect()
             except Exception as exc:  # only a task that died is run again; anything else is the caller's error
@@ -225,9 +221,9 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
             num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
             if num_rows == 0:
                 raise ValueError("cannot fit on an empty DataFrame (0 rows)")
-            history, seconds = _epoch_summary(task_stats)
-            if not np.all(np.isfinite(history)):
-                raise FloatingPointError(f"{label}: training diverged (non-finite loss {history}); "
+            losses, seconds = _epoch_summary(task_stats)
+            if not np.all(np.isfinite(losses)):
+                raise FloatingPointError(f"{label}: training diverged (non-finite loss {losses}); "
                                          "lower stepSize/alpha")
             intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) + task_stats[0]["offset"] \
                 if fit_intercept else 0.0
@@ -248,9 +244,9 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
                 client.clock_drop(clock)
         num_features = max((row["num_features"] for row in task_stats), default=0)
         stop = next(row["stop"] for row in task_stats if row["stop"])  # every worker stops after the same pass
-        batch_size = max(row["batch_size"] for row in task_stats)
-        return FitResult(path, table if serve_from_table else None, intercept, history, seconds, stop, batch_size,
-                         num_rows, num_features, export)
+        history = TrainingHistory(losses, seconds, stop, max(row["batch_size"] for row in task_stats))
+        return FitResult(path, table if serve_from_table else None, intercept, history, num_rows, num_features,
+                         export)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -76,7 +76,7 @@ class Schedule:
 
     A 0 is chosen from the data: ``batch_size`` from the rows each worker
     trains on (:meth:`rows_per_batch`), ``epochs`` from the rows of the
-    whole fit (:meth:`passes`).
+    whole fit (:meth:`resolved`).
 
     Measured (``python -m bench.defaults``, held-out AUC; FTRL, alpha 0.2):
 
@@ -101,9 +101,10 @@ class Schedule:
     >>> Schedule(batch_size=0, epochs=1).rows_per_batch(8_000), Schedule(0, 1).rows_per_batch(200_000)
     (256, 4096)
     >>> auto = Schedule(batch_size=0, epochs=0)
-    >>> auto.passes(30_000), auto.passes(400_000), auto.passes(6_400_000), Schedule(0, 4).passes(30_000)
-    (20, 2, 1, 4)
-    >>> Schedule(0, epochs=0, max_iter=2).passes(30_000), Schedule(0, epochs=0, max_iter=2).resolved(30_000).cap
+    >>> [auto.resolved(rows).max_passes for rows in (30_000, 400_000, 6_400_000)], Schedule(0, 4).max_passes
+    ([20, 2, 1], 4)
+    >>> capped = Schedule(0, epochs=0, max_iter=2).resolved(30_000)
+    >>> capped.max_passes, capped.cap
     (2, 'maxIter')
     >>> Schedule(batch_size=-1, epochs=1)
     Traceback (most recent call last):
@@ -146,20 +147,21 @@ class Schedule:
         wanted = max(1, -(-worker_rows // self.BATCHES_PER_PASS))
         return int(min(self.MAX_BATCH, max(self.MIN_BATCH, 1 << (wanted - 1).bit_length())))
 
-    def passes(self, rows: int) -> int:
-        """The most passes over ``rows`` training rows: ``epochs`` (or chosen, when 0) capped by ``max_iter``.
+    def resolved(self, rows: int) -> Schedule:
+        """This schedule with ``epochs`` chosen for ``rows`` training rows (itself when ``epochs`` is set).
 
         Chosen: ``ROW_VISITS / rows`` rounded up, within ``[1, MAX_AUTO_PASSES]``.
         Small data gains from more passes (w8a), large data is done after
         one or two (the synthetic CTR data), and ``tol`` ends them sooner.
         """
-        return min(self.resolved(rows).epochs, self.max_iter)
-
-    def resolved(self, rows: int) -> Schedule:
-        """This schedule with ``epochs`` chosen for ``rows`` training rows (itself when ``epochs`` is set)."""
         if self.epochs:
             return self
         return dataclasses.replace(self, epochs=min(self.MAX_AUTO_PASSES, max(1, -(-self.ROW_VISITS // max(rows, 1)))))
+
+    @property
+    def max_passes(self) -> int:
+        """The most passes: ``epochs`` capped by ``max_iter`` (unresolved: the most any row count may get)."""
+        return min(self.epochs or self.MAX_AUTO_PASSES, self.max_iter)
 
     @property
     def cap(self) -> str:
@@ -175,7 +177,7 @@ class Schedule:
             previous, current = losses[-2], losses[-1]
             if previous - current < self.tol * max(abs(previous), 1e-12):
                 return "tol"
-        return self.cap if len(losses) >= min(self.epochs, self.max_iter) else None
+        return self.cap if len(losses) >= self.max_passes else None
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class DataDependence:
     MLlib's ``regParam`` penalises the *mean* loss and FTRL's L1/L2 the
     *summed* one, so the table's L1/L2 grow with the row count; a per-pass
     L1 (``priorL1``) grows with the passes, which may depend on the rows
-    (:meth:`Schedule.passes`); and the intercept starts where the mean label
+    (:meth:`Schedule.resolved`); and the intercept starts where the mean label
     puts it. The tasks count rows and
     labels while converting their partitions and share the totals
     (:func:`_gather_totals`), which spares the fit a Spark pass of its own.
@@ -370,7 +372,7 @@ def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, work
     results = []
     rows = sum(b.data.num_rows for b in batches)
     schedule, losses, stop = spec.schedule, [], None
-    for epoch in range(schedule.passes(rows)):
+    for epoch in range(schedule.max_passes):
         start = time.perf_counter()
         loss_sum = weight_sum = 0.0
         for batch in batches:
@@ -428,7 +430,7 @@ def make_train_fn(spec: TrainSpec):
                 # Every worker asks for the same table (same totals, same spec): the
                 # first request creates it, the others find it, nobody waits for anyone.
                 schedule = spec.schedule.resolved(num_rows)
-                client.create_table(dep.table_spec(spec.table_spec, num_rows, schedule.passes(num_rows)))
+                client.create_table(dep.table_spec(spec.table_spec, num_rows, schedule.max_passes))
                 offset = dep.offset(label_mean)
                 started = dataclasses.replace(spec, schedule=schedule,
                                               objective=dataclasses.replace(spec.objective, offset=offset))

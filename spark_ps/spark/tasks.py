@@ -1,6 +1,8 @@
-"""What a failed Spark job says about its tasks: did one die, or did one raise, and what?
+"""Spark's tasks as a fit sees them: how many can run at once, and what a failed job says about them.
 
-Spark reports both the same way to a PySpark driver: a ``Py4JJavaError``
+:func:`task_slots` is the widest a barrier stage may be.
+
+A task that died and a task that raised reach a PySpark driver the same way: a ``Py4JJavaError``
 ("An error occurred while calling o151.collectToPython") whose text holds a
 Java stack trace, and inside it, when the task raised, the Python traceback
 of the ``PythonException``. A user who passed a label of -1 should see our
@@ -81,3 +83,19 @@ def task_error(exc: BaseException) -> BaseException | None:
         return cls(message)
     except TypeError:  # an exception type whose constructor wants more than a message: Spark's error stands
         return None
+
+
+def task_slots(spark) -> int:
+    """Tasks the cluster can run at once: the most a barrier stage may ask for.
+
+    Not ``defaultParallelism``, which is only a partitioning hint (and a
+    setting): a barrier stage wider than the slots waits forever for them.
+
+    Examples
+    --------
+    >>> task_slots(spark)             # local[2]: two task threads in the driver's executor
+    2
+    """
+    jsc = spark.sparkContext._jsc.sc()
+    profile = jsc.resourceProfileManager().defaultResourceProfile()
+    return max(1, int(jsc.maxNumConcurrentTasks(profile)))

@@ -29,24 +29,10 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from spark_ps.spark.tasks import task_slots
+
 #: Spark job group of the warm-up job (``statusTracker().getJobIdsForGroup`` finds it).
 JOB_GROUP = "spark-ps-warm-up"
-
-
-def task_slots(spark) -> int:
-    """Tasks the cluster can run at once: the most a barrier stage may ask for.
-
-    Not ``defaultParallelism``, which is only a partitioning hint (and a
-    setting): a barrier stage wider than the slots waits forever for them.
-
-    Examples
-    --------
-    >>> task_slots(spark)             # local[2]: two task threads in the driver's executor
-    2
-    """
-    jsc = spark.sparkContext._jsc.sc()
-    profile = jsc.resourceProfileManager().defaultResourceProfile()
-    return max(1, int(jsc.maxNumConcurrentTasks(profile)))
 
 
 def warm_workers(spark) -> None:

@@ -60,8 +60,7 @@ from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Schedule, TrainSpec
 from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
-from spark_ps.spark.tasks import task_died
-from spark_ps.spark.warmup import task_slots
+from spark_ps.spark.tasks import task_died, task_slots
 from spark_ps.streaming.metrics import metrics_frame
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import (
