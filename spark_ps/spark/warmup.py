@@ -36,7 +36,7 @@ JOB_GROUP = "spark-ps-warm-up"
 
 
 def warm_workers(spark) -> None:
-    """Start a Python worker in every task slot and import the training modules in it.
+    """Start a Python worker in every task slot and do the heavy part of a training task's imports in it.
 
     Parameters
     ----------
