@@ -251,7 +251,7 @@ def write_dataset(path: str | pathlib.Path, n_rows: int, dim: int, seed: int, *,
     margins = np.concatenate(margins_all) if margins_all else np.zeros(0)
     info = {"rows": n_rows, "dim": dim, "seed": seed, "start_row": start_row, "nnz": nnz,
             "positive_rate": positives / max(n_rows, 1), "formats": formats, "notes": skipped,
-            "n_files": n_files, "seconds": seconds,
+            "n_files": n_files, "chunk_rows": chunk_rows, "seconds": seconds,
             "oracle_auc": auc(labels, margins) if 0 < positives < n_rows else float("nan"),
             "spec": dataclasses.asdict(spec)}
     (root / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -259,7 +259,8 @@ def write_dataset(path: str | pathlib.Path, n_rows: int, dim: int, seed: int, *,
 
 
 def ensure_dataset(path: str | pathlib.Path, n_rows: int, dim: int, seed: int, *, start_row: int = 0,
-                   formats: Sequence[str] = ("vector",), n_files: int = 4, spec: CTRSpec = CTRSpec()) -> dict:
+                   formats: Sequence[str] = ("vector",), n_files: int = 4, chunk_rows: int = 65_536,
+                   spec: CTRSpec = CTRSpec()) -> dict:
     """:func:`write_dataset`, unless ``path/meta.json`` says those rows are there already; the summary either way.
 
     The benches keep their data between runs: a second run with the same
@@ -278,12 +279,12 @@ def ensure_dataset(path: str | pathlib.Path, n_rows: int, dim: int, seed: int, *
     """
     meta_path = pathlib.Path(path) / "meta.json"
     want = {"rows": n_rows, "dim": dim, "seed": seed, "start_row": start_row, "n_files": n_files,
-            "spec": dataclasses.asdict(spec)}
+            "chunk_rows": chunk_rows, "spec": dataclasses.asdict(spec)}
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     have = set(meta.get("formats", [])) | {n.split(":")[0] for n in meta.get("notes", [])}
     if any(meta.get(k) != v for k, v in want.items()) or not set(formats) <= have:
         meta = write_dataset(path, n_rows, dim, seed, start_row=start_row, formats=formats, n_files=n_files,
-                             spec=spec)
+                             chunk_rows=chunk_rows, spec=spec)
     return meta
 
 

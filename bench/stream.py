@@ -200,6 +200,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[StreamOptions, argparse.N
     return opts, args
 
 
+#: Row groups in each micro-batch file: the task slots of ``local[2]`` (see :func:`stream_files`).
+ROW_GROUPS_PER_FILE = 2
+
+
 def stream_files(opts: StreamOptions, log2d: int, batch_rows: int, batches: int,
                  restart: bool = False) -> StreamSpec:
     """The Parquet files of ``batches`` micro-batches of ``batch_rows`` rows at ``d = 2**log2d`` (written once).
@@ -207,14 +211,24 @@ def stream_files(opts: StreamOptions, log2d: int, batch_rows: int, batches: int,
     Rows ``0 .. batches * batch_rows`` of stream ``--seed`` (so every batch
     size and every d sees the same events), one file a batch; with
     ``restart``, one more batch (the next rows) in a file of its own.
+
+    Each file has :data:`ROW_GROUPS_PER_FILE` row groups of equal size. Spark
+    cuts a file into byte ranges, one per task slot, and a range reads the
+    row groups whose middle falls in it, so each slot of ``local[2]`` reads
+    half a batch, as from a source of two partitions (a Kafka topic, a Delta
+    table written by two tasks). The first version wrote row groups of
+    65,536 rows: a 100k-row batch came as 65,536 + 34,464 rows, and the
+    larger task set the pace of the stage.
     """
     root = opts.out / "data" / f"d{log2d}_b{batch_rows}_n{batches}_s{opts.seed}"
     n = batch_rows * batches
-    ctr_files.ensure_dataset(root / "stream", n, 2**log2d, opts.seed, n_files=batches)
+    chunk = -(-batch_rows // ROW_GROUPS_PER_FILE)
+    ctr_files.ensure_dataset(root / "stream", n, 2**log2d, opts.seed, n_files=batches, chunk_rows=chunk)
     files = sorted(str(f) for f in (root / "stream" / "vector").glob("part-*.parquet"))
     extra = None
     if restart:
-        ctr_files.ensure_dataset(root / "restart", batch_rows, 2**log2d, opts.seed, start_row=n, n_files=1)
+        ctr_files.ensure_dataset(root / "restart", batch_rows, 2**log2d, opts.seed, start_row=n, n_files=1,
+                                 chunk_rows=chunk)
         extra = str(root / "restart" / "vector" / "part-00000.parquet")
     return StreamSpec(batch_rows, files, extra)
 

@@ -4,39 +4,53 @@ Decision: the parameter-server shards are a cache, and the model directory
 is the one source of truth. Each committed micro-batch appends, in **one**
 Delta commit to ``<modelPath>/log``, the complete rows (weights *and*
 optimizer state: FTRL's ``z``/``n``, AdaGrad's sums, ...) of every key the
-batch changed, with the batch's metrics and source offsets in the commit's
-``userMetadata`` and Spark's ``batchId`` as the commit's idempotent
-transaction (``txnAppId``/``txnVersion``). So:
+batch changed, with Spark's ``batchId``, the batch's metrics and source
+offsets in the commit's ``userMetadata``. So:
 
 * a replayed batch finds its ``batchId`` already committed and changes
-  nothing, and Delta itself refuses a second commit of the same
-  ``txnVersion`` should two attempts race;
+  nothing;
 * a batch that failed half-way has committed nothing: the shards, which
   may hold half its updates, are rebuilt from the log before the next batch;
 * rows are absolute, not increments, so recovery needs no ordering of
   deltas: the state after commit ``v`` is, per key, the newest row in the
-  log up to ``v`` (or in the snapshot the log continues);
+  log up to ``v`` (or in the snapshot the log continues). A batch committed
+  twice would therefore not apply its update twice; still, only the first
+  commit of a ``batchId`` counts (below);
 * every commit is a Delta version, so ``load(path, version=v)`` is Delta
   time travel, and :meth:`ModelStore.metrics` is the table's history.
+
+**The fence.** One trainer writes a model path. Before appending, it reads
+the newest commit file of the log (``_delta_log/<version>.json``, a few ms)
+and refuses a ``batchId`` that is not newer than the newest committed one.
+A second writer that raced it (a zombie driver of the same stream, woken
+after its successor committed the same batch) can still land a commit of
+that ``batchId``: every log row carries its writer's id (``writer``), and
+readers count only the **first** commit of each ``batchId``
+(:meth:`ModelStore.commits` drops the later ones, :meth:`ModelStore.state`
+their rows), while the losing writer finds the earlier commit after its
+append and fails its batch.
+
+**Cost of a commit.** The first version fenced with Delta's idempotent
+writes (``txnAppId``/``txnVersion``). To check a ``txnVersion``, Delta 4.0
+(and 4.4, tried) rebuilds the table's state before every write: three Spark
+jobs. Measured on ``local[2]``, appending 243k changed rows (a 100k-row
+micro-batch at d=2^22) twelve times: 1.1 to 2.0 s a commit with the
+``txnVersion``, 0.5 to 0.9 s without it, 0.3 to 0.8 s for plain Parquet.
+Every tenth commit Delta also writes a checkpoint of the log, which cost 2.4
+to 5.8 s; the store's tables checkpoint every :data:`CHECKPOINT_INTERVAL`
+commits instead (readers replay at most that many small commit files).
+A writer does its Delta work in a session of its own
+(:attr:`ModelStore.session`, same SparkContext) that carries these settings,
+with ``max(1, defaultParallelism)`` snapshot partitions unless the user's
+session set it (50 by default: 2.1 to 3.5 s a commit), and reads the version
+it wrote from the newest file of the Delta log rather than from
+``history(1)``, a Spark job of 0.2-0.9 s.
 
 A snapshot (``<modelPath>/snapshot``, a new Delta version each time) is the
 compacted state after a batch; recovery reads it and the log after it, and
 log rows older than the retained snapshots can be deleted and vacuumed.
 Everything here is a Spark job run on the executors: the driver reads only
 commit metadata.
-
-**Cost of a commit.** The ``txnVersion`` makes Delta rebuild the table's
-state (its set of transactions) before each write: a Spark job with a
-shuffle into ``spark.databricks.delta.snapshotPartitions`` partitions, 50 by
-default. Measured on an idle ``local[2]``, appending 290k rows 14 times: 2.1
-to 3.5 s a commit with 50 partitions (9.1 s at the checkpoint every tenth),
-1.0 to 1.3 s with 1 (2.8 s at the checkpoint); 0.5 to 0.7 s without a
-``txnVersion``. A writer therefore does its Delta work in a session of its
-own (:attr:`ModelStore.session`, same SparkContext), where the snapshot has
-``max(1, defaultParallelism)`` partitions unless the user's session set it,
-and reads the version it wrote from the newest file of the Delta log
-(``_delta_log/<version>.json``, the protocol's commit file, a few ms) rather
-than from ``history(1)``, a Spark job of 0.2-0.9 s.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +71,15 @@ __all__ = ["Commit", "ModelStore"]
 
 #: Column of the log holding the batch that wrote the row.
 BATCH_COL = "batch"
+#: Column of the log holding the id of the writer (:attr:`ModelStore.writer_id`) that committed the row.
+WRITER_COL = "writer"
+#: Commits between two checkpoints of the store's Delta tables (Delta's default, 10, put one 2.4-5.8 s
+#: checkpoint in every tenth micro-batch).
+CHECKPOINT_INTERVAL = 100
+_CHECKPOINT_DEFAULT = "spark.databricks.delta.properties.defaults.checkpointInterval"
+#: Delta drops a blind append that adds no file (true by default); a batch that changed no row (all its rows
+#: quarantined) must still commit its batchId and metrics.
+_SKIP_EMPTY_COMMITS = "spark.databricks.delta.skipRecordingEmptyCommits"
 _LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 _SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 _DELTA_CONF_PREFIX = "spark.databricks.delta."
@@ -72,6 +96,11 @@ class Commit:
     version: int
     batch_id: int
     metadata: dict[str, Any]
+
+    @property
+    def writer(self) -> str | None:
+        """Id of the writer that made the commit (None in logs written before writers had ids)."""
+        return self.metadata.get("writer")
 
 
 class ModelStore:
@@ -102,6 +131,8 @@ class ModelStore:
         self.log_path = os.path.join(path, "log")
         self.snapshot_path = os.path.join(path, "snapshot")
         self.app_id = app_id or f"spark-ps:{os.path.abspath(path)}"
+        #: This writer's id, on every row and in every commit it writes (see the module's "The fence").
+        self.writer_id = uuid.uuid4().hex if writer else None
 
     # --- reading ---------------------------------------------------------------
     def _exists(self, path: str) -> bool:
@@ -122,15 +153,17 @@ class ModelStore:
             self._commits = self._read_commits()
         return list(self._commits)
 
-    def _read_commits(self, newest: int | None = None) -> list[Commit]:
-        """The commits in the log's history (only its ``newest`` entries, if given), oldest first."""
+    def _read_commits(self) -> list[Commit]:
+        """The first commit of every batch in the log's history, oldest first (see :func:`_first_of_each`)."""
+        return _first_of_each(self._all_commits())[0]
+
+    def _all_commits(self) -> list[Commit]:
+        """Every batch commit in the log's history, later commits of a ``batchId`` included, oldest first."""
         if not self._exists(self.log_path):
             return []
         from delta.tables import DeltaTable
 
-        table = DeltaTable.forPath(self.spark, self.log_path)
-        history = table.history() if newest is None else table.history(newest)
-        rows = (history.where(F.col("userMetadata").isNotNull())
+        rows = (DeltaTable.forPath(self.spark, self.log_path).history().where(F.col("userMetadata").isNotNull())
                 .select("version", "userMetadata").orderBy("version").collect())
         out = []
         for row in rows:
@@ -178,6 +211,7 @@ class ModelStore:
         """
         if not self._exists(self.log_path):
             return None
+        firsts, losers = _first_of_each(self._all_commits())
         reader = self.session.read.format("delta")
         log = reader.load(self.log_path) if version is None else \
             reader.option("versionAsOf", version).load(self.log_path)
@@ -185,77 +219,105 @@ class ModelStore:
         if snap is not None:
             snap_version, log_version = snap
             older = reader.option("versionAsOf", snap_version).load(self.snapshot_path)
-            newer_batches = [c.batch_id for c in self.commits() if log_version < c.version
+            newer_batches = [c.batch_id for c in firsts if log_version < c.version
                              and (version is None or c.version <= version)]
             log = log.where(F.col(BATCH_COL).isin(newer_batches)) if newer_batches else log.limit(0)
-            log = older.withColumn(BATCH_COL, F.lit(-1).cast("long")).unionByName(log)
+            log = older.withColumn(BATCH_COL, F.lit(-1).cast("long")).unionByName(log, allowMissingColumns=True)
+        if losers:  # a raced writer's rows (see the module's "The fence")
+            log = log.where(~F.concat_ws(":", F.col(BATCH_COL).cast("string"), F.col(WRITER_COL))
+                            .isin([f"{c.batch_id}:{c.writer}" for c in losers]))
         if keys is not None:
             log = log.join(keys.select("key"), "key", "left_semi")
         newest = Window.partitionBy("key").orderBy(F.col(BATCH_COL).desc())
         return (log.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
-                .drop("_rank", BATCH_COL))
+                .drop("_rank", BATCH_COL, WRITER_COL))
 
     # --- writing ---------------------------------------------------------------
     def commit(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any]) -> int:
-        """Append a batch's changed rows and metadata in one idempotent Delta commit; return its log version.
+        """Append a batch's changed rows and metadata in one Delta commit, fenced by ``batch_id``; return its version.
 
         Build ``rows`` in :attr:`session`: Delta writes through the rows' session.
 
         Raises
         ------
         ValueError
-            If ``batch_id`` is not newer than the last committed batch.
+            If ``batch_id`` is not newer than the newest committed batch, this
+            writer's or another's: committing it would commit it twice.
+        RuntimeError
+            If another writer committed ``batch_id`` while this one wrote it
+            (see the module's "The fence"): this writer's commit does not count.
         """
-        last = self.last_commit()
-        if last is not None and batch_id <= last.batch_id:
-            raise ValueError(f"batch {batch_id} is not newer than the last committed batch {last.batch_id} "
-                             f"of {self.path}; committing it would apply it twice")
-        committed = self._append(rows, batch_id, metadata, fenced=True)
-        if committed is None or committed.batch_id != batch_id:
-            raise RuntimeError(f"batch {batch_id} of {self.path} was not committed (Delta skipped the write: "
-                               f"a commit with txnVersion {batch_id} exists already)")
-        return committed.version
+        known = self.last_commit()
+        since = known.version if known is not None else -1
+        newest = max([c for c in (known, *self._commits_after(since)) if c is not None],
+                     key=lambda c: c.batch_id, default=None)
+        if newest is not None and batch_id <= newest.batch_id:
+            raise ValueError(f"batch {batch_id} is not newer than the last committed batch {newest.batch_id} "
+                             f"of {self.path} (version {newest.version}); committing it would apply it twice")
+        mine = self._append(rows, batch_id, metadata, since)
+        self._check_first(mine, since)
+        return mine.version
 
-    def _append(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any], fenced: bool) -> Commit | None:
-        """Append ``rows`` as batch ``batch_id`` in one Delta commit (a ``txnVersion`` if ``fenced``); return it."""
-        writer = (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long")).write.format("delta").mode("append")
-                  .option("userMetadata", json.dumps({"batchId": int(batch_id), **metadata}, sort_keys=True)))
-        if fenced:
-            writer = writer.option("txnAppId", self.app_id).option("txnVersion", int(batch_id))
-        writer.save(self.log_path)
-        return self._committed()
+    def _check_first(self, mine: Commit, since: int) -> None:
+        """Raise if another writer committed ``mine``'s batch after version ``since`` and before ``mine``."""
+        first = next(c for c in self._commits_after(since) if c.batch_id == mine.batch_id)
+        if first.writer != self.writer_id:
+            raise RuntimeError(f"batch {mine.batch_id} of {self.path}: another writer ({first.writer}) committed it "
+                               f"first, at version {first.version}; this writer's commit (version {mine.version}) "
+                               "does not count. Is a second trainer writing this model path?")
 
-    def _committed(self) -> Commit | None:
-        """The commit just written (the log's newest entry), added to a writer's list."""
-        newest = self._newest_commit()
-        if not newest:
-            return None
-        if self._writer and self._commits is not None and (not self._commits
-                                                           or self._commits[-1].version < newest[-1].version):
-            self._commits.append(newest[-1])
-        return newest[-1]
+    def _append(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any], since: int) -> Commit:
+        """Append ``rows`` as batch ``batch_id`` in one Delta commit; return it (found after version ``since``)."""
+        meta = {"batchId": int(batch_id), "writer": self.writer_id, **metadata}
+        (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
+         .withColumn(WRITER_COL, F.lit(self.writer_id).cast("string"))
+         .write.format("delta").mode("append").option("mergeSchema", "true")
+         .option("userMetadata", json.dumps(meta, sort_keys=True)).save(self.log_path))
+        after = self._commits_after(since)
+        mine = next(c for c in after if c.writer == self.writer_id and c.batch_id == batch_id)
+        if self._writer and self._commits is not None:
+            self._commits = _first_of_each([*self._commits, *after])[0]
+        return mine
 
-    def _newest_commit(self) -> list[Commit]:
-        """The log's newest Delta commit, if it is a batch's, read from its commit file (``[]`` otherwise)."""
+    def newest_commit(self) -> Commit | None:
+        """The log's newest batch commit, read from the commit files (no Spark job); None before the first."""
         directory = os.path.join(self.log_path, "_delta_log")
-        versions = [int(m.group(1)) for m in map(_COMMIT_FILE.match, hadoop.list_names(self.spark, directory)) if m]
-        if not versions:
+        for v in reversed(self._commit_versions(directory)):
+            commit = self._read_commit(directory, v)
+            if commit is not None:
+                return commit
+        return None
+
+    def _commits_after(self, version: int) -> list[Commit]:
+        """The batch commits of the log after Delta version ``version``, from their commit files, oldest first.
+
+        A few milliseconds: a listing of ``_delta_log`` and one small JSON file
+        per commit, where the log's ``history()`` is a Spark job (0.2-0.9 s).
+        """
+        directory = os.path.join(self.log_path, "_delta_log")
+        found = (self._read_commit(directory, v) for v in self._commit_versions(directory) if v > version)
+        return [c for c in found if c is not None]
+
+    def _commit_versions(self, directory: str) -> list[int]:
+        """The versions of the commit files in a ``_delta_log`` directory, ascending (none if it does not exist)."""
+        if not hadoop.exists(self.spark, directory):
             return []
-        for line in hadoop.read_text(self.spark, directory, f"{max(versions):020d}.json").splitlines():
+        return sorted(int(m.group(1)) for m in map(_COMMIT_FILE.match, hadoop.list_names(self.spark, directory)) if m)
+
+    def _read_commit(self, directory: str, version: int) -> Commit | None:
+        """Commit ``version`` if it is a batch's (its ``commitInfo`` carries a ``batchId``), else None."""
+        for line in hadoop.read_text(self.spark, directory, f"{version:020d}.json").splitlines():
             info = json.loads(line).get("commitInfo") if line.strip() else None
             if info is not None and info.get("userMetadata"):
                 meta = json.loads(info["userMetadata"])
-                if "batchId" in meta:
-                    return [Commit(max(versions), int(meta["batchId"]), meta)]
-        return []
+                return Commit(version, int(meta["batchId"]), meta) if "batchId" in meta else None
+        return None
 
     def seed(self, rows: DataFrame, metadata: dict[str, Any]) -> int:
         """Write a starting state (a warm start's rows) as the log's first commit, batch ``-1``; return its version.
 
-        Not a Delta transaction of the stream (Spark's batch ids start at 0,
-        and Delta treats ``txnVersion`` -1 as done): the caller seeds only a
-        log with no commit, so a restart after a seed finds it and does not
-        seed again.
+        The caller seeds only a log with no commit, so a restart after a seed
+        finds it and does not seed again.
 
         Raises
         ------
@@ -264,7 +326,7 @@ class ModelStore:
         """
         if self.last_commit() is not None:
             raise ValueError(f"{self.path} has committed batches already: seeding it would overwrite them")
-        return self._append(rows, SEED_BATCH, metadata, fenced=False).version
+        return self._append(rows, SEED_BATCH, metadata, since=-1).version
 
     def snapshot(self, log_version: int | None = None) -> int | None:
         """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version."""
@@ -305,6 +367,23 @@ class ModelStore:
 
 
 
+def _first_of_each(commits: list[Commit]) -> tuple[list[Commit], list[Commit]]:
+    """Split commits (oldest first) into the first commit of each ``batchId`` and the later ones, which lose.
+
+    Examples
+    --------
+    >>> a, b, c = Commit(0, 0, {"writer": "a"}), Commit(1, 1, {"writer": "a"}), Commit(2, 1, {"writer": "z"})
+    >>> _first_of_each([a, b, c]) == ([a, b], [c])
+    True
+    """
+    seen: set[int] = set()
+    firsts, losers = [], []
+    for c in commits:
+        (losers if c.batch_id in seen else firsts).append(c)
+        seen.add(c.batch_id)
+    return firsts, losers
+
+
 def _store_session(spark: SparkSession) -> SparkSession:
     """A session of ``spark``'s SparkContext for the store's Delta work: the user's Delta settings, tuned costs.
 
@@ -314,8 +393,11 @@ def _store_session(spark: SparkSession) -> SparkSession:
     commit") and the file-listing parallelism of a vacuum
     (``spark.sql.sources.parallelPartitionDiscovery.parallelism``: 10,000
     tasks by default, which took 58-108 s per vacuum of a 5-file table on
-    ``local[2]``; with 8, 10 s). The user's ``spark.databricks.delta.*``
-    settings (the retention check, say) are copied over.
+    ``local[2]``; with 8, 10 s). New tables checkpoint every
+    :data:`CHECKPOINT_INTERVAL` commits unless the user's session set Delta's
+    default. Empty commits are recorded (:data:`_SKIP_EMPTY_COMMITS`). The
+    user's ``spark.databricks.delta.*`` settings (the retention check, say)
+    are copied over.
 
     Examples
     --------
@@ -335,4 +417,7 @@ def _store_session(spark: SparkSession) -> SparkSession:
         session.conf.set(_SNAPSHOT_PARTITIONS, str(max(1, parallelism)))
     if _LISTING_PARALLELISM not in user:
         session.conf.set(_LISTING_PARALLELISM, str(max(8, 2 * parallelism)))
+    if _CHECKPOINT_DEFAULT not in user:
+        session.conf.set(_CHECKPOINT_DEFAULT, str(CHECKPOINT_INTERVAL))
+    session.conf.set(_SKIP_EMPTY_COMMITS, "false")
     return session

@@ -73,8 +73,6 @@ log = logging.getLogger("spark_ps.streaming")
 
 #: Column stamped on every scored row: the model's log version that scored it.
 MODEL_VERSION_COL = "modelVersion"
-#: History entries read to find the newest commit (a clean or vacuum adds entries that are not commits).
-_RECENT_HISTORY = 16
 
 
 def _model_template(spark, path: str) -> _PSModel:
@@ -97,13 +95,8 @@ def _model_template(spark, path: str) -> _PSModel:
 
 
 def _newest_version(store: ModelStore, path: str) -> int:
-    """The newest committed log version, from the newest history entries (the whole history only if none is a batch).
-
-    The history's tail, not all of it: a scorer asks once per micro-batch,
-    and reading every commit's entry would grow with the log.
-    """
-    recent = store._read_commits(newest=_RECENT_HISTORY)
-    last = recent[-1] if recent else store.last_commit()
+    """The newest committed log version, from the newest commit files (a scorer asks once per micro-batch)."""
+    last = store.newest_commit()
     if last is None:
         raise UnavailableError(f"online model {path!r} has no committed version yet: nothing to score with; "
                                "let its StreamingTrainer commit a batch first")

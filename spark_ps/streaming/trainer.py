@@ -17,7 +17,7 @@ Each micro-batch (``foreachBatch``) runs, in this order:
 4. **Quarantine**, only if a task dropped a row: the batch is read again and
    its bad rows appended to ``<modelPath>/quarantine``, once per batchId.
 5. **Commit** the full rows the batch changed, with the metrics, in one
-   idempotent Delta commit (:class:`~spark_ps.ml.modelstore.ModelStore`).
+   Delta commit fenced by the batchId (:class:`~spark_ps.ml.modelstore.ModelStore`).
    Only now is the batch part of the model; Spark writes its own commit log
    after ``foreachBatch`` returns.
 6. Every ``snapshotEvery`` commits, a compacted snapshot.
@@ -276,8 +276,9 @@ class StreamingTrainer:
                 log.warning("batch %d: %d rows quarantined %s", batch_id, result.quarantined, result.reasons)
             metrics = result.scores.metrics() if result.rows else {}
             with ps.client() as client:
-                new_version = store.commit(changed_rows(store.session, client, self._table, changed, self._schema()),
-                                           batch_id, {
+                parts = max(1, -(-task_slots(store.spark) // client.num_shards))  # every slot exports
+                rows = changed_rows(store.session, client, self._table, changed, self._schema(), parts)
+                new_version = store.commit(rows, batch_id, {
                     "rows": result.rows, "scoredByVersion": last.version if last is not None else None,
                     "trainSeconds": train_seconds, "scoreSeconds": result.score_seconds,
                     "sourceOffsets": source_offsets(store.spark, self._checkpoint, batch_id),
