@@ -276,8 +276,7 @@ class StreamingTrainer:
                 log.warning("batch %d: %d rows quarantined %s", batch_id, result.quarantined, result.reasons)
             metrics = result.scores.metrics() if result.rows else {}
             with ps.client() as client:
-                parts = max(1, -(-task_slots(store.spark) // client.num_shards))  # every slot exports
-                rows = changed_rows(store.session, client, self._table, changed, self._schema(), parts)
+                rows = changed_rows(store.session, client, self._table, changed, self._schema())
                 new_version = store.commit(rows, batch_id, {
                     "rows": result.rows, "scoredByVersion": last.version if last is not None else None,
                     "trainSeconds": train_seconds, "scoreSeconds": result.score_seconds,

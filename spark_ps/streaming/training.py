@@ -121,17 +121,12 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table:
 
 
 def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_table: str,
-                 schema: StructType, parts_per_shard: int = 1) -> DataFrame:
-    """The full rows of ``table`` whose keys the training tasks marked in ``changed_table``; tasks by shard.
+                 schema: StructType) -> DataFrame:
+    """The full rows of ``table`` whose keys the training tasks marked in ``changed_table``; one task per shard.
 
-    Shard ``s`` holds the marks of exactly the keys it holds, so its tasks
-    read them and export those rows from the same shard: every changed row
-    exactly once, with no shuffle and without reading the batch again. Each
-    shard's marks are split among ``parts_per_shard`` tasks (part ``p`` takes
-    every ``parts_per_shard``-th key from the ``p``-th), so a model on fewer
-    shards than task slots still converts and writes its rows on every slot:
-    with one shard on ``local[2]``, 243k changed rows of a 100k-row batch took
-    1.3-1.4 s to export and commit in one task.
+    Shard ``s`` holds the marks of exactly the keys it holds, so its task
+    reads them and exports those rows from the same shard: every changed row
+    exactly once, with no shuffle and without reading the batch again.
 
     Examples
     --------
@@ -140,26 +135,23 @@ def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_tabl
     >>> with PSContext.get(spark) as ps, ps.client() as client:
     ...     _ = ps.create_table("m", width=1, optimizer="adagrad", lr=0.5)
     ...     _ = ps.create_table("touched", width=1, optimizer="delta")
-    ...     client.push("m", [3, 5, 8], [1.0, 1.0, 1.0]); client.push("touched", [3, 5, 8], [1.0, 1.0, 1.0])
-    ...     rows = changed_rows(spark, client, "m", "touched", full_row_schema(("n",)), parts_per_shard=2)
-    ...     sorted(r.key for r in rows.collect())
-    [3, 5, 8]
+    ...     client.push("m", [3, 5, 8], [1.0, 1.0, 1.0]); client.push("touched", [5, 8], [1.0, 1.0])
+    ...     sorted(r.key for r in changed_rows(spark, client, "m", "touched", full_row_schema(("n",))).collect())
+    [5, 8]
     """
     stored = weight_store.arrow_schema(schema)
-    shards = client.num_shards
 
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         try:
             for batch in batches:
-                for task in batch.column("id").to_numpy().tolist():
-                    shard, part = task % shards, task // shards
+                for shard in batch.column("id").to_numpy().tolist():
                     marks = [b.column("key").to_numpy() for b in client.export(changed_table, shards=[shard])]
-                    keys = np.sort(np.concatenate(marks))[part::parts_per_shard] if marks else np.zeros(0, np.int64)
+                    keys = np.concatenate(marks) if marks else np.zeros(0, np.int64)
                     if len(keys):
                         for rows in client.export(table, keys=keys):
                             yield weight_store.stored_rows(rows, stored, nonzero_only=False)
         finally:
             client.close()
 
-    tasks = shards * parts_per_shard
-    return spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(export, schema)
+    shards = client.num_shards
+    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, schema)
