@@ -172,7 +172,10 @@ def _batch_stats(metrics: list, progress: dict[int, dict[str, Any]], snapshot_ev
     stats = []
     for i, m in enumerate(sorted(metrics, key=lambda r: r["batchId"])):
         p = progress.get(int(m["batchId"]), {})
+        committed = m.get("committedAt")
+        to_commit = committed.timestamp() - p["start"] if committed is not None and "start" in p else None
         stats.append(BatchStat(batch_id=int(m["batchId"]), rows=int(m["rows"]), latency_s=p.get("latency_s"),
+                               to_commit_s=to_commit,
                                start=p.get("start"), train_s=m["trainSeconds"], score_s=m["scoreSeconds"],
                                auc=m["auc"], log_loss=m["logLoss"], model_version=int(m["modelVersion"]),
                                snapshot=(i + 1) % snapshot_every == 0))

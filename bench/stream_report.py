@@ -75,10 +75,11 @@ def checks(results: StreamResults) -> list[tuple[str, str, str, str]]:
     rows.append(("sustained training throughput", f"≥ {TARGET_ROWS_PER_S:,} rows/s at every batch size",
                  verdict(ok), ", ".join(f"{b:,}: {fmt(v, ',.0f')}" for b, v in rates.items()) or "—"))
     lat = _ours(results, meta.latency_batch_rows)
-    p95 = latency_quantile(lat, 0.95) if lat else None
+    p95 = latency_quantile(lat, 0.95, to_commit=True) if lat else None
+    whole = latency_quantile(lat, 0.95) if lat else None
     rows.append(("p95 latency, trigger to committed version", f"≤ {TARGET_P95_S:g} s at "
                  f"{meta.latency_batch_rows:,} rows a batch", verdict(None if p95 is None else p95 <= TARGET_P95_S),
-                 fmt(p95, ".2f") + " s"))
+                 f"{fmt(p95, '.2f')} s (whole trigger, in-stream snapshots included: {fmt(whole, '.2f')} s)"))
     growth, by_d = memory_growth(results)
     heap = [r.heap_after_gc_mb for _, r in by_d if r.heap_after_gc_mb is not None]
     heap_text = f"; heap used after GC {min(heap):,.0f}–{max(heap):,.0f} MB" if heap else ""
@@ -105,7 +106,9 @@ def _intro(results: StreamResults) -> list[str]:
         + smoke,
         "",
         "*How to read it.* *Latency* is the query's `triggerExecution` (trigger start to Spark's commit, after our "
-        "Delta commit; progressive scoring included); *sustained rows/s* = rows of every batch after the first ÷ "
+        "Delta commit; progressive scoring included); *to commit* runs from the trigger's start to the batch's "
+        "Delta commit (`committedAt` in `trainer.metrics()`), when its version exists, and leaves out what the "
+        "trigger does after it (an in-stream snapshot, Spark's commit log); *sustained rows/s* = rows of every batch after the first ÷ "
         "the sum of their latencies (the first carries the cold start); *training pass* = the same rows ÷ the "
         "batches' `trainSeconds`. MLlib is timed the same way from its own output operations (scoring, `trainOn`); "
         "it runs in a child process of its own (DStreams, no plugin). *Progressive AUC*: each batch scored by the "
@@ -117,8 +120,9 @@ def _intro(results: StreamResults) -> list[str]:
 def _throughput(results: StreamResults) -> list[str]:
     lines = ["", "### Throughput and latency by micro-batch size (spark-ps)", "",
              "| rows / batch | batches | sustained rows/s | training pass rows/s | p50 latency | p95 latency | "
-             "max latency | median scoring / training / rest of a batch | mean progressive AUC | status |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "max latency | p50 / p95 to commit | median scoring / training / rest of a batch | "
+             "mean progressive AUC | status |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for b in results.meta.batch_rows:
         for r in results.find(PS, THROUGHPUT, b):
             lat = [x.latency_s for x in steady(r)]
@@ -127,7 +131,8 @@ def _throughput(results: StreamResults) -> list[str]:
             lines.append(f"| {b:,} | {len(r.batches)} | {fmt(sustained_rows_per_s(r), ',.0f')} | "
                          f"{fmt(train_rows_per_s(r), ',.0f')} | {fmt(latency_quantile(r, 0.5), '.2f')} s | "
                          f"{fmt(latency_quantile(r, 0.95), '.2f')} s | {fmt(max(lat) if lat else None, '.2f')} s | "
-                         f"{split} | {fmt(mean_auc(r), '.4f')} | {_status(r)} |")
+                         f"{fmt(latency_quantile(r, 0.5, True), '.2f')} / {fmt(latency_quantile(r, 0.95, True), '.2f')} s"
+                         f" | {split} | {fmt(mean_auc(r), '.4f')} | {_status(r)} |")
     return lines + ["", "*Rest*: the batch's latency less its scoring and training pass (the quarantine check, "
                     "the changed rows' Delta commit, an in-stream snapshot, Spark's planning and logs)."]
 

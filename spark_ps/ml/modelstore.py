@@ -91,11 +91,13 @@ SEED_BATCH = -1
 
 @dataclass(frozen=True)
 class Commit:
-    """One committed micro-batch: its Delta version in the log and the metadata stored with it."""
+    """One committed micro-batch: its Delta version in the log, the metadata stored with it, when it committed."""
 
     version: int
     batch_id: int
     metadata: dict[str, Any]
+    #: When the commit's file was written (the time Delta's history shows), milliseconds since the epoch.
+    committed_ms: int | None = None
 
     @property
     def writer(self) -> str | None:
@@ -164,12 +166,13 @@ class ModelStore:
         from delta.tables import DeltaTable
 
         rows = (DeltaTable.forPath(self.spark, self.log_path).history().where(F.col("userMetadata").isNotNull())
-                .select("version", "userMetadata").orderBy("version").collect())
+                .select("version", "userMetadata", (F.unix_micros("timestamp") / 1000).cast("long").alias("ms"))
+                .orderBy("version").collect())
         out = []
         for row in rows:
             meta = json.loads(row["userMetadata"])
             if "batchId" in meta:
-                out.append(Commit(int(row["version"]), int(meta["batchId"]), meta))
+                out.append(Commit(int(row["version"]), int(meta["batchId"]), meta, row["ms"]))
         return out
 
     def last_commit(self) -> Commit | None:
@@ -310,7 +313,11 @@ class ModelStore:
             info = json.loads(line).get("commitInfo") if line.strip() else None
             if info is not None and info.get("userMetadata"):
                 meta = json.loads(info["userMetadata"])
-                return Commit(version, int(meta["batchId"]), meta) if "batchId" in meta else None
+                if "batchId" not in meta:
+                    return None
+                # The commit file's time, as Delta's history and time travel read it (commitInfo's is earlier).
+                return Commit(version, int(meta["batchId"]), meta,
+                              hadoop.modified_ms(self.spark, directory, f"{version:020d}.json"))
         return None
 
     def seed(self, rows: DataFrame, metadata: dict[str, Any]) -> int:

@@ -9,7 +9,7 @@ offset log entry): data moves through Spark jobs.
 
 from __future__ import annotations
 
-__all__ = ["delete", "exists", "list_names", "read_text"]
+__all__ = ["delete", "exists", "list_names", "modified_ms", "read_text"]
 
 
 def _fs_path(spark, path: str, *more: str):
@@ -60,6 +60,20 @@ def list_names(spark, path: str) -> list[str]:
     """
     fs, hadoop_path = _fs_path(spark, path)
     return [status.getPath().getName() for status in fs.listStatus(hadoop_path)]
+
+
+def modified_ms(spark, path: str, *more: str) -> int:
+    """The modification time of file ``path`` (joined with ``more``), milliseconds since the epoch.
+
+    Examples
+    --------
+    >>> import os, tempfile, time
+    >>> root = tempfile.mkdtemp(); open(os.path.join(root, "0"), "w").close()
+    >>> abs(modified_ms(spark, root, "0") - os.path.getmtime(os.path.join(root, "0")) * 1000) < 1000
+    True
+    """
+    fs, hadoop_path = _fs_path(spark, path, *more)
+    return int(fs.getFileStatus(hadoop_path).getModificationTime())
 
 
 def read_text(spark, path: str, *more: str) -> str:

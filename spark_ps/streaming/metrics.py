@@ -10,6 +10,7 @@ has no AUC (null).
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -17,13 +18,16 @@ from pyspark.sql import DataFrame, SparkSession
 __all__ = ["metrics_frame"]
 
 _COMMON = [("batchId", "long"), ("modelVersion", "long"), ("scoredByVersion", "long"), ("rows", "long"),
-           ("quarantined", "long"), ("trainSeconds", "double"), ("scoreSeconds", "double")]
+           ("quarantined", "long"), ("trainSeconds", "double"), ("scoreSeconds", "double"),
+           ("committedAt", "timestamp")]
 _CLASSIFICATION = [("auc", "double"), ("logLoss", "double")]
 _REGRESSION = [("rmse", "double"), ("r2", "double")]
 
 
 def metrics_frame(spark: SparkSession, records: list[dict[str, Any]], regression: bool) -> DataFrame:
     """The metrics table: one row per committed batch (small: built on the driver from commit metadata).
+
+    ``committedAt`` (the Delta commit's time) is given in milliseconds since the epoch.
 
     Examples
     --------
@@ -32,6 +36,7 @@ def metrics_frame(spark: SparkSession, records: list[dict[str, Any]], regression
     """
     fields = _COMMON + (_REGRESSION if regression else _CLASSIFICATION)
     schema = ", ".join(f"{name} {kind}" for name, kind in fields)
-    cast = {"long": int, "double": float}
+    cast = {"long": int, "double": float,
+            "timestamp": lambda ms: datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)}
     rows = [tuple(None if r.get(n) is None else cast[k](r[n]) for n, k in fields) for r in records]
     return spark.createDataFrame(rows, schema).orderBy("batchId")

@@ -218,10 +218,13 @@ class StreamingTrainer:
         return self.snapshot()
 
     def metrics(self) -> DataFrame:
-        """One row per committed micro-batch: batchId, modelVersion, rows, quarantined, the metrics, trainSeconds."""
+        """One row per committed micro-batch: batchId, modelVersion, rows, quarantined, the metrics, trainSeconds.
+
+        Also ``scoreSeconds`` and ``committedAt``, the time the batch's Delta commit was written.
+        """
         store = self._store or ModelStore(SparkSession.active(), self._path)
-        return metrics_frame(store.spark, [c.metadata | {"modelVersion": c.version} for c in store.commits()
-                                           if c.batch_id >= 0],
+        return metrics_frame(store.spark, [c.metadata | {"modelVersion": c.version, "committedAt": c.committed_ms}
+                                           for c in store.commits() if c.batch_id >= 0],
                              regression=not self._estimator._binary_labels)
 
     def snapshot(self) -> int | None:

@@ -10,6 +10,8 @@ writer must learn that its commit does not count.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from spark_ps.ml.modelstore import ModelStore
@@ -24,6 +26,7 @@ def _rows(spark, session, values: dict[int, float]):
 
 def test_a_batch_commits_once_and_a_raced_second_commit_does_not_count(local_spark, tmp_path):
     path = str(tmp_path / "model")
+    start_ms = time.time() * 1000
     first, zombie = ModelStore(local_spark, path, writer=True), ModelStore(local_spark, path, writer=True)
     assert zombie.last_commit() is None  # the zombie read the log before anyone committed
     v0 = first.commit(_rows(local_spark, first.session, {1: 1.0, 2: 2.0}), 0, {"rows": 10})
@@ -41,6 +44,9 @@ def test_a_batch_commits_once_and_a_raced_second_commit_does_not_count(local_spa
 
     reader = ModelStore(local_spark, path)
     assert [(c.batch_id, c.version) for c in reader.commits()] == [(0, v0), (1, v1)]
+    # When each batch committed: the writer's copy (from the commit files) and the reader's (Delta's history).
+    assert [c.committed_ms for c in first.commits()] == [c.committed_ms for c in reader.commits()]
+    assert start_ms - 1000 <= reader.commits()[0].committed_ms <= reader.commits()[1].committed_ms <= time.time() * 1000
     assert reader.newest_commit().version == v1
     state = {r.key: r.value[0] for r in reader.state().collect()}
     assert state == {1: 1.0, 2: 5.0}  # nothing of the zombie's rows; batch 1 newer than batch 0 for key 2
