@@ -33,9 +33,15 @@ PLUGIN_JAR := $(JARS_DIR)/spark-ps-plugin.jar
 PLUGIN_CLASSES := build/plugin-classes
 JAVA_SRC := $(shell find plugin/src/main/java -name '*.java' 2>/dev/null | sort)
 
-# Must match delta-spark in pyproject.toml (Delta 4.0 is built for Spark 4.0 / Scala 2.13).
-DELTA_VERSION := 4.0.0
-DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
+# Delta's version comes from pyproject.toml (the one place that states it); the Spark version from the
+# pyspark the venv installed (pyproject states the supported range): Delta's jar is built per Spark minor
+# (io.delta:delta-spark_<minor>_2.13). The jars get stable names, so conf/spark-defaults.conf and
+# spark_ps.spark.session name no version; the stamp records which versions they are.
+DELTA_VERSION := $(shell sed -n 's/^ *"delta-spark==\([^"]*\)".*/\1/p' pyproject.toml)
+DELTA_JARS := $(JARS_DIR)/delta-spark.jar $(JARS_DIR)/delta-storage.jar
+DELTA_STAMP := $(JARS_DIR)/.delta-$(DELTA_VERSION)
+# The installed pyspark's version (empty until the venv exists; read by recipes only).
+INSTALLED_SPARK = $(shell $(VPY) -c 'import pyspark; print(pyspark.__version__)')
 
 .PHONY: venv plugin jars kafka build lint test test-stream demo smoke stream-demo bench-ps bench bench-sweeps bench-stream clean distclean
 
@@ -59,34 +65,40 @@ $(PLUGIN_JAR): $(JAVA_SRC) $(VENV_STAMP)
 	jar cf $@.tmp -C $(PLUGIN_CLASSES) .
 	mv $@.tmp $@
 
-jars: $(DELTA_JARS)
+jars: $(DELTA_STAMP)
 
-$(JARS_DIR)/delta-%-$(DELTA_VERSION).jar:
-	mkdir -p $(JARS_DIR)
-	mvn -q dependency:copy -Dartifact=io.delta:delta-$*:$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR)
-	test -s $@
+$(DELTA_STAMP): pyproject.toml $(VENV_STAMP)
+	@test -n "$(DELTA_VERSION)" || { echo "no delta-spark==X pin in pyproject.toml" >&2; exit 1; }
+	rm -f $(JARS_DIR)/.delta-* $(DELTA_JARS)
+	mkdir -p $(JARS_DIR)/delta-fetch
+	minor="$$(echo '$(INSTALLED_SPARK)' | cut -d. -f1,2)"; \
+	mvn -q dependency:copy -Dartifact=io.delta:delta-spark_$${minor}_2.13:$(DELTA_VERSION) \
+		-DoutputDirectory=$(JARS_DIR)/delta-fetch && \
+	mvn -q dependency:copy -Dartifact=io.delta:delta-storage:$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR)/delta-fetch && \
+	mv $(JARS_DIR)/delta-fetch/delta-spark_$${minor}_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-spark.jar && \
+	mv $(JARS_DIR)/delta-fetch/delta-storage-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage.jar && \
+	echo "delta $(DELTA_VERSION) for spark $(INSTALLED_SPARK)" > $@
+	rm -rf $(JARS_DIR)/delta-fetch
+	test -s $(JARS_DIR)/delta-spark.jar && test -s $(JARS_DIR)/delta-storage.jar
 
 build: venv plugin jars
 
 # Kafka (issue 10, Sources). Two classpaths, kept apart:
-# - $(KAFKA_JARS_DIR): spark-sql-kafka for the pinned pyspark and the runtime dependencies pyspark does
+# - $(KAFKA_JARS_DIR): spark-sql-kafka for the installed pyspark and the runtime dependencies pyspark does
 #   not ship (kafka-clients, spark-token-provider-kafka, commons-pool2): every runtime dependency whose
 #   artifactId has no jar in pyspark's jars/ is kept. The integration session puts them on spark.jars.
 # - $(KAFKA_BROKER_DIR): a real Kafka broker (KRaft) with its full runtime classpath, run only as a child
 #   JVM by integration/kafkakit.py and never put on Spark's classpath (its Scala, Jackson and
 #   kafka-clients versions differ from Spark's). log4j-slf4j-impl gives its slf4j logs a backend.
 # Each is fetched by mvn from a tiny generated pom; a stamp file makes a second run a no-op.
-SPARK_VERSION := $(shell sed -n 's/^ *"pyspark==\([^"]*\)".*/\1/p' pyproject.toml)
-# The registry we reach serves spark-token-provider-kafka 4.0.0 but not 4.0.1 (spark-sql-kafka 4.0.1
-# asks for it): pinned to the one served; it is the same module one patch release earlier.
-SPARK_KAFKA_TOKEN_PROVIDER_VERSION := 4.0.0
+# spark-sql-kafka and spark-token-provider-kafka at the installed pyspark's version (4.2.0 serves both).
 KAFKA_VERSION := 4.1.1
 # The log4j of kafka_2.13 $(KAFKA_VERSION)'s dependencies.
 KAFKA_LOG4J_VERSION := 2.24.3
 KAFKA_JARS_DIR := $(JARS_DIR)/kafka
 KAFKA_BROKER_DIR := build/kafka-broker
 KAFKA_FETCH_DIR := build/kafka-fetch
-KAFKA_STAMP := $(KAFKA_JARS_DIR)/.fetched-$(SPARK_VERSION)
+KAFKA_STAMP := $(KAFKA_JARS_DIR)/.fetched
 KAFKA_BROKER_STAMP := $(KAFKA_BROKER_DIR)/.fetched-$(KAFKA_VERSION)
 kafka_dep = <dependency><groupId>$(word 1,$(subst :, ,$(1)))</groupId><artifactId>$(word 2,$(subst :, ,$(1)))</artifactId><version>$(word 3,$(subst :, ,$(1)))</version></dependency>
 # $(1): dependencies, $(2): versions pinned for transitive ones (group:artifact:version, space-separated).
@@ -95,12 +107,9 @@ kafka_pom = <project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0
 kafka: $(KAFKA_STAMP) $(KAFKA_BROKER_STAMP)
 
 $(KAFKA_STAMP): $(VENV_STAMP)
-	installed="$$($(VPY) -c 'import pyspark; print(pyspark.__version__)')"; \
-	test "$$installed" = "$(SPARK_VERSION)" || { echo "pyspark $$installed is installed but pyproject.toml pins \
-	$(SPARK_VERSION): run make venv" >&2; exit 1; }
 	rm -rf $(KAFKA_FETCH_DIR)/spark $(KAFKA_JARS_DIR)
 	mkdir -p $(KAFKA_FETCH_DIR)/spark $(KAFKA_JARS_DIR)
-	printf '%s\n' '$(call kafka_pom,org.apache.spark:spark-sql-kafka-0-10_2.13:$(SPARK_VERSION),org.apache.spark:spark-token-provider-kafka-0-10_2.13:$(SPARK_KAFKA_TOKEN_PROVIDER_VERSION))' \
+	printf '%s\n' '$(call kafka_pom,org.apache.spark:spark-sql-kafka-0-10_2.13:$(INSTALLED_SPARK),org.apache.spark:spark-token-provider-kafka-0-10_2.13:$(INSTALLED_SPARK))' \
 		> $(KAFKA_FETCH_DIR)/spark/pom.xml
 	mvn -q -B -f $(KAFKA_FETCH_DIR)/spark/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
 		-Dmdep.useRepositoryLayout=true -DoutputDirectory=$(CURDIR)/$(KAFKA_FETCH_DIR)/spark/all
@@ -109,7 +118,7 @@ $(KAFKA_STAMP): $(VENV_STAMP)
 		artifact="$$(basename "$$(dirname "$$(dirname "$$jar")")")"; \
 		compgen -G "$$pyspark_jars/$$artifact-[0-9]*.jar" > /dev/null || cp "$$jar" $(KAFKA_JARS_DIR)/; \
 	done
-	test -s $(KAFKA_JARS_DIR)/spark-sql-kafka-0-10_2.13-$(SPARK_VERSION).jar
+	test -s $(KAFKA_JARS_DIR)/spark-sql-kafka-0-10_2.13-$(INSTALLED_SPARK).jar
 	touch $@
 
 $(KAFKA_BROKER_STAMP):

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
 from spark_ps.client.client import PSClient
+from spark_ps.spark.tasks import task_error
 
 log = logging.getLogger("spark_ps.ml")
 
@@ -252,9 +253,15 @@ class BackgroundExport:
         ...     export.result()
         Traceback (most recent call last):
         ...
-        pyspark.errors.exceptions.captured.PythonException: ...unknown table 'missing'...
+        spark_ps.errors.RemoteKeyError: unknown table 'missing'...
         """
-        return self._future.result()
+        try:
+            return self._future.result()
+        except Exception as exc:  # re-raised: as the task's own error where Spark's wrapper holds one
+            raised = task_error(exc)
+            if raised is None:
+                raise
+            raise raised from exc
 
 
 def as_fixed_size(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -10,6 +10,7 @@ from ``plugin/`` by ``make plugin``); Delta's JVM jars come from
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import sys
@@ -18,15 +19,34 @@ from pathlib import Path
 from typing import Any
 
 PLUGIN_CLASS = "io.sparkps.PSPlugin"
-DELTA_VERSION = "4.0.0"
 SCALA_BINARY_VERSION = "2.13"
-DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{DELTA_VERSION}"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 JARS_DIR = Path(__file__).resolve().parent.parent / "jars"
 PLUGIN_JAR_NAME = "spark-ps-plugin.jar"
-DELTA_JAR_NAMES = (f"delta-spark_{SCALA_BINARY_VERSION}-{DELTA_VERSION}.jar", f"delta-storage-{DELTA_VERSION}.jar")
+#: Delta's jars as ``make jars`` names them: no version in the name (pyproject.toml states it, once).
+DELTA_JAR_NAMES = ("delta-spark.jar", "delta-storage.jar")
+
+
+def delta_package() -> str:
+    """Maven coordinates of Delta's jar for the installed pyspark and delta-spark (when ``make jars`` did not run).
+
+    Delta builds one jar per Spark minor release (``delta-spark_4.2_2.13`` for
+    Spark 4.2); the versions are those of the installed Python packages, so
+    nothing here restates pyproject.toml's.
+
+    Examples
+    --------
+    >>> import pyspark, importlib.metadata
+    >>> minor = ".".join(pyspark.__version__.split(".")[:2])
+    >>> delta_package() == f"io.delta:delta-spark_{minor}_2.13:{importlib.metadata.version('delta-spark')}"
+    True
+    """
+    import pyspark
+
+    minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{minor}_{SCALA_BINARY_VERSION}:{importlib.metadata.version('delta-spark')}"
 
 
 def plugin_jar_path() -> Path:
@@ -60,7 +80,7 @@ def delta_jar_paths() -> list[Path]:
     Examples
     --------
     >>> [p.name for p in delta_jar_paths()]
-    ['delta-spark_2.13-4.0.0.jar', 'delta-storage-4.0.0.jar']
+    ['delta-spark.jar', 'delta-storage.jar']
     """
     paths = [JARS_DIR / name for name in DELTA_JAR_NAMES]
     return paths if all(p.is_file() for p in paths) else []
@@ -159,7 +179,7 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
                                              [str(p) for p in [plugin_jar, *delta_jars]]))
     packages = list(extra_packages or [])
     if not delta_jars:
-        packages.insert(0, DELTA_PACKAGE)
+        packages.insert(0, delta_package())
     if packages:
         builder.config("spark.jars.packages", _append_csv(current.get("spark.jars.packages"), packages))
 

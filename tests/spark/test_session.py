@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -80,7 +81,11 @@ def test_configure_falls_back_to_maven_for_delta_and_requires_the_plugin_jar(fak
         (fake_jars / name).unlink()
     assert delta_jar_paths() == []
     opts = options(configure_spark_with_ps(SparkSession.Builder()))
-    assert opts["spark.jars.packages"] == "io.delta:delta-spark_2.13:4.0.0"
+    import pyspark
+
+    group, artifact, version = opts["spark.jars.packages"].split(":")
+    assert (group, artifact) == ("io.delta", f"delta-spark_{'.'.join(pyspark.__version__.split('.')[:2])}_2.13")
+    assert version == importlib.metadata.version("delta-spark")
     assert opts["spark.jars"] == str(fake_jars / session.PLUGIN_JAR_NAME)
     assert opts["spark.ps.python"] == "/usr/bin/python3.11"
 
