@@ -304,7 +304,8 @@ class KafkaBroker:
         broker = None
         try:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            fmt = subprocess.run([*base, _storage_tool(jars), "format", "-t", cluster_id, "-c", str(props)],
+            # --cluster-id=: a random id may start with "-", which the tool's parser took for an option.
+            fmt = subprocess.run([*base, _storage_tool(jars), "format", f"--cluster-id={cluster_id}", "-c", str(props)],
                                  stdout=log_file, stderr=subprocess.STDOUT, timeout=settings.ready_timeout)
             if fmt.returncode != 0:
                 raise RuntimeError(f"Kafka StorageTool format exited with {fmt.returncode}:\n{_tail(root)}")
