@@ -5,7 +5,7 @@ feature ids into well-spread bits. It is used three ways, each deliberately
 different so that the hashes stay independent of one another:
 
 * shard routing mixes ``key + GOLDEN`` (:func:`spark_ps.client.slicer.shard_of`);
-* a shard's hash index mixes the key itself (:mod:`spark_ps.native.keyindex`);
+* a shard's hash index mixes ``key ^ seed``, a random seed per process (:mod:`spark_ps.native.keyindex`);
 * seeded row initialisation mixes ``key ^ seed`` streams (:mod:`spark_ps.server.rowinit`).
 
 Were routing and the index to share a hash, every key on shard ``s`` of

@@ -108,3 +108,49 @@ def test_property_any_int64_batches(batches):
         np.testing.assert_array_equal(index.lookup(keys), ref.lookup(keys))
         np.testing.assert_array_equal(index.lookup_or_insert(keys), ref.lookup_or_insert(keys))
     assert_same(index, ref)
+
+
+def _unmix64(h: np.ndarray) -> np.ndarray:
+    """Inverse of the splitmix64 finaliser (``spark_ps.native.hashing.mix64_array``): what an attacker computes."""
+
+    def unxorshift(y, shift):  # x ^ (x >> s) = y  =>  x = y ^ (y >> s) ^ (y >> 2s) ^ ...
+        x, k = y.copy(), shift
+        while k < 64:
+            x ^= y >> np.uint64(k)
+            k += shift
+        return x
+
+    x = unxorshift(h, 31) * np.uint64(pow(0x94D049BB133111EB, -1, 2**64))
+    x = unxorshift(x, 27) * np.uint64(pow(0xBF58476D1CE4E5B9, -1, 2**64))
+    return unxorshift(x, 30)
+
+
+def test_keys_crafted_to_collide_under_the_unseeded_hash_spread_under_the_process_seed():
+    from spark_ps.native.hashing import mix64_array
+    from spark_ps.native.keyindex import PROCESS_SEED
+
+    n = 20_000
+    # Hashes that share their low 32 bits: one home slot in every table of up to 2^32 slots, without a seed.
+    wanted = (np.arange(1, n + 1, dtype=np.uint64) << np.uint64(32)) | np.uint64(7)
+    crafted = _unmix64(wanted)
+    np.testing.assert_array_equal(mix64_array(crafted), wanted)
+    keys = crafted.view(np.int64)
+    index = KeyIndex()
+    np.testing.assert_array_equal(index.lookup_or_insert(keys), np.arange(n))
+    mask = np.uint64(index.capacity - 1)
+    assert len(np.unique(mix64_array(crafted) & mask)) == 1  # the attack, had the index no seed
+    home = mix64_array(crafted ^ index._seed) & mask
+    # Random keys would fill ~1 - e^(-n/capacity) of the slots: ~26% of 65,536 here; allow for chance.
+    assert len(np.unique(home)) > 0.8 * index.capacity * (1 - np.exp(-n / index.capacity))
+    np.testing.assert_array_equal(index.lookup(keys[::-1]), np.arange(n)[::-1])
+    assert index._seed == PROCESS_SEED
+
+
+def test_each_process_draws_its_own_seed():
+    import subprocess
+    import sys
+
+    code = "from spark_ps.native.keyindex import PROCESS_SEED; print(int(PROCESS_SEED))"
+    seeds = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+             for _ in range(2)}
+    assert len(seeds) == 2
