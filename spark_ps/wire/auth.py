@@ -63,7 +63,9 @@ def authenticate_client(sock: socket.socket, secret: bytes) -> None:
     except EOFError:
         raise AuthenticationError("peer closed the connection during the handshake") from None
     answer = reply.meta.get("mac")
-    if reply.op != Op.AUTH or not isinstance(answer, str) or not hmac.compare_digest(answer, mac(secret, nonce)):
+    # compare_digest refuses a str with non-ASCII characters (TypeError): such an answer is just wrong.
+    if reply.op != Op.AUTH or not isinstance(answer, str) or not answer.isascii() \
+            or not hmac.compare_digest(answer, mac(secret, nonce)):
         err = AuthenticationError("authentication failed: wrong or missing spark-ps application secret")
         write_frame(sock, error_frame(Op.AUTH, err))
         raise err

@@ -242,11 +242,17 @@ def parse_meta(raw: bytes | memoryview) -> dict[str, Any]:
     Traceback (most recent call last):
     ...
     spark_ps.errors.ProtocolError: meta block must be a JSON object, got list
+    >>> parse_meta(b'{"a": ' + b'[' * 5000 + b']' * 5000 + b'}')
+    Traceback (most recent call last):
+    ...
+    spark_ps.errors.ProtocolError: meta block is nested too deeply
     """
     try:
         meta = json.loads(bytes(raw).rstrip(b"\0") or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"meta block is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 5,000 nested lists: json's parser recurses once per level
+        raise ProtocolError("meta block is nested too deeply") from None
     if not isinstance(meta, dict):
         raise ProtocolError(f"meta block must be a JSON object, got {type(meta).__name__}")
     return meta

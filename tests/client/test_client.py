@@ -16,7 +16,7 @@ from shardkit import SECRET, ShardCluster, shards  # noqa: F401  (fixture)
 from spark_ps.client.client import PSClient
 from spark_ps.errors import AuthenticationError, ProtocolError, PSConnectionError, RemoteError
 from spark_ps.wire.auth import authenticate_to_server
-from spark_ps.wire.protocol import Frame, Op, Status, encode, read_frame, write_frame
+from spark_ps.wire.protocol import HEADER, MAGIC, VERSION, Frame, Op, Status, encode, read_frame, write_frame
 
 
 def send_then_half_close(sock, data: bytes) -> None:
@@ -295,3 +295,31 @@ def test_a_malformed_tick_rejects_the_push_before_applying_it(shards):
                 conn.request(Frame(Op.PUSH, {"table": "w", "advance": advance},
                                    [np.array([1], np.int64), np.ones((1, 1), np.float32)]), idempotent=False)
         assert c.pull("w", [1]).tolist() == [[0.0]]  # checked before the push: nothing was applied
+
+
+def test_a_non_ascii_mac_is_refused_with_a_reply_and_the_server_survives(shards):
+    cluster = shards(1)
+    with socket.create_connection(cluster.addresses[0], timeout=5) as raw:
+        assert read_frame(raw).op == Op.CHALLENGE
+        write_frame(raw, Frame(Op.AUTH, {"mac": "é" * 64}))
+        refusal = read_frame(raw)
+        assert refusal.status == Status.ERROR and "authentication failed" in refusal.meta["error"]
+    with PSClient(cluster.addresses, SECRET) as good:
+        good.create_table("w")
+        assert good.pull("w", [1]).shape == (1, 1)
+
+
+def test_deeply_nested_json_before_login_gets_a_reply_and_the_server_survives(shards):
+    cluster = shards(1)
+    nested = b'{"mac": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    padded = nested + bytes(-len(nested) % 8)
+    # A hand-made AUTH frame: the header (no arrays, no body) and the nested meta block, padded to 8 bytes.
+    frame = HEADER.pack(MAGIC, VERSION, int(Op.AUTH), int(Status.OK), 0, len(nested), 0, 0) + padded
+    with socket.create_connection(cluster.addresses[0], timeout=5) as raw:
+        assert read_frame(raw).op == Op.CHALLENGE
+        raw.sendall(frame)
+        refusal = read_frame(raw)
+        assert refusal.status == Status.ERROR and "nested too deeply" in refusal.meta["error"]
+    with PSClient(cluster.addresses, SECRET) as good:
+        good.create_table("w")
+        assert good.pull("w", [1]).shape == (1, 1)
