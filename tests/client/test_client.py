@@ -129,6 +129,13 @@ def test_wire_keys_must_be_sorted_unique_int64(shards):
             conn.request(Frame(Op.PULL, {"table": "w"}, [np.array([1, 3], dtype=np.int32)]), idempotent=True)
 
 
+def _assert_serves_a_good_client(cluster) -> None:
+    """The server survived what came before: a client with the secret creates, pulls and gets its row."""
+    with PSClient(cluster.addresses, SECRET) as good:
+        good.create_table("w")
+        assert good.pull("w", [1]).shape == (1, 1)
+
+
 def test_wrong_secret_is_refused_and_server_survives(shards):
     cluster = shards(1)
     with pytest.raises(AuthenticationError, match="authentication failed"):
@@ -140,9 +147,7 @@ def test_wrong_secret_is_refused_and_server_survives(shards):
         write_frame(raw, Frame(Op.PULL, {"table": "w"}, [np.array([1])]))
         refusal = read_frame(raw)
         assert refusal.status == Status.ERROR and "authentication" in refusal.meta["error"]
-    with PSClient(cluster.addresses, SECRET) as good:
-        good.create_table("w")
-        assert good.pull("w", [1]).shape == (1, 1)
+    _assert_serves_a_good_client(cluster)
 
 
 def test_request_size_is_capped(shards):
@@ -304,9 +309,7 @@ def test_a_non_ascii_mac_is_refused_with_a_reply_and_the_server_survives(shards)
         write_frame(raw, Frame(Op.AUTH, {"mac": "é" * 64}))
         refusal = read_frame(raw)
         assert refusal.status == Status.ERROR and "authentication failed" in refusal.meta["error"]
-    with PSClient(cluster.addresses, SECRET) as good:
-        good.create_table("w")
-        assert good.pull("w", [1]).shape == (1, 1)
+    _assert_serves_a_good_client(cluster)
 
 
 def test_deeply_nested_json_before_login_gets_a_reply_and_the_server_survives(shards):
@@ -320,6 +323,4 @@ def test_deeply_nested_json_before_login_gets_a_reply_and_the_server_survives(sh
         raw.sendall(frame)
         refusal = read_frame(raw)
         assert refusal.status == Status.ERROR and "nested too deeply" in refusal.meta["error"]
-    with PSClient(cluster.addresses, SECRET) as good:
-        good.create_table("w")
-        assert good.pull("w", [1]).shape == (1, 1)
+    _assert_serves_a_good_client(cluster)
