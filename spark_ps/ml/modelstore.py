@@ -257,20 +257,21 @@ class ModelStore:
         if newest is not None and batch_id <= newest.batch_id:
             raise ValueError(f"batch {batch_id} is not newer than the last committed batch {newest.batch_id} "
                              f"of {self.path} (version {newest.version}); committing it would apply it twice")
-        mine = self._append(rows, batch_id, metadata, since)
-        self._check_first(mine, since)
+        mine, after = self._append(rows, batch_id, metadata, since)
+        self._check_first(mine, after)
         return mine.version
 
-    def _check_first(self, mine: Commit, since: int) -> None:
-        """Raise if another writer committed ``mine``'s batch after version ``since`` and before ``mine``."""
-        first = next(c for c in self._commits_after(since) if c.batch_id == mine.batch_id)
+    def _check_first(self, mine: Commit, after: list[Commit]) -> None:
+        """Raise if another writer's commit of ``mine``'s batch comes first in ``after`` (commits since the check)."""
+        first = next(c for c in after if c.batch_id == mine.batch_id)
         if first.writer != self.writer_id:
             raise RuntimeError(f"batch {mine.batch_id} of {self.path}: another writer ({first.writer}) committed it "
                                f"first, at version {first.version}; this writer's commit (version {mine.version}) "
                                "does not count. Is a second trainer writing this model path?")
 
-    def _append(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any], since: int) -> Commit:
-        """Append ``rows`` as batch ``batch_id`` in one Delta commit; return it (found after version ``since``)."""
+    def _append(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any],
+                since: int) -> tuple[Commit, list[Commit]]:
+        """Append ``rows`` as batch ``batch_id`` in one Delta commit; return it and the commits after ``since``."""
         meta = {"batchId": int(batch_id), "writer": self.writer_id, **metadata}
         (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
          .withColumn(WRITER_COL, F.lit(self.writer_id).cast("string"))
@@ -280,7 +281,7 @@ class ModelStore:
         mine = next(c for c in after if c.writer == self.writer_id and c.batch_id == batch_id)
         if self._writer and self._commits is not None:
             self._commits = _first_of_each([*self._commits, *after])[0]
-        return mine
+        return mine, after
 
     def newest_commit(self) -> Commit | None:
         """The log's newest batch commit, read from the commit files (no Spark job); None before the first."""
@@ -309,15 +310,15 @@ class ModelStore:
 
     def _read_commit(self, directory: str, version: int) -> Commit | None:
         """Commit ``version`` if it is a batch's (its ``commitInfo`` carries a ``batchId``), else None."""
-        for line in hadoop.read_text(self.spark, directory, f"{version:020d}.json").splitlines():
+        name = f"{version:020d}.json"
+        for line in hadoop.read_text(self.spark, directory, name).splitlines():
             info = json.loads(line).get("commitInfo") if line.strip() else None
             if info is not None and info.get("userMetadata"):
                 meta = json.loads(info["userMetadata"])
                 if "batchId" not in meta:
                     return None
                 # The commit file's time, as Delta's history and time travel read it (commitInfo's is earlier).
-                return Commit(version, int(meta["batchId"]), meta,
-                              hadoop.modified_ms(self.spark, directory, f"{version:020d}.json"))
+                return Commit(version, int(meta["batchId"]), meta, hadoop.modified_ms(self.spark, directory, name))
         return None
 
     def seed(self, rows: DataFrame, metadata: dict[str, Any]) -> int:
@@ -333,7 +334,7 @@ class ModelStore:
         """
         if self.last_commit() is not None:
             raise ValueError(f"{self.path} has committed batches already: seeding it would overwrite them")
-        return self._append(rows, SEED_BATCH, metadata, since=-1).version
+        return self._append(rows, SEED_BATCH, metadata, since=-1)[0].version
 
     def snapshot(self, log_version: int | None = None) -> int | None:
         """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version."""

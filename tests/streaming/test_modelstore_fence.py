@@ -36,10 +36,11 @@ def test_a_batch_commits_once_and_a_raced_second_commit_does_not_count(local_spa
         zombie.commit(_rows(local_spark, zombie.session, {1: 99.0}), 0, {"rows": 10})
 
     # The race: the zombie had passed its check just before the first writer's commit, and appends.
-    raced = zombie._append(_rows(local_spark, zombie.session, {1: 99.0, 3: 99.0}), 0, {"rows": 10}, since=-1)
+    raced, after = zombie._append(_rows(local_spark, zombie.session, {1: 99.0, 3: 99.0}), 0, {"rows": 10},
+                                  since=-1)
     assert raced.version > v0
     with pytest.raises(RuntimeError, match="another writer .* committed it first"):
-        zombie._check_first(raced, since=-1)  # what commit() runs after its append
+        zombie._check_first(raced, after)  # what commit() runs after its append
     v1 = first.commit(_rows(local_spark, first.session, {2: 5.0}), 1, {"rows": 7})
 
     reader = ModelStore(local_spark, path)
