@@ -21,12 +21,14 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import SparseVector, Vector
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from spark_ps.errors import PluginNotRunningError, UnavailableError
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.fitting import fit_on_ps, require_columns
+from spark_ps.ml.keycolumns import BIAS_KEY, KEY_SPACE, is_key_type
 from spark_ps.ml.persistence import PSModelReader, PSModelWriter
 from spark_ps.ml.summary import TrainingHistory
 from spark_ps.ml.training import DataDependence, Schedule
@@ -142,8 +144,9 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
             sync_mode=self.getSyncMode(), staleness=self.getStaleness(), num_workers=self.getNumWorkers(),
             timeout=self.getPsTimeout(), checkpoint_dir=self.getOrDefault("checkpointDir")
             if self.isDefined(self.checkpointDir) else None, binary_labels=self._binary_labels, uid=self.uid)
+        key_space = is_key_type(dataset.schema[self.getFeaturesCol()].dataType)
         model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows, history=fit.history,
-                                    table=fit.table, num_features=fit.num_features)
+                                    table=fit.table, num_features=KEY_SPACE if key_space else fit.num_features)
         model._export = fit.export
         model._resetUid(self.uid)
         model._training_data = dataset  # for model.summary, evaluated lazily on the executors
@@ -193,7 +196,12 @@ class _PSModel(Model, MLReadable, MLWritable):
 
     @property
     def numFeatures(self) -> int:
-        """Size of the training feature vectors."""
+        """Size of the training feature vectors; -1 (:data:`~spark_ps.ml.keycolumns.KEY_SPACE`) for 64-bit keys.
+
+        A model fitted on a column of 64-bit keys (:mod:`spark_ps.ml.keycolumns`)
+        has no vector size, so ``coefficients`` and FM ``factors`` raise; read
+        its weights by key with :meth:`weightsOf`.
+        """
         return int(self._num_features or 0)
 
     # --- hooks -------------------------------------------------------------
@@ -227,8 +235,9 @@ class _PSModel(Model, MLReadable, MLWritable):
         return SparkSession.active().read.format("delta").load(self.weightsPath)
 
     def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """All non-zero (key >= 0) rows. O(nnz) on the driver: only for explicit accessors."""
-        table = self._weights_frame().where("key >= 0").select("key", "value").orderBy("key").toArrow()
+        """All non-zero feature rows (not the intercept's). O(nnz) on the driver: only for explicit accessors."""
+        table = (self._weights_frame().where(F.col("key") != F.lit(BIAS_KEY))
+                 .select("key", "value").orderBy("key").toArrow())
         keys = table.column("key").to_numpy()
         values = table.column("value").combine_chunks()
         width = self._objective().width
@@ -236,6 +245,9 @@ class _PSModel(Model, MLReadable, MLWritable):
 
     def _vector_size(self, keys: np.ndarray) -> int:
         """Size of a vector over the model's features: the training vectors', or past the largest stored key."""
+        if self.numFeatures == KEY_SPACE:
+            raise ValueError(f"{type(self).__name__} was fitted on 64-bit keys (numFeatures = {KEY_SPACE}): its "
+                             "weights have no vector form; read them by key with weightsOf(keys)")
         return max(self.numFeatures, int(keys.max()) + 1 if len(keys) else 0)
 
     def _linear_weights(self) -> SparseVector:
@@ -244,6 +256,36 @@ class _PSModel(Model, MLReadable, MLWritable):
         # A stored row may have non-zero factors and a linear weight that L1 holds at exactly 0.
         nonzero = values[:, 0] != 0.0
         return SparseVector(self._vector_size(keys), keys[nonzero].astype(np.int32), values[nonzero, 0])
+
+    def weightsOf(self, keys) -> np.ndarray:
+        """The stored rows of the given feature keys, read on the executors (0 for a key never learned).
+
+        Works for every model, and is the one way to read a model fitted on
+        64-bit keys, whose weights have no vector form.
+
+        Parameters
+        ----------
+        keys : sequence of int
+            Feature keys (vector indices, or 64-bit keys); a handful, as each is collected to the driver.
+
+        Returns
+        -------
+        ndarray of float64, shape (len(keys), width)
+            Column 0 is the linear weight; an FM's factors follow.
+
+        Examples
+        --------
+        >>> from spark_ps.ml.classification import LogisticRegression
+        >>> train = spark.createDataFrame([([2**40], 1.0), ([-3], 0.0)] * 1000, "features array<bigint>, label double")
+        >>> model = LogisticRegression().fit(train)
+        >>> w = model.weightsOf([2**40, -3, 7])
+        >>> w.shape, bool(w[0, 0] > 0 > w[1, 0]), float(w[2, 0])
+        ((3, 1), True, 0.0)
+        """
+        keys = [int(k) for k in keys]
+        width = self._objective().width
+        rows = weight_store.read_rows(SparkSession.active(), self._weights_frame(), keys) if keys else {}
+        return np.array([rows.get(k, [0.0] * width) for k in keys], dtype=np.float64).reshape(len(keys), width)
 
     def _margin_of(self, value: Vector) -> float:
         """Margin of one feature vector, reading only its features' rows from Delta."""
@@ -408,7 +450,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         return PSModelReader(cls)
 
     @classmethod
-    def load(cls, path: str, version: int | None = None, timestamp: str | None = None):
+    def load(cls, path: str, version: int | None = None, timestamp=None):
         """Load the model saved at ``path``: its newest version, or an earlier one.
 
         Parameters
@@ -416,12 +458,32 @@ class _PSModel(Model, MLReadable, MLWritable):
         path : str
             A model directory written by ``save`` or by a streaming trainer.
         version : int, optional
-            Delta version of the model's weights (a batch model) or change log
-            (an online model: one version per committed micro-batch).
-        timestamp : str, optional
-            The version current at this time (Delta's ``timestampAsOf``).
+            A version :meth:`history` lists: a save of a batch model (a Delta
+            version of its weights, whose commit holds its Params and
+            intercept), or a committed micro-batch of an online model.
+        timestamp : str or datetime, optional
+            The newest version saved at or before this time (Delta's ``timestampAsOf`` rule).
         """
         return PSModelReader(cls, version=version, timestamp=timestamp).load(path)
+
+    @classmethod
+    def history(cls, path: str):
+        """The versions of the model at ``path``, oldest first (:func:`spark_ps.ml.versions.history`).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from spark_ps.ml.regression import LinearRegressionModel
+        >>> weights = os.path.join(tempfile.mkdtemp(), "w")
+        >>> spark.createDataFrame([(3, [0.5])], "key long, value array<float>").write.format("delta").save(weights)
+        >>> path = os.path.join(tempfile.mkdtemp(), "lin")
+        >>> LinearRegressionModel(weights, 1.5, 10).save(path)
+        >>> [(r.version, r.rows) for r in LinearRegressionModel.history(path).collect()]
+        [(0, 10)]
+        """
+        from spark_ps.ml.versions import history
+
+        return history(path)
 
 
 def _describe_or_empty(client, table: str) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from spark_ps.errors import MissingColumnError
 from spark_ps.ml.csrcolumns import VECTOR_ARROW_TYPE, concat_csr, labels_to_array, vectors_to_csr, weights_to_array
+from spark_ps.ml.keycolumns import is_key_column, keys_to_csr
 
 __all__ = ["CSRBatch", "MissingColumnError", "VECTOR_ARROW_TYPE", "labels_to_array", "record_batch_to_csr",
            "vectors_to_csr", "weights_to_array"]
@@ -196,11 +197,12 @@ def record_batch_to_csr(batch: pa.RecordBatch, features_col: str, label_col: str
     ----------
     batch : pyarrow.RecordBatch
     features_col : str
-        ``VectorUDT`` column (see :func:`vectors_to_csr`).
+        ``VectorUDT`` column (see :func:`vectors_to_csr`), or a column of
+        64-bit keys (see :func:`~spark_ps.ml.keycolumns.keys_to_csr`).
     label_col, weight_col : str, optional
         Numeric columns; without ``label_col`` the batch's labels are None.
     num_features : int, optional
-        Upper bound (exclusive) on feature indices.
+        Upper bound (exclusive) on vector indices (key columns have none).
     binary_labels : bool
         Require labels in {0, 1}.
     row_offset : int
@@ -225,8 +227,11 @@ def record_batch_to_csr(batch: pa.RecordBatch, features_col: str, label_col: str
     features = _get_column(batch, features_col, "features")
     labels = None if label_col is None else _get_column(batch, label_col, "label")
     weights = None if weight_col is None else _get_column(batch, weight_col, "weight")
-    indptr, indices, values = vectors_to_csr(features, column_name=features_col, num_features=num_features,
-                                             row_offset=row_offset)
+    if is_key_column(features.type):
+        indptr, indices, values = keys_to_csr(features, column_name=features_col, row_offset=row_offset)
+    else:
+        indptr, indices, values = vectors_to_csr(features, column_name=features_col, num_features=num_features,
+                                                 row_offset=row_offset)
     y = None if labels is None else labels_to_array(labels, column_name=label_col, binary=binary_labels,
                                                     row_offset=row_offset)
     w = None if weights is None else weights_to_array(weights, column_name=weight_col, row_offset=row_offset)

@@ -52,7 +52,11 @@ VECTOR_ARROW_TYPE = pa.struct([
     pa.field("values", pa.list_(pa.field("element", pa.float64(), nullable=False))),
 ])
 
-_EMPTY_I64 = np.zeros(0, dtype=np.int64)
+
+
+def empty_csr() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays of zero rows: ``indptr == [0]``, no indices, no values."""
+    return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
 
 
 def concat_csr(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -132,7 +136,7 @@ def vectors_to_csr(column: pa.Array | pa.ChunkedArray, *, column_name: str = "fe
             parts.append(_struct_to_csr(chunk, column_name, num_features, offset))
             offset += len(chunk)
         if not parts:
-            return np.zeros(1, np.int64), _EMPTY_I64, np.zeros(0, np.float64)
+            return empty_csr()
         return concat_csr(parts)
     return _struct_to_csr(column, column_name, num_features, row_offset)
 
@@ -144,11 +148,12 @@ def _check_vector_type(typ: pa.DataType, name: str) -> None:
                         f"(expected {VECTOR_ARROW_TYPE}); pass a VectorUDT column, e.g. from VectorAssembler")
 
 
-def _first(mask: np.ndarray) -> int:
+def first_true(mask: np.ndarray) -> int:
+    """Position of the first True of a boolean array (0 if none)."""
     return int(np.argmax(mask))
 
 
-def _row_of(offsets: np.ndarray, pos: int) -> int:
+def row_of_entry(offsets: np.ndarray, pos: int) -> int:
     """Row holding entry ``pos`` (the last row whose segment starts at or before it)."""
     return int(np.searchsorted(offsets, pos, side="right")) - 1
 
@@ -162,24 +167,24 @@ def _struct_to_csr(arr: pa.Array, name: str, num_features: int | None, row_offse
         raise ValueError(f"column {name!r} row {row_offset + int(row)}: {what}")
 
     if arr.null_count:
-        fail(_first(pc.is_null(arr).to_numpy(zero_copy_only=False)),
+        fail(first_true(pc.is_null(arr).to_numpy(zero_copy_only=False)),
              "null feature vector; drop or impute rows with null vectors first")
     # StructArray.field() applies the struct's own offset (sliced arrays), the
     # list .offsets below are absolute positions into the unsliced child.
     kind = arr.field("type").to_numpy(zero_copy_only=False)
     unknown = (kind != SPARSE) & (kind != DENSE)
     if unknown.any():
-        row = _first(unknown)
+        row = first_true(unknown)
         fail(row, f"unknown vector type code {kind[row]} (0 = sparse, 1 = dense)")
     if n == 0:
-        return np.zeros(1, np.int64), _EMPTY_I64, np.zeros(0, np.float64)
+        return empty_csr()
     is_dense = kind == DENSE
     has_dense = bool(is_dense.any())
     has_sparse = not bool(is_dense.all())
 
     vlist = arr.field("values")
     if vlist.null_count:
-        fail(_first(vlist.is_null().to_numpy(zero_copy_only=False)), "vector with a null values list")
+        fail(first_true(vlist.is_null().to_numpy(zero_copy_only=False)), "vector with a null values list")
     voff = vlist.offsets.to_numpy().astype(np.int64)
     lengths = np.diff(voff)
     indptr = np.zeros(n + 1, dtype=np.int64)
@@ -193,16 +198,16 @@ def _struct_to_csr(arr: pa.Array, name: str, num_features: int | None, row_offse
         sparse_rows = ~is_dense
         null_idx = sparse_rows & ilist.is_null().to_numpy(zero_copy_only=False)
         if null_idx.any():
-            fail(_first(null_idx), "sparse vector (type 0) with null indices")
+            fail(first_true(null_idx), "sparse vector (type 0) with null indices")
         ioff = ilist.offsets.to_numpy().astype(np.int64)
         mismatch = sparse_rows & (np.diff(ioff) != lengths)
         if mismatch.any():
-            row = _first(mismatch)
+            row = first_true(mismatch)
             fail(row, f"sparse vector with {ioff[row + 1] - ioff[row]} indices but {lengths[row]} values")
         size = arr.field("size")
         null_size = sparse_rows & size.is_null().to_numpy(zero_copy_only=False)
         if null_size.any():
-            fail(_first(null_size), "sparse vector (type 0) with null size")
+            fail(first_true(null_size), "sparse vector (type 0) with null size")
         size = pc.fill_null(size, 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
     if not has_dense:
@@ -225,17 +230,17 @@ def _struct_to_csr(arr: pa.Array, name: str, num_features: int | None, row_offse
 
     bad = ~np.isfinite(values)
     if bad.any():
-        pos = _first(bad)
-        fail(_row_of(indptr, pos), f"non-finite feature value {values[pos]} (feature index {indices[pos]})")
+        pos = first_true(bad)
+        fail(row_of_entry(indptr, pos), f"non-finite feature value {values[pos]} (feature index {indices[pos]})")
 
     if nnz:
         lo, hi = int(indices.min()), int(indices.max())
         if lo < 0:
-            pos = _first(indices < 0)
-            fail(_row_of(indptr, pos), f"negative feature index {indices[pos]}")
+            pos = first_true(indices < 0)
+            fail(row_of_entry(indptr, pos), f"negative feature index {indices[pos]}")
         if num_features is not None and hi >= num_features:
-            pos = _first(indices >= num_features)
-            row = _row_of(indptr, pos)
+            pos = first_true(indices >= num_features)
+            row = row_of_entry(indptr, pos)
             what = (f"dense vector of size {lengths[row]}" if is_dense[row]
                     else f"sparse vector has feature index {indices[pos]}")
             fail(row, f"{what}, but num_features={num_features} (indices must be < num_features)")
@@ -244,19 +249,36 @@ def _struct_to_csr(arr: pa.Array, name: str, num_features: int | None, row_offse
             if hi >= own.min():
                 bad = indices >= np.repeat(own, lengths)
                 if bad.any():
-                    pos = _first(bad)
-                    row = _row_of(indptr, pos)
+                    pos = first_true(bad)
+                    row = row_of_entry(indptr, pos)
                     fail(row, f"sparse vector of size {own[row]} has feature index {indices[pos]}")
 
+    indptr, indices, values = sort_and_sum_rows(indptr, indices, values)
+    return drop_zeros(indptr, indices, values)
+
+
+def sort_and_sum_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays whose rows have strictly increasing indices: unsorted rows sorted, repeats summed.
+
+    Returns the input unchanged (no copy) when every row already increases,
+    as Spark's own vectors always do.
+    """
     if _has_repeated_index(indptr, indices):
-        indptr, indices, values = _sum_duplicates(indptr, indices, values)
-        nnz = len(values)
-    if np.count_nonzero(values) != nnz:
-        keep = values != 0.0
-        kept_before = np.zeros(nnz + 1, dtype=np.int64)
-        np.cumsum(keep, out=kept_before[1:])
-        indptr, indices, values = kept_before[indptr], indices[keep], values[keep]
+        return _sum_duplicates(indptr, indices, values)
     return indptr, indices, values
+
+
+def drop_zeros(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays without their explicit zeros (the input unchanged when there are none)."""
+    nnz = len(values)
+    if np.count_nonzero(values) == nnz:
+        return indptr, indices, values
+    keep = values != 0.0
+    kept_before = np.zeros(nnz + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    return kept_before[indptr], indices[keep], values[keep]
 
 
 def _has_repeated_index(indptr: np.ndarray, indices: np.ndarray) -> bool:
@@ -304,7 +326,7 @@ def _child_numpy(child: pa.Array, start: int, length: int, dtype, offsets: np.nd
         null = part.is_null().to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(null) if used is None else used[null[used]]
         if len(bad):
-            fail(_row_of(offsets, start + int(bad[0])), f"null element inside the {what} list of a vector")
+            fail(row_of_entry(offsets, start + int(bad[0])), f"null element inside the {what} list of a vector")
         part = pc.fill_null(part, 0)  # nulls only where no row reads
     return part.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
@@ -318,7 +340,7 @@ def _numeric_column(column, name: str, role: str, row_offset: int) -> np.ndarray
             or pa.types.is_decimal(typ)):
         raise TypeError(f"{role} column {name!r} has Arrow type {typ}; expected a numeric column")
     if column.null_count:
-        row = _first(pc.is_null(column).to_numpy(zero_copy_only=False))
+        row = first_true(pc.is_null(column).to_numpy(zero_copy_only=False))
         raise ValueError(f"{role} column {name!r} row {row_offset + row}: null {role}")
     if typ != pa.float64():
         column = column.cast(pa.float64())
@@ -327,7 +349,7 @@ def _numeric_column(column, name: str, role: str, row_offset: int) -> np.ndarray
         out = np.ascontiguousarray(out)
     bad = ~np.isfinite(out)
     if bad.any():
-        row = _first(bad)
+        row = first_true(bad)
         raise ValueError(f"{role} column {name!r} row {row_offset + row}: non-finite {role} {out[row]}")
     return out
 
@@ -360,7 +382,7 @@ def labels_to_array(column: pa.Array | pa.ChunkedArray, *, column_name: str = "l
     if binary:
         bad = (y != 0.0) & (y != 1.0)
         if bad.any():
-            row = _first(bad)
+            row = first_true(bad)
             raise ValueError(f"label column {column_name!r} row {row_offset + row}: label {y[row]} is not 0 or 1 "
                              "(binary classification needs labels in {0, 1})")
     return y
@@ -379,6 +401,6 @@ def weights_to_array(column: pa.Array | pa.ChunkedArray, *, column_name: str = "
     w = _numeric_column(column, column_name, "weight", row_offset)
     negative = w < 0.0
     if negative.any():
-        row = _first(negative)
+        row = first_true(negative)
         raise ValueError(f"weight column {column_name!r} row {row_offset + row}: negative weight {w[row]}")
     return w

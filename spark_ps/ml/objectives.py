@@ -15,11 +15,8 @@ import numpy as np
 
 from spark_ps.ml import kernels
 from spark_ps.ml.csr import CSRBatch
+from spark_ps.ml.keycolumns import BIAS_KEY  # re-exported: the intercept row
 from spark_ps.native.factorize import sorted_unique_inverse
-
-#: Key of the intercept row. Feature keys are vector indices (>= 0), so -1
-#: never collides, and it sorts first, keeping pulled keys sorted and unique.
-BIAS_KEY = -1
 
 
 @dataclass(frozen=True)
@@ -42,6 +39,7 @@ class Objective:
     --------
     >>> import numpy as np
     >>> from spark_ps.ml.csr import CSRBatch
+from spark_ps.ml.keycolumns import BIAS_KEY  # re-exported: the intercept row
     >>> batch = CSRBatch(np.array([0, 2]), np.array([3, 5]), np.array([1.0, 1.0]), np.array([1.0]), None)
     >>> obj = Objective("logistic")
     >>> keys, col = obj.keys_of(batch, fit_intercept=True)

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from spark_ps.client.client import PSClient
 from spark_ps.client.collectives import AllReduce, Barrier
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
+from spark_ps.ml.keycolumns import is_key_column
 from spark_ps.ml.objectives import Objective
 from spark_ps.wire.spec import TableSpec
 
@@ -293,6 +294,9 @@ def _barrier_context():
 def vector_size(column: pa.Array | pa.ChunkedArray) -> int:
     """Largest vector size in a VectorUDT column (``size`` of sparse rows, length of dense ones).
 
+    A column of 64-bit keys has no size: 0 (the estimator reads the key space
+    from the column's type, :func:`~spark_ps.ml.keycolumns.is_key_type`).
+
     Examples
     --------
     >>> from spark_ps.ml.csr import VECTOR_ARROW_TYPE
@@ -302,6 +306,8 @@ def vector_size(column: pa.Array | pa.ChunkedArray) -> int:
     >>> vector_size(column), vector_size(column.slice(1))
     (10, 3)
     """
+    if is_key_column(column.type):
+        return 0
     if isinstance(column, pa.ChunkedArray):
         return max((vector_size(c) for c in column.chunks), default=0)
     sizes = pc.max(column.field("size")).as_py() or 0
