@@ -1,8 +1,12 @@
-"""In-process shard servers on loopback for the fast tests (import the `shards` fixture)."""
+"""Shard servers on loopback for the fast tests: in-process (import the `shards` fixture) or a real sidecar."""
 
 from __future__ import annotations
 
 import os
+import resource
+import selectors
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -48,3 +52,66 @@ def shards():
     yield make
     for cluster in made:
         cluster.close()
+
+
+class Sidecar:
+    """A real ``python -m spark_ps.server.sidecar`` process on 127.0.0.1, its stderr lines collected.
+
+    ``conf`` are ``spark.ps.*=value`` pairs passed as ``--conf``; ``nofile``
+    sets its open-file limit (soft and hard) before it starts.
+    """
+
+    def __init__(self, *conf: str, nofile: int | None = None, secret: bytes = SECRET, ready_within: float = 60.0):
+        def limit_files():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        args = [a for pair in conf for a in ("--conf", pair)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "spark_ps.server.sidecar", "--host", "127.0.0.1", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=limit_files if nofile else None)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._collector = threading.Thread(target=self._collect_stderr, daemon=True)
+        self._collector.start()
+        self.proc.stdin.write(secret.hex().encode() + b"\n")
+        self.proc.stdin.flush()
+        ready = selectors.DefaultSelector()
+        ready.register(self.proc.stdout, selectors.EVENT_READ)
+        if not ready.select(ready_within):
+            self.close()
+            raise AssertionError(f"sidecar not ready within {ready_within} s; stderr: {self.lines}")
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("SPARK_PS_READY"):
+            self.close()
+            raise AssertionError(f"sidecar printed {line!r}, exit code {self.proc.poll()}; stderr: {self.lines}")
+        self.address = ("127.0.0.1", int(line.split()[1].partition("=")[2]))
+
+    def _collect_stderr(self) -> None:
+        for raw in self.proc.stderr:
+            with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+                self._changed.notify_all()
+        with self._changed:  # EOF: the process is exiting; wake anyone waiting for a line
+            self._changed.notify_all()
+
+    def wait_for_line(self, text: str, timeout: float) -> str:
+        """The first stderr line containing ``text``; AssertionError if the sidecar exits or ``timeout`` passes."""
+        def found():
+            return next((line for line in self.lines if text in line), None) or self.proc.poll() is not None
+
+        with self._changed:
+            self._changed.wait_for(found, timeout)
+            line = next((line for line in self.lines if text in line), None)
+        assert line is not None, (f"no stderr line with {text!r} within {timeout} s; exit code {self.proc.poll()}; "
+                                  f"stderr: {self.lines[-20:]}")
+        return line
+
+    def close(self) -> int:
+        """Close stdin (the sidecar's signal that its executor is gone) and return its exit code; stderr is all read."""
+        self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+            self._collector.join(timeout=10)

@@ -19,6 +19,7 @@ from spark_ps.native.keys import is_sorted_unique
 from spark_ps.server.clock import ClockTable
 from spark_ps.server.optim import make_optimizer
 from spark_ps.server.rowinit import make_init
+from spark_ps.server.settings import KEYS, ShardSettings
 from spark_ps.server.table import Table
 from spark_ps.wire.protocol import Frame, Op, arrow_batches, arrow_payload
 from spark_ps.wire.spec import TableSpec
@@ -64,7 +65,8 @@ class Shard:
     [1.0, 1.0]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: ShardSettings | None = None) -> None:
+        self.settings = settings if settings is not None else ShardSettings()
         self._tables: dict[str, Table] = {}
         self._specs: dict[str, TableSpec] = {}
         self._clocks: dict[str, ClockTable] = {}
@@ -108,6 +110,9 @@ class Shard:
         ValueError: table 'w' already exists with a different spec: ...
         """
         name = spec.name
+        if spec.width > self.settings.max_table_width:
+            raise ValueError(f"table {name!r}: width {spec.width} is over this shard's limit of "
+                             f"{self.settings.max_table_width} ({KEYS['max_table_width']}); table not created")
         with self._lock:
             if name in self._tables:
                 if self._specs[name] != spec:
@@ -203,6 +208,11 @@ class Shard:
     def _on_pull(self, req: Frame) -> Frame:
         table = self.table(_require_str(req.meta, "table"))
         keys = _sorted_unique_keys(req.arrays, "pull")
+        size = keys.shape[0] * table.width * 4
+        if size > self.settings.max_reply_bytes:  # refused before the reply is computed
+            raise ValueError(f"pull of {keys.shape[0]} keys from table {table.name!r} (width {table.width}) would "
+                             f"make a reply of {size} bytes, over the limit of {self.settings.max_reply_bytes} "
+                             f"({KEYS['max_reply_bytes']}); pull fewer keys per request")
         return Frame(Op.PULL, arrays=[table.pull(keys)])
 
     def _on_push(self, req: Frame) -> Frame:
@@ -224,6 +234,8 @@ class Shard:
     def _on_export(self, req: Frame) -> Iterator[Frame]:
         table = self.table(_require_str(req.meta, "table"))
         max_rows = int(req.meta.get("max_rows", EXPORT_BATCH_ROWS))
+        # Batches fit in a reply: a row is its key and, at most, its weights and three optimizer states.
+        max_rows = max(1, min(max_rows, self.settings.max_reply_bytes // (8 + 16 * table.width)))
         keys = _sorted_unique_keys(req.arrays, "export") if req.arrays else None  # else the whole table
         for batch in table.export_batches(max_rows=max_rows, keys=keys):
             yield Frame(Op.EXPORT, {"more": True}, [arrow_payload(batch)])
@@ -240,9 +252,15 @@ class Shard:
     def _on_clock_create(self, req: Frame) -> Frame:
         name = _require_str(req.meta, "clock")
         staleness = req.meta.get("staleness")
+        workers = req.meta.get("num_workers")
+        if not isinstance(workers, int) or isinstance(workers, bool):
+            raise ValueError(f"clock {name!r} needs an integer num_workers, got {workers!r}")
+        if workers > self.settings.max_clock_workers:
+            raise ValueError(f"clock {name!r}: {workers} workers is over this shard's limit of "
+                             f"{self.settings.max_clock_workers} ({KEYS['max_clock_workers']}); clock not created")
         with self._lock:
             if name not in self._clocks:
-                self._clocks[name] = ClockTable(int(req.meta["num_workers"]), staleness)
+                self._clocks[name] = ClockTable(workers, staleness)
         return Frame(Op.CLOCK_CREATE)
 
     def _on_clock_advance(self, req: Frame) -> Frame:

@@ -11,6 +11,10 @@ Contract with the JVM plugin (``io.sparkps.PSExecutorPlugin``):
    the executor is gone (even after ``kill -9``, the kernel closes the pipe), so
    the sidecar shuts down: no orphans. A change of parent pid is a second,
    independent signal for the same thing. SIGTERM also shuts it down cleanly.
+4. ``--conf key=value`` (repeated) carries the application's ``spark.ps.*``
+   confs; the shard's limits are read from them once
+   (:class:`~spark_ps.server.settings.ShardSettings`), and a bad one stops the
+   sidecar with exit code 2 before it reports ready.
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
 
+from spark_ps.server.settings import KEYS, ShardSettings
 from spark_ps.server.tcp import ShardServer
 
 log = logging.getLogger("spark_ps.server.sidecar")
 
 READY_PREFIX = "SPARK_PS_READY"
 PARENT_POLL_SECONDS = 1.0
+#: Descriptors a sidecar needs besides its connections (stdio, listener, imported libraries' files).
+SPARE_DESCRIPTORS = 32
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +44,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--executor-id", default="?", help="for logs only")
     parser.add_argument("--index", type=int, default=0, help="sidecar index within the executor")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a spark.ps.* conf; the shard reads its limits from them, ignores the rest")
     return parser.parse_args(argv)
 
 
@@ -70,6 +80,16 @@ def _watch_stdin(server: ShardServer, fd: int) -> None:
     server.shutdown()
 
 
+def _warn_if_descriptors_short(settings: ShardSettings) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < settings.max_connections + SPARE_DESCRIPTORS:
+        log.warning("the open-file limit (%d) is below %s=%d plus %d spare: past about %d connections, "
+                    "accept() fails with EMFILE and the shard waits for descriptors to free up instead of "
+                    "refusing with a reply; raise `ulimit -n` or lower %s", soft, KEYS["max_connections"],
+                    settings.max_connections, SPARE_DESCRIPTORS, max(soft - SPARE_DESCRIPTORS, 0),
+                    KEYS["max_connections"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a shard until the parent goes away or SIGTERM; return the exit code."""
     args = _parse_args(argv)
@@ -78,18 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     parent_pid = os.getppid()
     stdin = sys.stdin.buffer
     try:
+        settings = ShardSettings.from_args(args.conf)
         secret = _read_secret(stdin)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    with ShardServer(secret, host=args.host, port=args.port) as server:
+    _warn_if_descriptors_short(settings)
+    with ShardServer(secret, host=args.host, port=args.port, settings=settings) as server:
         signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
         stop = threading.Event()
         threading.Thread(target=_watch_stdin, args=(server, stdin.fileno()), daemon=True).start()
         threading.Thread(target=_watch_parent, args=(server, parent_pid, stop), daemon=True).start()
         sys.stdout.write(f"{READY_PREFIX} port={server.address[1]} pid={os.getpid()}\n")
         sys.stdout.flush()
-        log.info("serving on %s:%d", *server.address)
+        log.info("serving on %s:%d with %s", *server.address, settings)
         server.serve_forever()
         stop.set()
     log.info("stopped")

@@ -14,7 +14,7 @@ import hmac
 import os
 import socket
 
-from spark_ps.errors import AuthenticationError, ProtocolError
+from spark_ps.errors import AuthenticationError, ProtocolError, PSConnectionError
 from spark_ps.wire.protocol import Frame, Op, Status, error_frame, read_frame, write_frame
 
 NONCE_BYTES = 32
@@ -75,6 +75,10 @@ def authenticate_client(sock: socket.socket, secret: bytes) -> None:
 def authenticate_to_server(sock: socket.socket, secret: bytes) -> None:
     """Client side: answer the shard's challenge; raise :class:`AuthenticationError` if the shard refuses.
 
+    A shard that refuses the connection before its challenge (at its limit of
+    connections) replies with an error instead; that is raised as
+    :class:`~spark_ps.errors.PSConnectionError` with the shard's reason.
+
     Examples
     --------
     >>> import socket, threading
@@ -85,6 +89,8 @@ def authenticate_to_server(sock: socket.socket, secret: bytes) -> None:
     <Op.PING: 3>
     """
     challenge = read_frame(sock, HANDSHAKE_MAX_BYTES)
+    if challenge.status != Status.OK:  # the shard refused before its challenge (at its connection limit)
+        raise PSConnectionError(f"shard refused the connection: {challenge.meta.get('error', 'no reason given')}")
     nonce_hex = challenge.meta.get("nonce")
     if challenge.op != Op.CHALLENGE or not isinstance(nonce_hex, str):
         raise ProtocolError("expected a CHALLENGE frame from the shard")

@@ -7,7 +7,10 @@ import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -29,6 +32,8 @@ import org.apache.spark.storage.BlockManagerId;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import scala.Tuple2;
+
 /**
  * Executor half of the plugin: starts the parameter-server sidecars of this
  * executor and makes sure they never outlive it.
@@ -45,6 +50,13 @@ import org.slf4j.LoggerFactory;
  *       string ({@code 90s}, {@code 2min}); default 60.</li>
  *   <li>{@code spark.ps.maxSidecarRestarts} restarts of dead sidecars per executor, default 3.</li>
  * </ul>
+ *
+ * <p>Every {@code spark.ps.*} conf (none is secret: the application secret is
+ * in the plugin's own conf, and travels on stdin) is passed on to each sidecar
+ * as {@code --conf key=value}. The sidecar reads its limits from them
+ * ({@code spark_ps/server/settings.py}: {@code spark.ps.maxConnections},
+ * {@code spark.ps.handshakeTimeout}, ...), validates them once and exits with
+ * code 2 before its ready line if one is bad; adding a limit needs no change here.
  *
  * <p>Restarts: a sidecar that dies while its executor lives (killed, OOM) is
  * unregistered at once, started again (a new process, a new port, no tables)
@@ -118,8 +130,9 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         try {
             // Start all children first, then wait: their Python start-up overlaps.
             for (int i = 0; i < count; i++) {
-                List<String> command = List.of(python, "-m", "spark_ps.server.sidecar", "--host", host,
-                        "--executor-id", executorId, "--index", Integer.toString(i));
+                List<String> command = new ArrayList<>(List.of(python, "-m", "spark_ps.server.sidecar",
+                        "--host", host, "--executor-id", executorId, "--index", Integer.toString(i)));
+                command.addAll(sidecarConfArgs(conf));
                 Sidecar sidecar = Sidecar.start(command, pythonPath, secret, executorId, i);
                 synchronized (sidecars) {
                     // The reaper may have run meanwhile (JVM exiting during init); it
@@ -280,6 +293,21 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
             return id.host();
         }
         return ctx.hostname();
+    }
+
+    /** {@code --conf spark.ps.<key>=<value>} for every {@code spark.ps.*} conf, sorted; never a secret. */
+    static List<String> sidecarConfArgs(SparkConf conf) {
+        List<String> args = new ArrayList<>();
+        Tuple2<String, String>[] entries = conf.getAllWithPrefix("spark.ps.");
+        Arrays.sort(entries, Comparator.comparing((Tuple2<String, String> e) -> e._1()));
+        for (Tuple2<String, String> entry : entries) {
+            if (entry._1().toLowerCase(Locale.ROOT).contains("secret")) {
+                continue; // belt and braces: the secret is not a spark.ps.* conf, and must never reach argv
+            }
+            args.add("--conf");
+            args.add("spark.ps." + entry._1() + "=" + entry._2());
+        }
+        return args;
     }
 
     static String resolvePython(SparkConf conf) {
