@@ -109,7 +109,7 @@ def test_the_handshake_has_one_deadline_not_one_per_recv(shards, caplog):
         wait_closed(sock, timeout=5)
     assert reply.status == Status.ERROR
     assert "handshake (limit 1 s, spark.ps.handshakeTimeout) did not finish in time" in reply.meta["error"]
-    assert 1.0 <= elapsed < 2.5, elapsed
+    assert 0.9 <= elapsed < 4.0, elapsed
     assert any("before login" in r.getMessage() and "handshakeTimeout" in r.getMessage() for r in caplog.records)
     sock.close()
 
@@ -126,7 +126,7 @@ def test_a_logged_in_client_stalled_in_a_frame_is_dropped_after_the_idle_timeout
     elapsed = time.monotonic() - start
     assert reply.status == Status.ERROR
     assert "stalled" in reply.meta["error"] and "spark.ps.idleTimeout" in reply.meta["error"]
-    assert 1.0 <= elapsed < 2.5, elapsed
+    assert 0.9 <= elapsed < 4.0, elapsed
     wait_closed(sock, timeout=5)
     sock.close()
 
@@ -139,7 +139,7 @@ def test_an_idle_logged_in_connection_is_closed_and_a_client_reconnects(shards):
         client.push("w", [7], np.array([[2.0]], np.float32))
         idle = logged_in(address)
         # No frame at all: closed silently (an unasked-for error frame would be taken for the next reply).
-        assert 1.0 <= wait_closed(idle, timeout=5) < 2.5
+        assert 0.9 <= wait_closed(idle, timeout=5) < 4.0
         idle.close()
         # The client's connection went idle as long: the client sees the close and logs in again.
         assert client.pull("w", [7]).ravel().tolist() == [2.0]
