@@ -2,6 +2,7 @@
 
 The executor plugin starts it; it serves tables (:mod:`.table`) and clocks
 (:mod:`.clock`) over TCP (:mod:`.tcp`), applying the update rules of
-:mod:`.optim`. It never imports pyspark, :mod:`spark_ps.client`,
+:mod:`.optim`, within the limits of :mod:`.settings` (enforced by :mod:`.tcp`,
+:mod:`.guard` and :mod:`.shard`). It never imports pyspark, :mod:`spark_ps.client`,
 :mod:`spark_ps.spark` or :mod:`spark_ps.ml` (``tests/test_layout.py``).
 """
