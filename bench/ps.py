@@ -13,7 +13,15 @@ alternating: on this virtual machine the host takes 5-30% of the CPU time at
 random moments (steal time, reported with the table), and the best pass is
 the one least disturbed by that.
 
-Writes a Markdown table to stdout and into ``docs/benchmarks.md`` between
+Wire protection (issue 11, item 1): the sidecar runs with
+``spark.ps.integrity.enabled=false``, so each of three clients gets the
+session it asks for: ``off`` (no tag), ``on`` (a Poly1305 tag per frame,
+the default) and ``crypto`` (AES-256-GCM). The first table's loopback columns
+are the default, ``on``; the second compares the three on the same batches,
+their passes alternating like the others. Target: ``on`` keeps at least 80%
+of ``off``'s throughput at 100k-key requests.
+
+Writes Markdown tables to stdout and into ``docs/benchmarks.md`` between
 markers, so the committed doc always comes from a real run (``--no-doc``:
 stdout only). Run from the repository root: ``python -m bench.ps``.
 """
@@ -41,29 +49,32 @@ BEGIN, END = "<!-- bench-ps:begin -->", "<!-- bench-ps:end -->"
 FTRL = {"alpha": 0.1, "beta": 1.0, "l1": 0.0, "l2": 0.0}
 
 
+#: The client options of each wire protection measured; ``on`` is the default and the first table's loopback.
+PROTECTIONS = {"off": {"integrity": False}, "on": {}, "crypto": {"crypto": True}}
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardCell:
-    """One (row width, keys per request) cell: keys/s over loopback (``_net``) and in-process (``_local``)."""
+    """One (row width, keys per request) cell: keys/s by op and where (``local`` or a protection's name)."""
 
     width: int
     keys: int
-    pull_net: float
-    pull_local: float
-    push_net: float
-    push_local: float
+    rates: dict[str, float]
 
     def rate(self, op: str, where: str) -> float:
-        """Keys/s of ``op`` (``"pull"`` or ``"push"``) ``where`` (``"net"`` or ``"local"``)."""
-        return getattr(self, f"{op}_{where}")
+        """Keys/s of ``op`` (``"pull"`` or ``"push"``) ``where`` (``"local"``, ``"net"`` = ``"on"``, ``"off"``...)."""
+        return self.rates[f"{op}_{'on' if where == 'net' else where}"]
 
 
-def start_sidecar(secret: bytes) -> tuple[subprocess.Popen, int]:
+def start_sidecar(secret: bytes, *conf: str) -> tuple[subprocess.Popen, int]:
     """Start ``python -m spark_ps.server.sidecar`` on 127.0.0.1 with ``secret``; wait for its port.
 
     Parameters
     ----------
     secret : bytes
         The shared secret, sent to the sidecar's stdin as hex.
+    *conf : str
+        ``spark.ps.*=value`` settings, passed as ``--conf``.
 
     Returns
     -------
@@ -72,7 +83,8 @@ def start_sidecar(secret: bytes) -> tuple[subprocess.Popen, int]:
     port : int
         The port it reported ready on.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.server.sidecar", "--host", "127.0.0.1"],
+    args = [a for pair in conf for a in ("--conf", pair)]
+    proc = subprocess.Popen([sys.executable, "-m", "spark_ps.server.sidecar", "--host", "127.0.0.1", *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(secret.hex().encode() + b"\n")
     proc.stdin.flush()
@@ -141,46 +153,62 @@ def run(table_keys: int, seconds_per_cell: float, repeats: int) -> list[ShardCel
     rng = np.random.default_rng(0)
     universe = np.unique(rng.integers(-2**62, 2**62, table_keys, dtype=np.int64))
     secret = os.urandom(32)
-    proc, port = start_sidecar(secret)
+    proc, port = start_sidecar(secret, "spark.ps.integrity.enabled=false")
     rows = []
+    clients = {name: PSClient([("127.0.0.1", port)], secret, **options) for name, options in PROTECTIONS.items()}
+    client = clients["on"]
     try:
-        with PSClient([("127.0.0.1", port)], secret) as client:
-            for width in (1, 9):
-                name = f"bench{width}"
-                client.create_table(name, width=width, optimizer="ftrl", hyper=FTRL)
-                local = Table(name, width, make_optimizer("ftrl", **FTRL), make_init("zeros"))
-                fill = np.zeros((len(universe), width), np.float32) + 0.01
-                for chunk in np.array_split(np.arange(len(universe)), 20):
-                    client.push(name, universe[chunk], fill[chunk])
-                    local.push(universe[chunk], fill[chunk])
-                for size in (1_000, 10_000, 100_000):
-                    count = max(3, int(seconds_per_cell * 5e6 / size / (1 + width / 4)))
-                    batches = key_batches(rng, universe, size, count)
-                    grads = {len(k): rng.normal(0, 0.1, (len(k), width)).astype(np.float32) for k in batches}
-                    cell = ShardCell(width, size, **best_rates({
-                        "pull_net": lambda k: client.pull(name, k),
-                        "pull_local": local.pull,
-                        "push_net": lambda k: client.push(name, k, grads[len(k)]),
-                        "push_local": lambda k: local.push(k, grads[len(k)]),
-                    }, batches, repeats))
-                    rows.append(cell)
-                    print(format_row(cell), flush=True)
+        for width in (1, 9):
+            name = f"bench{width}"
+            client.create_table(name, width=width, optimizer="ftrl", hyper=FTRL)
+            local = Table(name, width, make_optimizer("ftrl", **FTRL), make_init("zeros"))
+            fill = np.zeros((len(universe), width), np.float32) + 0.01
+            for chunk in np.array_split(np.arange(len(universe)), 20):
+                client.push(name, universe[chunk], fill[chunk])
+                local.push(universe[chunk], fill[chunk])
+            for size in (1_000, 10_000, 100_000):
+                count = max(3, int(seconds_per_cell * 5e6 / size / (1 + width / 4)))
+                batches = key_batches(rng, universe, size, count)
+                grads = {len(k): rng.normal(0, 0.1, (len(k), width)).astype(np.float32) for k in batches}
+                fns = {"pull_local": local.pull, "push_local": lambda k: local.push(k, grads[len(k)])}
+                for mode, c in clients.items():
+                    fns[f"pull_{mode}"] = lambda k, c=c: c.pull(name, k)
+                    fns[f"push_{mode}"] = lambda k, c=c: c.push(name, k, grads[len(k)])
+                cell = ShardCell(width, size, best_rates(fns, batches, repeats))
+                rows.append(cell)
+                print(format_row(cell), flush=True)
     finally:
+        for c in clients.values():
+            c.close()
         proc.stdin.close()
         proc.wait(timeout=30)
     return rows
 
 
 def format_row(c: ShardCell) -> str:
-    """One Markdown table row of a cell of :func:`run`."""
-    return (f"| {c.width} | {c.keys:,} | {c.pull_net / 1e6:.2f} | {c.pull_local / 1e6:.2f} | "
-            f"{c.pull_net / c.pull_local:.0%} | {c.push_net / 1e6:.2f} | {c.push_local / 1e6:.2f} | "
-            f"{c.push_net / c.push_local:.0%} |")
+    """One Markdown table row of a cell of :func:`run`: loopback (integrity on) against in-process."""
+    cols = []
+    for op in ("pull", "push"):
+        net, local = c.rate(op, "net"), c.rate(op, "local")
+        cols += [f"{net / 1e6:.2f}", f"{local / 1e6:.2f}", f"{net / local:.0%}"]
+    return f"| {c.width} | {c.keys:,} | " + " | ".join(cols) + " |"
+
+
+def format_protection_row(c: ShardCell) -> str:
+    """One Markdown row of the protection table: Mkeys/s off, on, crypto, and on/off, crypto/off, per op."""
+    cols = []
+    for op in ("pull", "push"):
+        off, on, crypto = (c.rate(op, mode) for mode in PROTECTIONS)
+        cols += [f"{off / 1e6:.2f}", f"{on / 1e6:.2f}", f"{crypto / 1e6:.2f}", f"{on / off:.0%}", f"{crypto / off:.0%}"]
+    return f"| {c.width} | {c.keys:,} | " + " | ".join(cols) + " |"
 
 
 HEADER = ("| width | keys/request | pull Mkeys/s (loopback) | pull Mkeys/s (in-process) | pull ratio "
           "| push Mkeys/s (loopback) | push Mkeys/s (in-process) | push ratio |\n"
           "|---:|---:|---:|---:|---:|---:|---:|---:|")
+PROTECTION_HEADER = ("| width | keys/request | pull off | pull on | pull crypto | pull on/off | pull crypto/off "
+                     "| push off | push on | push crypto | push on/off | push crypto/off |\n"
+                     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def write_doc(rows: list[ShardCell], table_keys: int, repeats: int, steal: float) -> None:
@@ -193,6 +221,13 @@ def write_doc(rows: list[ShardCell], table_keys: int, repeats: int, steal: float
         "",
         HEADER,
         *[format_row(r) for r in rows],
+        "",
+        "Wire protection, Mkeys/s over loopback, same batches and passes: `off` no tag "
+        "(`spark.ps.integrity.enabled=false` on both ends), `on` a Poly1305 tag per frame (the default), "
+        "`crypto` AES-256-GCM (`spark.ps.crypto.enabled=true`).",
+        "",
+        PROTECTION_HEADER,
+        *[format_protection_row(r) for r in rows],
     ])
     write_section(BEGIN, END, text, new_doc="# Benchmarks\n\n## Shard throughput (`make bench-ps`)\n")
 
@@ -215,6 +250,9 @@ def main() -> None:
     print(f"CPU steal during the run: {steal:.1%}")
     if not args.no_doc:
         write_doc(rows, args.table_keys, args.repeats, steal)
+    print(PROTECTION_HEADER)
+    for r in rows:
+        print(format_protection_row(r))
     big = [r for r in rows if r.keys == 100_000]
     for r in big:
         for op in ("pull", "push"):
@@ -222,6 +260,9 @@ def main() -> None:
             ok = net >= 5e6 and net >= 0.5 * local
             print(f"target width={r.width} {op} 100k: {'MET' if ok else 'MISSED'} "
                   f"({net / 1e6:.1f} Mkeys/s, {net / local:.0%} of floor)")
+            on, off = r.rate(op, "on"), r.rate(op, "off")
+            print(f"target integrity width={r.width} {op} 100k: {'MET' if on >= 0.8 * off else 'MISSED'} "
+                  f"(on {on / off:.0%} of off; crypto {r.rate(op, 'crypto') / off:.0%} of off)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -115,3 +116,76 @@ class Sidecar:
             self.proc.kill()
             self.proc.wait()
             self._collector.join(timeout=10)
+
+
+class Relay:
+    """A TCP relay on the path between a client and a shard: listens on ``host`` at the shard's own port.
+
+    127.0.0.2 is loopback too, and a shard bound to 127.0.0.1 leaves that
+    address's port free, so a client that dials the relay sees the shard's
+    port, as it would through an attacker on the network path. Everything the
+    client sends is kept in :attr:`to_shard`; :attr:`alter` (one-shot) rewrites
+    the next chunk on its way to the shard, :meth:`inject` sends the shard
+    bytes of the test's own, and :attr:`shard_closed` is set when the shard
+    closes its side.
+    """
+
+    def __init__(self, shard_address, host: str = "127.0.0.2", port: int | None = None):
+        self.shard_address = tuple(shard_address)
+        self.listener = socket.create_server((host, shard_address[1] if port is None else port))
+        self.address = self.listener.getsockname()[:2]
+        self.to_shard = bytearray()
+        self.alter = None
+        self.shard_closed = threading.Event()
+        self._connected = threading.Event()
+        self._client: socket.socket | None = None
+        self._shard: socket.socket | None = None
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:  # one connection at a time: a client that reconnects gets a new upstream
+            try:
+                self._client, _ = self.listener.accept()
+            except OSError:  # closed by close()
+                return
+            self._shard = socket.create_connection(self.shard_address)
+            self._connected.set()
+            threading.Thread(target=self._pump, args=(self._client, self._shard, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(self._shard, self._client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, to_shard: bool) -> None:
+        while True:
+            try:
+                chunk = src.recv(1 << 16)
+            except OSError:  # closed by close() below
+                chunk = b""
+            if not chunk:
+                if not to_shard:
+                    self.shard_closed.set()
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # the other side is gone already
+                return
+            if to_shard:
+                if self.alter is not None:
+                    chunk, self.alter = self.alter(chunk), None
+                self.to_shard += chunk
+            try:
+                dst.sendall(chunk)
+            except OSError:  # the other side is gone: so is the relay
+                return
+
+    def inject(self, data: bytes) -> None:
+        """Send ``data`` to the shard as if the client had sent it."""
+        assert self._connected.wait(5), "no client connected through the relay"
+        self._shard.sendall(data)
+
+    def close(self) -> None:
+        for sock in (self.listener, self._client, self._shard):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the threads blocked on it (close() alone does not)
+                except OSError:
+                    pass  # not connected, or gone already
+                sock.close()

@@ -20,24 +20,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from spark_ps.client.clocks import CLOCK_SHARD, ClockOps, blocking_timeout
 from spark_ps.client.connection import ShardConnection
 from spark_ps.client.slicer import shard_of, slice_keys
 from spark_ps.native.keys import as_keys, is_sorted_unique
 from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op, arrow_batches, arrow_payload
+from spark_ps.wire.session import Protection
 from spark_ps.wire.spec import TableSpec
 
 #: Keys per request. Keeps every frame (and the shard's working set for one
 #: request) bounded, whatever the caller passes in.
 DEFAULT_MAX_REQUEST_KEYS = 1 << 18
-
-#: The shard that hosts every clock, so that all workers meet there.
-_CLOCK_SHARD = 0
-
-
-def _blocking_timeout(clock_timeout: float) -> float:
-    """Socket timeout of a request that may wait ``clock_timeout`` on a clock: the shard answers first."""
-    return clock_timeout + 30.0
-
 
 def _sum_duplicates(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uniq, inverse = np.unique(keys, return_inverse=True)
@@ -47,7 +40,7 @@ def _sum_duplicates(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     return uniq, summed
 
 
-class PSClient:
+class PSClient(ClockOps):
     """Pull and push rows of named tables spread over shards.
 
     Parameters
@@ -61,6 +54,10 @@ class PSClient:
         Upper bound on keys in one request frame.
     timeout : float
         Socket timeout in seconds for one request.
+    integrity : bool
+        Tag every frame under the session key (``spark.ps.integrity.enabled``); a shard that asks for it gets it anyway.
+    crypto : bool
+        Encrypt every frame under the session key (``spark.ps.crypto.enabled``).
 
     Examples
     --------
@@ -77,7 +74,7 @@ class PSClient:
 
     def __init__(self, servers: Sequence[Any], secret: bytes, *,
                  max_request_keys: int = DEFAULT_MAX_REQUEST_KEYS, timeout: float = 120.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, integrity: bool = True, crypto: bool = False):
         if not servers:
             raise ValueError("a client needs at least one shard address")
         if max_request_keys < 1:
@@ -88,6 +85,7 @@ class PSClient:
         self.max_request_keys = int(max_request_keys)
         self.timeout = float(timeout)
         self.max_frame_bytes = int(max_frame_bytes)
+        self.integrity, self.crypto = bool(integrity), bool(crypto)
         self._open()
 
     def _open(self) -> None:
@@ -98,12 +96,14 @@ class PSClient:
 
     def _new_connection(self, shard: int) -> ShardConnection:
         host, port = self.addresses[shard]
-        return ShardConnection(host, port, self._secret, self.timeout, self.max_frame_bytes)
+        return ShardConnection(host, port, self._secret, self.timeout, self.max_frame_bytes,
+                               Protection.of(self.integrity, self.crypto))
 
     # Pickle only what defines the client; sockets and threads are per process.
     def __getstate__(self) -> dict[str, Any]:
         return {"addresses": self.addresses, "secret": self._secret, "max_request_keys": self.max_request_keys,
-                "timeout": self.timeout, "max_frame_bytes": self.max_frame_bytes}
+                "timeout": self.timeout, "max_frame_bytes": self.max_frame_bytes, "integrity": self.integrity,
+                "crypto": self.crypto}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.addresses = state["addresses"]
@@ -111,6 +111,7 @@ class PSClient:
         self.max_request_keys = state["max_request_keys"]
         self.timeout = state["timeout"]
         self.max_frame_bytes = state["max_frame_bytes"]
+        self.integrity, self.crypto = state["integrity"], state["crypto"]
         self._open()
 
     def __enter__(self) -> PSClient:
@@ -364,7 +365,7 @@ class PSClient:
             return self._push_shard(0, keys, values, meta, tick)
         slices = slice_keys(keys, self.num_shards)
         busy = [s for s in range(self.num_shards) if slices.bounds[s + 1] > slices.bounds[s]]
-        clock_shard = _CLOCK_SHARD if tick is not None else None  # pushed last, with the tick (push_and_advance)
+        clock_shard = CLOCK_SHARD if tick is not None else None  # pushed last, with the tick (push_and_advance)
         self._map_shards(lambda s: self._push_shard(s, keys[slices.positions(s)],
                                                     values[slices.positions(s)], meta),
                          [s for s in busy if s != clock_shard])
@@ -383,7 +384,7 @@ class PSClient:
             ticks = tick is not None and i == len(chunks) - 1
             reply = self._conns[shard].request(
                 Frame(Op.PUSH, {**meta, "advance": tick} if ticks else meta, [keys[c], values[c]]),
-                idempotent=False, timeout=_blocking_timeout(tick["timeout"]) if ticks else None)
+                idempotent=False, timeout=blocking_timeout(tick["timeout"]) if ticks else None)
         return None if tick is None else int(reply.meta["clock"])
 
     # --- export / import -----------------------------------------------------
@@ -449,67 +450,3 @@ class PSClient:
                 self._conns[s].request(Frame(Op.IMPORT, {"table": table}, [arrow_payload(part)]), idempotent=True)
                 total += part.num_rows
         return total
-
-    # --- clocks (BSP / SSP / ASP) ---------------------------------------------
-    def _clock_conn(self) -> ShardConnection:
-        return self._conns[_CLOCK_SHARD]
-
-    def clock_create(self, name: str, num_workers: int, staleness: int | None) -> None:
-        """Create a clock for ``num_workers`` workers on shard 0 (a no-op if it exists).
-
-        ``staleness`` 0 is BSP, ``k`` is SSP (up to ``k`` ticks ahead of the slowest), None is ASP.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     client.clock_create("c", num_workers=2, staleness=1); client.clock_advance("c", worker=0)
-        1
-        """
-        self._clock_conn().request(Frame(Op.CLOCK_CREATE, {"clock": name, "num_workers": num_workers,
-                                                           "staleness": staleness}), idempotent=True)
-
-    def clock_advance(self, name: str, worker: int, timeout: float = 600.0) -> int:
-        """Tick ``worker``'s clock; block while it is more than ``staleness`` ahead; return its new clock.
-
-        Raises ``TimeoutError`` (from the shard) if the others do not catch up within ``timeout`` seconds.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     client.clock_create("c", 2, 0); client.clock_advance("c", 0, timeout=0.1)   # worker 1 never ticks
-        Traceback (most recent call last):
-        ...
-        spark_ps.errors.RemoteTimeoutError: ...
-        """
-        reply = self._clock_conn().request(
-            Frame(Op.CLOCK_ADVANCE, {"clock": name, "worker": worker, "timeout": timeout}),
-            idempotent=False, timeout=_blocking_timeout(timeout))
-        return int(reply.meta["clock"])
-
-    def clock_finish(self, name: str, worker: int) -> None:
-        """Mark ``worker`` done so it never holds the others back.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     client.clock_create("c", 2, 0); client.clock_finish("c", 1)     # worker 1 is done
-        ...     [client.clock_advance("c", 0) for _ in range(2)]
-        [1, 2]
-        """
-        self._clock_conn().request(Frame(Op.CLOCK_FINISH, {"clock": name, "worker": worker}), idempotent=True)
-
-    def clock_drop(self, name: str) -> None:
-        """Remove clock ``name`` from shard 0.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     client.clock_create("c", 1, 0); first = client.clock_advance("c", 0); client.clock_drop("c")
-        ...     client.clock_create("c", 1, 0); first, client.clock_advance("c", 0)    # the new clock starts afresh
-        (1, 1)
-        """
-        self._clock_conn().request(Frame(Op.CLOCK_DROP, {"clock": name}), idempotent=True)

@@ -1,4 +1,10 @@
-"""One authenticated, reconnect-once connection to one shard."""
+"""One authenticated, reconnect-once connection to one shard.
+
+Each (re)connection logs in afresh (``wire/auth.py``: both ends prove the
+application secret) and every frame then goes through that login's
+:class:`~spark_ps.wire.session.Session`: a shard that cannot prove the secret
+gets no request, and a frame altered on the way is refused.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,21 @@ from collections.abc import Iterator
 
 from spark_ps.errors import AuthenticationError, ProtocolError, PSConnectionError, remote_error
 from spark_ps.wire.auth import authenticate_to_server
-from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Status, read_frame, write_frame
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Status
+from spark_ps.wire.session import Protection, Session
 
 
-def _peer_closed(sock: socket.socket) -> bool:
-    """True if the peer already closed ``sock`` (readable with nothing to read).
+def _unusable(sock: socket.socket) -> bool:
+    """True if ``sock`` is readable between requests: the peer closed it, or sent a frame no one asked for.
 
     Checked before each request so that a connection the shard dropped while
-    idle is replaced *before* a non-idempotent push is sent on it.
+    idle is replaced *before* a non-idempotent push is sent on it. A frame
+    that arrives unasked is the error a shard sends as it drops a connection
+    (say, after a frame injected on the path failed its tag): read as the
+    reply to the next request, it would be taken for that request's answer.
     """
     readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
+    return bool(readable)
 
 
 class ShardConnection:
@@ -48,6 +51,8 @@ class ShardConnection:
         Socket timeout in seconds (connect and each request).
     max_frame_bytes : int
         Largest reply accepted.
+    protection : Protection
+        The least protection this end accepts for its frames (the shard may ask for more).
 
     Examples
     --------
@@ -64,13 +69,15 @@ class ShardConnection:
     """
 
     def __init__(self, host: str, port: int, secret: bytes, timeout: float = 120.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, protection: Protection = Protection.MAC):
         self.host, self.port = host, port
         self.name = f"{host}:{port}"
         self._secret = secret
         self._timeout = timeout
         self._max_frame_bytes = max_frame_bytes
+        self._protection = Protection(protection)
         self._sock: socket.socket | None = None
+        self._session: Session | None = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -92,20 +99,21 @@ class ShardConnection:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._session = None
 
-    def _connected(self) -> socket.socket:
-        if self._sock is not None and _peer_closed(self._sock):
+    def _connected(self) -> tuple[socket.socket, Session]:
+        if self._sock is not None and _unusable(self._sock):
             self._drop()
         if self._sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self._timeout)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                authenticate_to_server(sock, self._secret)
+                session = authenticate_to_server(sock, self._secret, port=self.port, protection=self._protection)
             except BaseException:
                 sock.close()
                 raise
-            self._sock = sock
-        return self._sock
+            self._sock, self._session = sock, session
+        return self._sock, self._session
 
     def _check(self, reply: Frame) -> Frame:
         if reply.status != Status.OK:
@@ -137,11 +145,11 @@ class ShardConnection:
             for attempt in (1, 2):
                 sent = False
                 try:
-                    sock = self._connected()
+                    sock, session = self._connected()
                     sock.settimeout(timeout or self._timeout)
-                    write_frame(sock, frame)
+                    session.send(sock, frame)
                     sent = True
-                    reply = read_frame(sock, self._max_frame_bytes)
+                    reply = session.recv(sock, self._max_frame_bytes)
                 except AuthenticationError:
                     self._drop()
                     raise
@@ -175,11 +183,11 @@ class ShardConnection:
         """
         with self._lock:
             try:
-                sock = self._connected()
+                sock, session = self._connected()
                 sock.settimeout(self._timeout)
-                write_frame(sock, frame)
+                session.send(sock, frame)
                 while True:
-                    reply = self._check(read_frame(sock, self._max_frame_bytes))
+                    reply = self._check(session.recv(sock, self._max_frame_bytes))
                     if not reply.meta.get("more", False):
                         return
                     yield reply

@@ -33,6 +33,12 @@ every 5 s held a connection for 35 s and more):
 * ``spark.ps.maxReplyBytes`` 256 MiB: a pull of 1M keys at width 64. The
   training path pulls a mini-batch's keys (at most a few MB); exports are cut
   into batches that fit.
+* ``spark.ps.integrity.enabled`` true: every frame after login carries a
+  Poly1305 tag under the session key (``wire/session.py``; bench-ps measures
+  its cost). ``false`` only takes effect when the client says false too.
+* ``spark.ps.crypto.enabled`` false: encryption (AES-256-GCM under the session
+  key) is opt-in, as Spark's ``spark.network.crypto.enabled``; when either end
+  enables it, the session is encrypted.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+from spark_ps.wire.session import parse_bool
+
 #: Field name -> Spark conf key.
 KEYS = {
     "max_connections": "spark.ps.maxConnections",
@@ -50,6 +58,8 @@ KEYS = {
     "max_table_width": "spark.ps.maxTableWidth",
     "max_clock_workers": "spark.ps.maxClockWorkers",
     "max_reply_bytes": "spark.ps.maxReplyBytes",
+    "integrity_enabled": "spark.ps.integrity.enabled",
+    "crypto_enabled": "spark.ps.crypto.enabled",
 }
 
 _SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -119,6 +129,10 @@ class ShardSettings:
         Most workers of one clock (``spark.ps.maxClockWorkers``).
     max_reply_bytes : int
         Largest reply a shard sends (``spark.ps.maxReplyBytes``).
+    integrity_enabled : bool
+        Tag every frame after login (``spark.ps.integrity.enabled``).
+    crypto_enabled : bool
+        Encrypt every frame after login (``spark.ps.crypto.enabled``).
 
     Examples
     --------
@@ -136,12 +150,17 @@ class ShardSettings:
     max_table_width: int = 1 << 16
     max_clock_workers: int = 1 << 16
     max_reply_bytes: int = 256 << 20
+    integrity_enabled: bool = True
+    crypto_enabled: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             key = KEYS[field.name]
-            if field.type == "float":
+            if field.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{key} must be true or false, got {value!r}")
+            elif field.type == "float":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                         or value <= 0:
                     raise ValueError(f"{key} must be a positive finite number of seconds, got {value!r}")
@@ -170,7 +189,9 @@ class ShardSettings:
             if key not in conf:
                 continue
             text = str(conf[key])
-            if field.type == "float":
+            if field.type == "bool":
+                values[field.name] = parse_bool(key, text)
+            elif field.type == "float":
                 values[field.name] = parse_seconds(key, text)
             elif field.name.endswith("_bytes"):
                 values[field.name] = parse_bytes(key, text)

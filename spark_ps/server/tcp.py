@@ -54,7 +54,8 @@ from spark_ps.server.guard import DeadlineSocket, RateLimitedLog
 from spark_ps.server.settings import KEYS, ShardSettings
 from spark_ps.server.shard import Shard
 from spark_ps.wire.auth import authenticate_client
-from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, error_frame, read_frame, write_frame
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, error_frame, write_frame
+from spark_ps.wire.session import Protection, Session
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,9 @@ class _ReplyNotSent(OSError):
     """A reply could not be written (peer gone, or not reading for the idle timeout)."""
 
 
-def _send_reply(conn: socket.socket, reply: Frame) -> None:
+def _send_reply(conn: socket.socket, session: Session, reply: Frame) -> None:
     try:
-        write_frame(conn, reply)
+        session.send(conn, reply)
     except OSError as exc:
         raise _ReplyNotSent(f"could not send the {reply.op.name} reply: {exc}") from exc
 
@@ -142,6 +143,7 @@ class ShardServer:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._protection = Protection.of(self.settings.integrity_enabled, self.settings.crypto_enabled)
 
     def __enter__(self) -> ShardServer:
         return self
@@ -262,9 +264,11 @@ class ShardServer:
             self._connections.discard(conn)
 
     def _serve_connection(self, conn: socket.socket, peer) -> None:
+        session = None
         try:
-            if self._log_in(conn, peer):
-                self._request_loop(conn, peer)
+            session = self._log_in(conn, peer)
+            if session is not None:
+                self._request_loop(conn, peer, session)
         except _ReplyNotSent as exc:
             self._log.warning("dropped", "dropping connection from %s: %s", peer, exc)
         except OSError as exc:  # reset by the peer, or closed by shutdown(): nothing to tell anyone
@@ -273,19 +277,19 @@ class ShardServer:
             # The connection thread's last resort: a bug must not end it with no reply
             # and nothing but a traceback on stderr; other connections are unaffected.
             log.exception("internal error on the connection from %s", peer)
-            self._try_send_error(conn, exc)
+            self._try_send_error(conn, exc, session)
         finally:
             self._forget(conn)
             conn.close()
 
-    def _log_in(self, conn: socket.socket, peer) -> bool:
-        """Run the handshake under its deadline; True if the peer logged in, else it was told why (if it can be)."""
+    def _log_in(self, conn: socket.socket, peer) -> Session | None:
+        """Run the handshake under its deadline; the session if the peer logged in, else None (it was told why)."""
         limit = self.settings.handshake_timeout
         guarded = DeadlineSocket(conn, time.monotonic() + limit,
                                  f"the handshake (limit {limit:g} s, {KEYS['handshake_timeout']})")
         try:
-            authenticate_client(guarded, self.secret)  # type: ignore[arg-type]  (reads and writes only)
-            return True
+            return authenticate_client(guarded, self.secret, port=self.address[1],  # type: ignore[arg-type]
+                                       protection=self._protection)
         except AuthenticationError as exc:  # the peer has had its error reply from authenticate_client
             self._log.warning("login", "refused connection from %s: %s", peer, exc)
         except (TimeoutError, ProtocolError) as exc:
@@ -294,9 +298,9 @@ class ShardServer:
         except OSError as exc:  # reset by the peer, or closed by shutdown(): no one to reply to
             if not self._closed.is_set():
                 self._log.warning("login", "connection from %s broke before login: %s", peer, exc)
-        return False
+        return None
 
-    def _request_loop(self, conn: socket.socket, peer) -> None:
+    def _request_loop(self, conn: socket.socket, peer, session: Session) -> None:
         idle = self.settings.idle_timeout
         _kernel_timeouts(conn, idle)  # bounds every recv and send of a logged-in connection
         while True:
@@ -308,33 +312,33 @@ class ShardServer:
                               peer, idle, KEYS["idle_timeout"])
                 return
             try:
-                req = read_frame(conn, self.max_frame_bytes)
+                req = session.recv(conn, self.max_frame_bytes)
             except BlockingIOError:  # SO_RCVTIMEO ran out with part of a frame received
                 exc = TimeoutError(f"request stalled: no bytes for {idle:g} s in the middle of a frame "
                                    f"({KEYS['idle_timeout']}); connection dropped")
                 self._log.warning("dropped", "dropping connection from %s: %s", peer, exc)
-                self._try_send_error(conn, exc)
+                self._try_send_error(conn, exc, session)
                 return
-            except (ProtocolError, EOFError) as exc:
+            except (ProtocolError, EOFError) as exc:  # incl. IntegrityError: the stream cannot be trusted on
                 self._log.warning("dropped", "dropping connection from %s: %s", peer, exc)
-                self._try_send_error(conn, exc)
+                self._try_send_error(conn, exc, session)
                 return
-            self._serve_request(conn, req)
+            self._serve_request(conn, session, req)
 
-    def _serve_request(self, conn: socket.socket, req: Frame) -> None:
+    def _serve_request(self, conn: socket.socket, session: Session, req: Frame) -> None:
         try:
             for reply in self.shard.handle(req):
                 self._check_reply_size(req, reply)
                 reply.request_id = req.request_id
-                _send_reply(conn, reply)
+                _send_reply(conn, session, reply)
         except _ReplyNotSent:
             raise  # the connection is gone or its peer does not read: nothing more can go on it
         except (ValueError, KeyError, TypeError, TimeoutError, ProtocolError) as exc:
             # Request-level failures leave the stream in sync: report and go on.
-            _send_reply(conn, error_frame(req.op, exc, req.request_id))
+            _send_reply(conn, session, error_frame(req.op, exc, req.request_id))
         except Exception as exc:
             log.exception("internal error serving %s", req.op.name)
-            _send_reply(conn, error_frame(req.op, exc, req.request_id))
+            _send_reply(conn, session, error_frame(req.op, exc, req.request_id))
 
     def _check_reply_size(self, req: Frame, reply: Frame) -> None:
         size = sum(a.nbytes for a in reply.arrays)
@@ -353,9 +357,13 @@ class ShardServer:
         conn.close()
 
     @staticmethod
-    def _try_send_error(conn: socket.socket, exc: BaseException) -> None:
+    def _try_send_error(conn: socket.socket, exc: BaseException, session: Session | None = None) -> None:
+        """Tell the peer why it is dropped: in clear before login, under the session after it."""
         try:
             conn.settimeout(ERROR_SEND_TIMEOUT)
-            write_frame(conn, error_frame(0, exc))
+            if session is None:
+                write_frame(conn, error_frame(0, exc))
+            else:
+                session.send(conn, error_frame(0, exc))
         except OSError:
             pass  # the peer is gone or not reading; the close that follows is all we can do

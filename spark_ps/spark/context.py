@@ -18,7 +18,7 @@ from pyspark.errors import PySparkException
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import UnavailableError
-from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers
+from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers, wire_options
 from spark_ps.spark.warmup import warm_workers
 from spark_ps.wire.spec import TableSpec
 
@@ -108,7 +108,7 @@ class PSContext:
             ctx = cls._instances.get(key)
             if ctx is None or ctx._closed:
                 servers = wait_for_servers(spark, expected=expected_servers, timeout=timeout)
-                ctx = cls(spark, servers, app_secret(spark), **client_options)
+                ctx = cls(spark, servers, app_secret(spark), **{**wire_options(spark), **client_options})
                 cls._instances[key] = ctx
                 app = spark.sparkContext.applicationId
                 if app not in cls._warmed_apps:

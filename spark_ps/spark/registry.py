@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from spark_ps.errors import PluginNotRunningError
+from spark_ps.wire.session import conf_flags
 
 DRIVER_PLUGIN_CLASS = "io.sparkps.PSDriverPlugin"
 _POLL_SECONDS = 0.2
@@ -111,6 +112,20 @@ def app_secret(spark) -> bytes:
     (<class 'bytes'>, 32, True)
     """
     return bytes.fromhex(_call(spark, "secret"))
+
+
+def wire_options(spark) -> dict[str, bool]:
+    """The clients' wire protection from the application's conf: ``integrity`` and ``crypto`` options of PSClient.
+
+    ``spark.ps.integrity.enabled`` (default true) and ``spark.ps.crypto.enabled``
+    (default false); the sidecars read the same keys (``spark_ps.server.settings``).
+
+    Examples
+    --------
+    >>> wire_options(spark)
+    {'integrity': True, 'crypto': False}
+    """
+    return conf_flags(spark.sparkContext.getConf().get)
 
 
 def expected_server_count(spark) -> int:

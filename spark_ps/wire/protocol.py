@@ -36,7 +36,8 @@ import pyarrow as pa
 from spark_ps.errors import ProtocolError
 
 MAGIC = b"SPPS"
-VERSION = 1
+#: 2: the handshake is mutual and frames after it are bound to a session (``wire/session.py``).
+VERSION = 2
 HEADER = struct.Struct("<4sBBBBIIQ")
 DESCRIPTOR = struct.Struct("<B7xQQ")
 MAX_META_BYTES = 64 * 1024
@@ -308,11 +309,20 @@ def decode(raw: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
     meta_end = HEADER.size + header.meta_len + _pad(header.meta_len)
     if len(raw) != meta_end + header.body_len:
         raise ProtocolError(f"frame is {len(raw)} bytes, header announces {meta_end + header.body_len}")
-    return _frame(header, raw[HEADER.size: HEADER.size + header.meta_len],
+    return frame_of(header, raw[HEADER.size: HEADER.size + header.meta_len],
                   bytearray(raw[meta_end:]))
 
 
-def _frame(header: Header, meta_raw, body) -> Frame:
+def frame_of(header: Header, meta_raw: bytes | bytearray | memoryview | np.ndarray,
+             body: bytearray | bytes | memoryview | np.ndarray) -> Frame:
+    """The frame of a validated ``header``, its meta block (unpadded) and its body.
+
+    Examples
+    --------
+    >>> raw = encode(Frame(Op.PING, {"n": 1}))
+    >>> frame_of(parse_header(raw[:HEADER.size], DEFAULT_MAX_FRAME_BYTES), raw[HEADER.size:HEADER.size + 7], b"").meta
+    {'n': 1}
+    """
     try:
         op = Op(header.op)
         status = Status(header.status)
@@ -323,7 +333,18 @@ def _frame(header: Header, meta_raw, body) -> Frame:
 
 # --- socket I/O -------------------------------------------------------------
 
-def _recv_exact(sock: socket.socket, n: int, *, zeroed: bool = True) -> bytearray | np.ndarray:
+def recv_exact(sock: socket.socket, n: int, *, zeroed: bool = True) -> bytearray | np.ndarray:
+    """Exactly ``n`` bytes from ``sock``: ``EOFError`` on a close before a header, else :class:`ProtocolError`.
+
+    ``zeroed=False`` receives into uninitialised memory (a uint8 array), for bodies.
+
+    Examples
+    --------
+    >>> import socket
+    >>> a, b = socket.socketpair(); a.sendall(b"abc"); a.close()
+    >>> bytes(recv_exact(b, 2)), bytes(recv_exact(b, 1, zeroed=False))
+    (b'ab', b'c')
+    """
     # A body of megabytes is received into uninitialised memory: zero-filling
     # it first (bytearray) costs a pass over it, ~0.5 ms per 4 MB push here.
     buf = bytearray(n) if zeroed else np.empty(n, dtype=np.uint8)
@@ -358,10 +379,10 @@ def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
     ...
     EOFError: peer closed the connection
     """
-    header = parse_header(_recv_exact(sock, HEADER.size), max_frame_bytes)
-    meta_raw = _recv_exact(sock, header.meta_len + _pad(header.meta_len))
-    body = _recv_exact(sock, header.body_len, zeroed=False) if header.body_len else bytearray()
-    return _frame(header, meta_raw[: header.meta_len], body)
+    header = parse_header(recv_exact(sock, HEADER.size), max_frame_bytes)
+    meta_raw = recv_exact(sock, header.meta_len + _pad(header.meta_len))
+    body = recv_exact(sock, header.body_len, zeroed=False) if header.body_len else bytearray()
+    return frame_of(header, meta_raw[: header.meta_len], body)
 
 
 def write_frame(sock: socket.socket, frame: Frame) -> None:
@@ -375,7 +396,21 @@ def write_frame(sock: socket.socket, frame: Frame) -> None:
     >>> read_frame(b).arrays[0].tolist()
     [3, 5]
     """
-    pending = [memoryview(b).cast("B") for b in frame_buffers(frame)]
+    send_buffers(sock, frame_buffers(frame))
+
+
+def send_buffers(sock: socket.socket, buffers: list[memoryview | bytes] | list[bytes]) -> None:
+    """Send ``buffers`` in order with scatter-gather ``sendmsg`` (64 at a time), resuming after partial sends.
+
+    Examples
+    --------
+    >>> import socket
+    >>> a, b = socket.socketpair(); send_buffers(a, [b"ab", b"", b"c"]); b.recv(3)
+    b'abc'
+    """
+    pending = [memoryview(b).cast("B") for b in buffers]
+    while pending and len(pending[0]) == 0:
+        pending.pop(0)
     while pending:
         sent = sock.sendmsg(pending[:64])
         while sent:

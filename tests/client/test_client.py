@@ -306,7 +306,7 @@ def test_a_non_ascii_mac_is_refused_with_a_reply_and_the_server_survives(shards)
     cluster = shards(1)
     with socket.create_connection(cluster.addresses[0], timeout=5) as raw:
         assert read_frame(raw).op == Op.CHALLENGE
-        write_frame(raw, Frame(Op.AUTH, {"mac": "é" * 64}))
+        write_frame(raw, Frame(Op.AUTH, {"nonce": "0" * 64, "protection": 1, "mac": "é" * 64}))
         refusal = read_frame(raw)
         assert refusal.status == Status.ERROR and "authentication failed" in refusal.meta["error"]
     _assert_serves_a_good_client(cluster)

@@ -21,6 +21,7 @@ from spark_ps.server.guard import RateLimitedLog
 from spark_ps.server.settings import ShardSettings
 from spark_ps.wire.auth import authenticate_to_server
 from spark_ps.wire.protocol import Frame, Op, Status, encode, read_frame, write_frame
+from spark_ps.wire.session import Session
 
 TCP_LOG = "spark_ps.server.tcp"
 
@@ -29,10 +30,9 @@ def connect(address, timeout: float = 5.0) -> socket.socket:
     return socket.create_connection(address, timeout=timeout)
 
 
-def logged_in(address) -> socket.socket:
+def logged_in(address) -> tuple[socket.socket, Session]:
     sock = connect(address)
-    authenticate_to_server(sock, SECRET)
-    return sock
+    return sock, authenticate_to_server(sock, SECRET)
 
 
 def wait_closed(sock: socket.socket, timeout: float) -> float:
@@ -69,7 +69,7 @@ def test_accept_loop_survives_emfile_and_keeps_its_tables():
 def test_connections_past_the_cap_get_an_error_reply_and_a_log_line(shards, caplog):
     cluster = shards(1, settings=ShardSettings(max_connections=2))
     address = cluster.addresses[0]
-    first, second = logged_in(address), logged_in(address)
+    (first, first_session), (second, second_session) = logged_in(address), logged_in(address)
     with caplog.at_level(logging.WARNING, logger=TCP_LOG):
         third = connect(address)
         refusal = read_frame(third)
@@ -80,10 +80,10 @@ def test_connections_past_the_cap_get_an_error_reply_and_a_log_line(shards, capl
     with pytest.raises(PSConnectionError, match="limit of 2 open connections"), \
             PSClient([address], SECRET, timeout=5) as client:
         client.ping()
-    write_frame(second, Frame(Op.PING))  # the others are untouched
-    assert read_frame(second).status == Status.OK
+    second_session.send(second, Frame(Op.PING))  # the others are untouched
+    assert second_session.recv(second).status == Status.OK
     first.sendall(b"garbage, not a frame....")  # the shard drops it, and frees its slot before it closes it
-    assert read_frame(first).status == Status.ERROR
+    assert first_session.recv(first).status == Status.ERROR
     wait_closed(first, timeout=5)
     first.close()
     with PSClient([address], SECRET, timeout=5) as client:
@@ -117,7 +117,7 @@ def test_the_handshake_has_one_deadline_not_one_per_recv(shards, caplog):
 def test_a_logged_in_client_stalled_in_a_frame_is_dropped_after_the_idle_timeout(shards):
     """Audit row: a logged-in client that sent half a frame held its connection (no limit after login)."""
     cluster = shards(1, settings=ShardSettings(idle_timeout=1.0))
-    sock = logged_in(cluster.addresses[0])
+    sock, _ = logged_in(cluster.addresses[0])
     push = encode(Frame(Op.PUSH, {"table": "w"}, [np.arange(4), np.ones((4, 1), np.float32)]))
     start = time.monotonic()
     sock.sendall(push[: len(push) // 2])
@@ -137,7 +137,7 @@ def test_an_idle_logged_in_connection_is_closed_and_a_client_reconnects(shards):
     with PSClient([address], SECRET, timeout=5) as client:
         client.create_table("w", optimizer="delta")
         client.push("w", [7], np.array([[2.0]], np.float32))
-        idle = logged_in(address)
+        idle, _ = logged_in(address)
         # No frame at all: closed silently (an unasked-for error frame would be taken for the next reply).
         assert 0.9 <= wait_closed(idle, timeout=5) < 4.0
         idle.close()
@@ -156,7 +156,7 @@ def test_per_connection_errors_are_logged_at_a_limited_rate(shards, caplog):
     def refused_login() -> None:
         sock = connect(address)
         read_frame(sock)  # the challenge
-        write_frame(sock, Frame(Op.AUTH, {"mac": "0" * 64}))
+        write_frame(sock, Frame(Op.AUTH, {"nonce": "0" * 64, "protection": 1, "mac": "0" * 64}))
         assert read_frame(sock).status == Status.ERROR  # every refused peer gets its reply...
         wait_closed(sock, timeout=5)  # ...and the shard has logged (or counted) it before it closes
         sock.close()

@@ -16,6 +16,7 @@ from spark_ps.wire.protocol import (
     DESCRIPTOR,
     HEADER,
     MAGIC,
+    VERSION,
     Frame,
     Op,
     Status,
@@ -75,7 +76,7 @@ def test_malformed_frames_raise_protocol_error(mutate, message):
 
 
 def test_oversized_body_is_refused_before_allocation():
-    header = HEADER.pack(MAGIC, 1, int(Op.PUSH), 0, 1, 0, 0, 1 << 50)
+    header = HEADER.pack(MAGIC, VERSION, int(Op.PUSH), 0, 1, 0, 0, 1 << 50)
     with pytest.raises(ProtocolError, match="exceeds the limit"):
         decode(header, max_frame_bytes=1 << 20)
 
@@ -150,7 +151,7 @@ def test_clean_close_between_frames_is_eof_and_mid_frame_is_protocol_error():
 
 def test_meta_must_be_a_json_object():
     meta = b"[1,2]"
-    raw = HEADER.pack(MAGIC, 1, int(Op.PING), 0, 0, len(meta), 0, 0) + meta + bytes(3)
+    raw = HEADER.pack(MAGIC, VERSION, int(Op.PING), 0, 0, len(meta), 0, 0) + meta + bytes(3)
     with pytest.raises(ProtocolError, match="JSON object"):
         decode(raw)
     assert struct.calcsize("<4sBBBBIIQ") == HEADER.size == 24
