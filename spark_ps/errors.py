@@ -30,6 +30,24 @@ class PSConnectionError(PSError, ConnectionError):
     """A shard could not be reached, even after one reconnect."""
 
 
+class PushError(PSError, RuntimeError):
+    """A push across shards that some shards applied and others did not; retry it with :attr:`request_id`.
+
+    Attributes
+    ----------
+    request_id : int
+        Pass it as ``request_id=`` to the same client's push to apply only what was not applied.
+    applied, failed : list of int
+        Shards that applied their whole part, and shards that did not (or may not have).
+    """
+
+    def __init__(self, message: str, request_id: int, applied: list[int], failed: list[int]):
+        super().__init__(message)
+        self.request_id = request_id
+        self.applied = applied
+        self.failed = failed
+
+
 class PluginNotRunningError(PSError, RuntimeError):
     """The spark-ps JVM plugin is not loaded or not enabled in this Spark application."""
 

@@ -125,7 +125,8 @@ class Relay:
     address's port free, so a client that dials the relay sees the shard's
     port, as it would through an attacker on the network path. Everything the
     client sends is kept in :attr:`to_shard`; :attr:`alter` (one-shot) rewrites
-    the next chunk on its way to the shard, :meth:`inject` sends the shard
+    the next chunk on its way to the shard, :attr:`drop_reply` (one-shot) cuts
+    the connection in place of the shard's next reply, :meth:`inject` sends the shard
     bytes of the test's own, and :attr:`shard_closed` is set when the shard
     closes its side.
     """
@@ -136,6 +137,7 @@ class Relay:
         self.address = self.listener.getsockname()[:2]
         self.to_shard = bytearray()
         self.alter = None
+        self.drop_reply = False  # one-shot: cut the connection instead of forwarding the shard's next reply
         self.shard_closed = threading.Event()
         self._connected = threading.Event()
         self._client: socket.socket | None = None
@@ -166,6 +168,11 @@ class Relay:
                     dst.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass  # the other side is gone already
+                return
+            if not to_shard and self.drop_reply:
+                self.drop_reply = False
+                dst.shutdown(socket.SHUT_RDWR)  # the client sees the connection drop with its request applied
+                src.close()
                 return
             if to_shard:
                 if self.alter is not None:

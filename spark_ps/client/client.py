@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from spark_ps.client.clocks import CLOCK_SHARD, ClockOps, blocking_timeout
+from spark_ps.client.clocks import ClockOps
 from spark_ps.client.connection import ShardConnection
+from spark_ps.client.pushes import PushOps
 from spark_ps.client.slicer import shard_of, slice_keys
 from spark_ps.native.keys import as_keys, is_sorted_unique
 from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op, arrow_batches, arrow_payload
@@ -32,15 +33,7 @@ from spark_ps.wire.spec import TableSpec
 #: request) bounded, whatever the caller passes in.
 DEFAULT_MAX_REQUEST_KEYS = 1 << 18
 
-def _sum_duplicates(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    summed = np.empty((len(uniq), values.shape[1]), dtype=np.float32)
-    for j in range(values.shape[1]):  # width is small (1 + k): loop columns, not rows
-        summed[:, j] = np.bincount(inverse, weights=values[:, j], minlength=len(uniq))
-    return uniq, summed
-
-
-class PSClient(ClockOps):
+class PSClient(PushOps, ClockOps):
     """Pull and push rows of named tables spread over shards.
 
     Parameters
@@ -93,6 +86,7 @@ class PSClient(ClockOps):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._widths: dict[str, int] = {}
+        self._new_push_ids()  # a retry's request id is this client's: a new process is a new client
 
     def _new_connection(self, shard: int) -> ShardConnection:
         host, port = self.addresses[shard]
@@ -303,89 +297,6 @@ class PSClient(ClockOps):
         parts = [conn.request(Frame(Op.PULL, meta, [keys[c]]), idempotent=True).arrays[0]
                  for c in self._chunks(keys.size)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def push(self, table: str, keys: Any, values: Any) -> None:
-        """Send ``values`` for ``keys`` to the table's server-side optimizer.
-
-        ``values`` is ``(n, width)`` (or ``(n,)`` for width 1). What the
-        shard does with them depends on the table's optimizer: ``delta`` adds
-        them, the others treat them as gradients. Rows for repeated keys are
-        summed first. NaN or infinite values are refused before anything is
-        sent, and the shards refuse them again, so a table is never changed by
-        a bad push.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     _ = client.create_table("w", width=1, optimizer="sgd", lr=1.0)
-        ...     client.push("w", [4, 4, 5], [1.0, 2.0, -1.0])      # w -= lr * (summed) gradient
-        ...     client.pull("w", [4, 5]).ravel().tolist()
-        [-3.0, 1.0]
-        """
-        self._push(table, keys, values, None)
-
-    def push_and_advance(self, table: str, keys: Any, values: Any, clock: str, worker: int,
-                         timeout: float = 600.0) -> int:
-        """:meth:`push`, then :meth:`clock_advance` for ``worker``, in as few round trips as possible.
-
-        The tick rides on the push to the clock's shard, which is sent after
-        every other shard has applied its part: whoever sees the tick sees
-        the whole push, exactly as with a separate :meth:`clock_advance`.
-        Returns the worker's new clock.
-
-        Examples
-        --------
-        >>> from spark_ps.server.tcp import ShardServer
-        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
-        ...     _ = client.create_table("w", width=1, optimizer="delta")
-        ...     client.clock_create("c", num_workers=1, staleness=0)
-        ...     client.push_and_advance("w", [3], [[2.0]], "c", worker=0), client.pull("w", [3]).ravel().tolist()
-        (1, [2.0])
-        """
-        tick = {"clock": clock, "worker": int(worker), "timeout": float(timeout)}
-        return self._push(table, keys, values, tick)
-
-    def _push(self, table: str, keys: Any, values: Any, tick: dict[str, Any] | None) -> int | None:
-        keys = as_keys(keys)
-        values = np.asarray(values, dtype=np.float32)
-        if values.ndim == 1:
-            values = values.reshape(-1, 1)
-        if values.ndim != 2 or values.shape[0] != keys.size:
-            raise ValueError(f"push to {table!r}: values must have shape ({keys.size}, width), got {values.shape}")
-        finite = np.isfinite(values)
-        if not finite.all():
-            row = int(np.argmin(finite.all(axis=1)))
-            raise ValueError(f"push to {table!r}: non-finite value {values[row].tolist()} for key {keys[row]} "
-                             f"(NaN/inf gradients are rejected; the table is unchanged)")
-        if not is_sorted_unique(keys):
-            keys, values = _sum_duplicates(keys, values)
-        meta = {"table": table}
-        if self.num_shards == 1:
-            return self._push_shard(0, keys, values, meta, tick)
-        slices = slice_keys(keys, self.num_shards)
-        busy = [s for s in range(self.num_shards) if slices.bounds[s + 1] > slices.bounds[s]]
-        clock_shard = CLOCK_SHARD if tick is not None else None  # pushed last, with the tick (push_and_advance)
-        self._map_shards(lambda s: self._push_shard(s, keys[slices.positions(s)],
-                                                    values[slices.positions(s)], meta),
-                         [s for s in busy if s != clock_shard])
-        if clock_shard is None:
-            return None
-        part = slices.positions(clock_shard)
-        return self._push_shard(clock_shard, keys[part], values[part], meta, tick)
-
-    def _push_shard(self, shard: int, keys: np.ndarray, values: np.ndarray, meta: dict[str, Any],
-                    tick: dict[str, Any] | None = None) -> int | None:
-        """Push to one shard in capped chunks; the last chunk carries ``tick`` (then the new clock is returned)."""
-        chunks = list(self._chunks(keys.size))
-        if not chunks:  # nothing to push here: a plain tick, if any
-            return None if tick is None else self.clock_advance(tick["clock"], tick["worker"], tick["timeout"])
-        for i, c in enumerate(chunks):
-            ticks = tick is not None and i == len(chunks) - 1
-            reply = self._conns[shard].request(
-                Frame(Op.PUSH, {**meta, "advance": tick} if ticks else meta, [keys[c], values[c]]),
-                idempotent=False, timeout=blocking_timeout(tick["timeout"]) if ticks else None)
-        return None if tick is None else int(reply.meta["clock"])
 
     # --- export / import -----------------------------------------------------
     def export(self, table: str, *, shards: Iterable[int] | None = None, keys: Any = None,

@@ -105,6 +105,29 @@ class ClockTable:
         >>> clock.advance(0), clock.advance(0)
         (1, 2)
         """
+        self.check_tick(worker, timeout)
+        clock = self.tick(worker)
+        try:
+            self.wait(worker, clock, timeout)
+        except TimeoutError:
+            with self._changed:
+                self._clocks[worker] -= 1
+                raise self._timed_out(worker, clock, timeout) from None  # naming the clocks as they are now
+        return clock
+
+    def check_tick(self, worker: int, timeout: float | None) -> None:
+        """Raise ``ValueError`` now if :meth:`advance` of ``worker`` with ``timeout`` would be refused.
+
+        A push that carries a tick is checked with this before it is applied,
+        so that it is applied with its tick or not at all.
+
+        Examples
+        --------
+        >>> ClockTable(2, staleness=0).check_tick(5, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: advance: worker id must be an integer in [0, 2), got 5
+        """
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
                                     or not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a finite number of seconds >= 0 or None, got {timeout!r}")
@@ -112,16 +135,44 @@ class ClockTable:
             self._check_worker(worker, "advance")
             if self._finished[worker]:
                 raise ValueError(f"worker {worker} has finished; it cannot advance its clock")
+
+    def tick(self, worker: int) -> int:
+        """Increment ``worker``'s clock (checked by :meth:`check_tick` first) and return it; never waits.
+
+        Examples
+        --------
+        >>> clock = ClockTable(2, staleness=0)
+        >>> clock.tick(0), clock.clocks()
+        (1, (1, 0))
+        """
+        with self._changed:
+            self._check_worker(worker, "advance")
             self._clocks[worker] += 1
-            clock = self._clocks[worker]
             self._changed.notify_all()  # this worker may have been the slowest one
+            return self._clocks[worker]
+
+    def wait(self, worker: int, clock: int, timeout: float | None) -> None:
+        """Wait until a worker at ``clock`` may run: within ``staleness`` of the slowest; ``TimeoutError`` if not.
+
+        Nothing is undone on a timeout: the tick stays (see :meth:`advance` for a tick that is undone).
+
+        Examples
+        --------
+        >>> clock = ClockTable(2, staleness=0); c = clock.tick(0)
+        >>> clock.wait(0, c, timeout=0.01)
+        Traceback (most recent call last):
+        ...
+        TimeoutError: worker 0 waited 0.01 s to enter clock 1, but ... unfinished workers [0, 1]
+        """
+        with self._changed:
             if not self._changed.wait_for(lambda: self._may_run(clock), timeout):
-                self._clocks[worker] -= 1
-                raise TimeoutError(
-                    f"worker {worker} waited {timeout:g} s to enter clock {clock}, but it may run at most "
-                    f"{self.staleness} clock(s) ahead of the slowest unfinished worker; clocks {self._clocks}, "
-                    f"unfinished workers {[w for w, done in enumerate(self._finished) if not done]}")
-            return clock
+                raise self._timed_out(worker, clock, timeout)
+
+    def _timed_out(self, worker: int, clock: int, timeout: float | None) -> TimeoutError:
+        return TimeoutError(
+            f"worker {worker} waited {timeout:g} s to enter clock {clock}, but it may run at most "
+            f"{self.staleness} clock(s) ahead of the slowest unfinished worker; clocks {self._clocks}, "
+            f"unfinished workers {[w for w, done in enumerate(self._finished) if not done]}")
 
     def finish(self, worker: int) -> None:
         """Mark ``worker`` as done: it no longer holds the others back. Idempotent.

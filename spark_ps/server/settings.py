@@ -33,6 +33,9 @@ every 5 s held a connection for 35 s and more):
 * ``spark.ps.maxReplyBytes`` 256 MiB: a pull of 1M keys at width 64. The
   training path pulls a mini-batch's keys (at most a few MB); exports are cut
   into batches that fit.
+* ``spark.ps.pushWindow`` 256 and ``spark.ps.pushClients`` 1,024: the
+  applied push ids a shard remembers per client, and the clients it
+  remembers (``server/pushlog.py`` says what a forgotten id costs).
 * ``spark.ps.integrity.enabled`` true: every frame after login carries a
   Poly1305 tag under the session key (``wire/session.py``; bench-ps measures
   its cost). ``false`` only takes effect when the client says false too.
@@ -58,6 +61,8 @@ KEYS = {
     "max_table_width": "spark.ps.maxTableWidth",
     "max_clock_workers": "spark.ps.maxClockWorkers",
     "max_reply_bytes": "spark.ps.maxReplyBytes",
+    "push_window": "spark.ps.pushWindow",
+    "push_clients": "spark.ps.pushClients",
     "integrity_enabled": "spark.ps.integrity.enabled",
     "crypto_enabled": "spark.ps.crypto.enabled",
 }
@@ -129,6 +134,10 @@ class ShardSettings:
         Most workers of one clock (``spark.ps.maxClockWorkers``).
     max_reply_bytes : int
         Largest reply a shard sends (``spark.ps.maxReplyBytes``).
+    push_window : int
+        Applied push ids remembered per client (``spark.ps.pushWindow``).
+    push_clients : int
+        Clients whose push ids are remembered (``spark.ps.pushClients``).
     integrity_enabled : bool
         Tag every frame after login (``spark.ps.integrity.enabled``).
     crypto_enabled : bool
@@ -150,6 +159,8 @@ class ShardSettings:
     max_table_width: int = 1 << 16
     max_clock_workers: int = 1 << 16
     max_reply_bytes: int = 256 << 20
+    push_window: int = 256
+    push_clients: int = 1024
     integrity_enabled: bool = True
     crypto_enabled: bool = False
 

@@ -8,9 +8,8 @@ floor) and lets tests drive it without a server.
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from spark_ps.native.keys import is_sorted_unique
 from spark_ps.server.clock import ClockTable
 from spark_ps.server.optim import make_optimizer
+from spark_ps.server.pushlog import PushLog, push_id
 from spark_ps.server.rowinit import make_init
 from spark_ps.server.settings import KEYS, ShardSettings
 from spark_ps.server.table import Table
@@ -70,6 +70,7 @@ class Shard:
         self._tables: dict[str, Table] = {}
         self._specs: dict[str, TableSpec] = {}
         self._clocks: dict[str, ClockTable] = {}
+        self._pushes = PushLog(self.settings.push_window, self.settings.push_clients)
         self._lock = threading.Lock()  # guards the two dicts, not the tables
 
     # --- tables ----------------------------------------------------------
@@ -224,12 +225,28 @@ class Shard:
         if values.dtype != np.float32:
             raise TypeError(f"push values must be float32, got {values.dtype}")
         # A push may carry the pusher's clock tick: one round trip per
-        # mini-batch instead of two. It is checked before the push and
-        # applied after it, as a separate CLOCK_ADVANCE would be; a rejected
-        # push ticks nothing.
-        tick = None if req.meta.get("advance") is None else self._clock_tick(req.meta["advance"])
-        table.push(keys, values)
-        return Frame(Op.PUSH, {} if tick is None else {"clock": tick()})
+        # mini-batch instead of two. The tick is checked in full before the
+        # push, and applied right after it: both or neither (a refused tick
+        # used to leave the push applied). Then the pusher waits for the
+        # slowest worker; a timeout there undoes nothing, and says so.
+        ident = push_id(req.meta)
+        advance = req.meta.get("advance")
+        clock, worker, timeout = (None, 0, 0.0) if advance is None else self._checked_tick(advance)
+
+        def apply() -> dict[str, Any]:
+            table.push(keys, values)
+            return {} if clock is None else {"clock": clock.tick(worker)}
+
+        meta = self._pushes.run(ident, apply)
+        if clock is not None:
+            try:
+                clock.wait(worker, meta["clock"], timeout)
+            except TimeoutError as exc:
+                again = "a retry with the same request id waits again and applies nothing twice" if ident else \
+                    "do not push it again"
+                raise TimeoutError(f"the push and worker {worker}'s tick to clock {meta['clock']} were applied, "
+                                   f"but {exc}; {again}") from None
+        return Frame(Op.PUSH, meta)
 
     def _on_export(self, req: Frame) -> Iterator[Frame]:
         table = self.table(_require_str(req.meta, "table"))
@@ -264,18 +281,23 @@ class Shard:
         return Frame(Op.CLOCK_CREATE)
 
     def _on_clock_advance(self, req: Frame) -> Frame:
-        return Frame(Op.CLOCK_ADVANCE, {"clock": self._clock_tick(req.meta)()})
+        clock, worker, timeout = self._checked_tick(req.meta)
+        return Frame(Op.CLOCK_ADVANCE, {"clock": clock.advance(worker, timeout)})
 
-    def _clock_tick(self, meta: Any) -> Callable[[], int]:
-        """Validate a clock advance (clock, worker, timeout) and return it, to run later."""
+    def _checked_tick(self, meta: Any) -> tuple[ClockTable, int, float]:
+        """The clock, worker and timeout of a clock advance, checked in full: ``ValueError`` if it would be refused."""
         if not isinstance(meta, dict):
-            raise ValueError(f"a clock advance needs a JSON object with clock and worker, got {meta!r}")
+            raise ValueError(f"a clock advance needs a JSON object with clock and worker, got {meta!r}; "
+                             "nothing was applied")
         clock = self.clock(_require_str(meta, "clock"))
-        worker = meta.get("worker")
+        worker, timeout = meta.get("worker"), meta.get("timeout", 600.0)
         if not isinstance(worker, int) or isinstance(worker, bool):
-            raise ValueError(f"a clock advance needs an integer worker, got {worker!r}")
-        timeout = float(meta.get("timeout", 600.0))
-        return functools.partial(clock.advance, worker, timeout)
+            raise ValueError(f"a clock advance needs an integer worker, got {worker!r}; nothing was applied")
+        try:
+            clock.check_tick(worker, timeout)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; nothing was applied") from None
+        return clock, worker, float(timeout)
 
     def _on_clock_finish(self, req: Frame) -> Frame:
         self.clock(_require_str(req.meta, "clock")).finish(int(req.meta["worker"]))
