@@ -67,6 +67,10 @@ class ColumnTypeError(PSError, TypeError, ValueError):
     """A column has a type the estimator cannot read, e.g. a features column that is not a vector."""
 
 
+class MemoryBudgetError(PSError, MemoryError):
+    """A shard refused a table or a push that would take its tables past ``spark.ps.maxMemory``; nothing changed."""
+
+
 class RemoteError(PSError):
     """An error raised on a shard while it served a request.
 
@@ -103,7 +107,12 @@ class RemoteTimeoutError(RemoteError, TimeoutError):
     """A blocking shard operation (a clock wait) passed its deadline."""
 
 
+class RemoteMemoryBudgetError(RemoteError, MemoryError):
+    """A shard refused a table or a push over its memory budget (``spark.ps.maxMemory``); the table is unchanged."""
+
+
 _REMOTE_BY_KIND: dict[str, type[RemoteError]] = {
+    "MemoryBudgetError": RemoteMemoryBudgetError,
     "ValueError": RemoteValueError,
     "KeyError": RemoteKeyError,
     "TypeError": RemoteTypeError,

@@ -25,6 +25,7 @@ from spark_ps.client.connection import ShardConnection
 from spark_ps.client.pushes import PushOps
 from spark_ps.client.slicer import shard_of, slice_keys
 from spark_ps.native.keys import as_keys, is_sorted_unique
+from spark_ps.wire.faults import FaultSettings, injector
 from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op, arrow_batches, arrow_payload
 from spark_ps.wire.session import Protection
 from spark_ps.wire.spec import TableSpec
@@ -51,6 +52,10 @@ class PSClient(PushOps, ClockOps):
         Tag every frame under the session key (``spark.ps.integrity.enabled``); a shard that asks for it gets it anyway.
     crypto : bool
         Encrypt every frame under the session key (``spark.ps.crypto.enabled``).
+    resends : int
+        Times a request is sent again after its connection broke (``spark.ps.client.resends``).
+    faults : FaultSettings, optional
+        Faults to inject into this client's messages (``spark.ps.client.faults.*``, tests and drills only).
 
     Examples
     --------
@@ -67,7 +72,8 @@ class PSClient(PushOps, ClockOps):
 
     def __init__(self, servers: Sequence[Any], secret: bytes, *,
                  max_request_keys: int = DEFAULT_MAX_REQUEST_KEYS, timeout: float = 120.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, integrity: bool = True, crypto: bool = False):
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, integrity: bool = True, crypto: bool = False,
+                 resends: int = 1, faults: FaultSettings | None = None):
         if not servers:
             raise ValueError("a client needs at least one shard address")
         if max_request_keys < 1:
@@ -79,9 +85,11 @@ class PSClient(PushOps, ClockOps):
         self.timeout = float(timeout)
         self.max_frame_bytes = int(max_frame_bytes)
         self.integrity, self.crypto = bool(integrity), bool(crypto)
+        self.resends, self.faults = resends, faults
         self._open()
 
     def _open(self) -> None:
+        self._faults = injector(self.faults, "client")  # one draw sequence per client object, over its shards
         self._conns = [self._new_connection(i) for i in range(self.num_shards)]
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -91,13 +99,13 @@ class PSClient(PushOps, ClockOps):
     def _new_connection(self, shard: int) -> ShardConnection:
         host, port = self.addresses[shard]
         return ShardConnection(host, port, self._secret, self.timeout, self.max_frame_bytes,
-                               Protection.of(self.integrity, self.crypto))
+                               Protection.of(self.integrity, self.crypto), self.resends, self._faults)
 
     # Pickle only what defines the client; sockets and threads are per process.
     def __getstate__(self) -> dict[str, Any]:
         return {"addresses": self.addresses, "secret": self._secret, "max_request_keys": self.max_request_keys,
                 "timeout": self.timeout, "max_frame_bytes": self.max_frame_bytes, "integrity": self.integrity,
-                "crypto": self.crypto}
+                "crypto": self.crypto, "resends": self.resends, "faults": self.faults}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.addresses = state["addresses"]
@@ -106,6 +114,7 @@ class PSClient(PushOps, ClockOps):
         self.timeout = state["timeout"]
         self.max_frame_bytes = state["max_frame_bytes"]
         self.integrity, self.crypto = state["integrity"], state["crypto"]
+        self.resends, self.faults = state["resends"], state["faults"]
         self._open()
 
     def __enter__(self) -> PSClient:
@@ -239,6 +248,20 @@ class PSClient(PushOps, ClockOps):
         [('w', 0)]
         """
         return [r.meta for r in self._broadcast(Op.DESCRIBE_TABLE, {"table": name})]
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per shard: each table's bytes, their total, the budget (``spark.ps.maxMemory``, 0: none), and resends
+        the shard answered without applying them again (``duplicates``: lost replies, retries).
+
+        Examples
+        --------
+        >>> from spark_ps.server.tcp import ShardServer
+        >>> with ShardServer(b"k").serve_in_background() as server, PSClient([server.address], b"k") as client:
+        ...     _ = client.create_table("w", width=4); client.push("w", range(1000), [[1.0] * 4] * 1000)
+        ...     [(sorted(s["tables"]), s["tables"]["w"] == s["used"] > 1000 * 16, s["budget"]) for s in client.stats()]
+        [(['w'], True, 0)]
+        """
+        return [r.meta for r in self._broadcast(Op.STATS, {})]
 
     def width(self, name: str) -> int:
         """Row width of table ``name`` (asked of shard 0 once, then remembered).

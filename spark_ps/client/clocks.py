@@ -7,6 +7,8 @@ there; the clock itself is ``spark_ps.server.clock``. Split out of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from spark_ps.client.connection import ShardConnection
 from spark_ps.wire.protocol import Frame, Op
 
@@ -29,6 +31,8 @@ class ClockOps:
     """The clock requests of :class:`~spark_ps.client.client.PSClient` (which supplies ``_conns``)."""
 
     _conns: list[ShardConnection]
+    _push_client: str
+    _push_ids: Iterator[int]
 
     def _clock_conn(self) -> ShardConnection:
         return self._conns[CLOCK_SHARD]
@@ -52,7 +56,8 @@ class ClockOps:
     def clock_advance(self, name: str, worker: int, timeout: float = 600.0) -> int:
         """Tick ``worker``'s clock; block while it is more than ``staleness`` ahead; return its new clock.
 
-        Raises ``TimeoutError`` (from the shard) if the others do not catch up within ``timeout`` seconds.
+        Raises ``TimeoutError`` (from the shard) if the others do not catch up within ``timeout`` seconds;
+        the tick stays applied. Sent with a request id, so a resend after a lost reply does not tick twice.
 
         Examples
         --------
@@ -64,9 +69,11 @@ class ClockOps:
         ...
         spark_ps.errors.RemoteTimeoutError: ...
         """
+        # A request id, as a push's (client/pushes.py): a resend after a lost reply ticks once and waits again.
+        ident = [self._push_client, next(self._push_ids), 0]
         reply = self._clock_conn().request(
-            Frame(Op.CLOCK_ADVANCE, {"clock": name, "worker": worker, "timeout": timeout}),
-            idempotent=False, timeout=blocking_timeout(timeout))
+            Frame(Op.CLOCK_ADVANCE, {"clock": name, "worker": worker, "timeout": timeout, "id": ident}),
+            idempotent=True, timeout=blocking_timeout(timeout))
         return int(reply.meta["clock"])
 
     def clock_finish(self, name: str, worker: int) -> None:

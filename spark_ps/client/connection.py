@@ -4,6 +4,17 @@ Each (re)connection logs in afresh (``wire/auth.py``: both ends prove the
 application secret) and every frame then goes through that login's
 :class:`~spark_ps.wire.session.Session`: a shard that cannot prove the secret
 gets no request, and a frame altered on the way is refused.
+
+Resends: a request whose connection broke is sent again on a new one when
+that cannot apply it twice (every request is now, pushes and clock ticks by
+their request ids), up to ``resends`` times (``spark.ps.client.resends``,
+default 1, as before). One is enough for the rare connection a network or an
+idle timeout drops; with injected faults (``spark.ps.client.faults.*``,
+``wire/faults.py``) a request fails each attempt with the probability of a
+fault on its request or its reply (~10% at 5% drops), so a test of a fit
+under faults sets more (10 resends: ~1e-11 per request). A timeout is a
+failed attempt like any other: a shard that does not answer costs
+``resends + 1`` timeouts before the error.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from collections.abc import Iterator
 
 from spark_ps.errors import AuthenticationError, ProtocolError, PSConnectionError, remote_error
 from spark_ps.wire.auth import authenticate_to_server
+from spark_ps.wire.faults import CutSocket, Fault, FaultInjector
 from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Status
 from spark_ps.wire.session import Protection, Session
 
@@ -35,10 +47,11 @@ def _unusable(sock: socket.socket) -> bool:
 class ShardConnection:
     """A lazily opened connection to ``host:port``, safe to share between threads.
 
-    A request that fails because the connection dropped is retried once on a
-    fresh connection when that cannot apply it twice: always for idempotent
-    requests (pull, describe), and for the others only if the failure happened
-    before the request was completely sent. A second failure raises
+    A request that fails because the connection dropped is sent again on a
+    fresh connection, up to ``resends`` times, when that cannot apply it
+    twice: always for idempotent requests (pull, describe, pushes and ticks
+    with request ids), and for the others only if the failure happened before
+    the request was completely sent. The last failure raises
     :class:`~spark_ps.errors.PSConnectionError` naming the shard.
 
     Parameters
@@ -53,6 +66,10 @@ class ShardConnection:
         Largest reply accepted.
     protection : Protection
         The least protection this end accepts for its frames (the shard may ask for more).
+    resends : int
+        Times a request is sent again after its connection broke (``spark.ps.client.resends``).
+    faults : FaultInjector, optional
+        Faults to inject into this connection's requests and replies (``spark.ps.client.faults.*``).
 
     Examples
     --------
@@ -69,13 +86,18 @@ class ShardConnection:
     """
 
     def __init__(self, host: str, port: int, secret: bytes, timeout: float = 120.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, protection: Protection = Protection.MAC):
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, protection: Protection = Protection.MAC,
+                 resends: int = 1, faults: FaultInjector | None = None):
+        if isinstance(resends, bool) or not isinstance(resends, int) or resends < 0:
+            raise ValueError(f"spark.ps.client.resends must be an integer >= 0, got {resends!r}")
         self.host, self.port = host, port
         self.name = f"{host}:{port}"
         self._secret = secret
         self._timeout = timeout
         self._max_frame_bytes = max_frame_bytes
         self._protection = Protection(protection)
+        self._resends = resends
+        self._faults = faults
         self._sock: socket.socket | None = None
         self._session: Session | None = None
         self._lock = threading.Lock()
@@ -141,21 +163,27 @@ class ShardConnection:
         spark_ps.errors.RemoteKeyError: unknown table 'nope' (tables on this shard: none) [shard 127.0.0.1:...]
         >>> conn.close(); server.shutdown()
         """
+        attempts = 1 + self._resends
         with self._lock:
-            for attempt in (1, 2):
+            for attempt in range(1, attempts + 1):
                 sent = False
                 try:
                     sock, session = self._connected()
                     sock.settimeout(timeout or self._timeout)
-                    session.send(sock, frame)
-                    sent = True
-                    reply = session.recv(sock, self._max_frame_bytes)
+                    if self._faults is None:
+                        session.send(sock, frame)
+                        sent = True
+                        reply = session.recv(sock, self._max_frame_bytes)
+                    else:
+                        sent = self._send_with_faults(sock, session, frame)
+                        reply = session.recv(sock, self._max_frame_bytes)
+                        self._receive_with_faults(frame)
                 except AuthenticationError:
                     self._drop()
                     raise
                 except (OSError, EOFError, ProtocolError) as exc:
                     self._drop()
-                    if attempt == 1 and (idempotent or not sent):
+                    if attempt < attempts and (idempotent or not sent):
                         continue
                     state = "after sending it (it may have been applied)" if sent else "before sending it"
                     raise PSConnectionError(
@@ -163,6 +191,28 @@ class ShardConnection:
                         f"after {attempt} attempt(s): {exc!r}") from exc
                 return self._check(reply)
         raise AssertionError("unreachable")
+
+    def _send_with_faults(self, sock: socket.socket, session: Session, frame: Frame) -> bool:
+        """Send ``frame`` unless a drawn fault drops or cuts it (then raise); True once it is sent in full."""
+        fault = self._faults.draw()
+        if fault is Fault.DROP:
+            raise ConnectionResetError(f"injected fault (drop, spark.ps.client.faults.*): {frame.op.name} request "
+                                       "dropped before it was sent")
+        if fault is Fault.CUT:
+            session.send(CutSocket(sock), frame)  # type: ignore[arg-type]  # raises once half is sent
+        if fault is Fault.DELAY:
+            self._faults.delay()
+        session.send(sock, frame)
+        return True
+
+    def _receive_with_faults(self, frame: Frame) -> None:
+        """Raise if a drawn fault drops the reply just read (the shard served the request); delay it if drawn."""
+        fault = self._faults.draw()
+        if fault in (Fault.DROP, Fault.CUT):  # a cut of a reply read in full is a drop
+            raise ConnectionResetError(f"injected fault ({fault.value}, spark.ps.client.faults.*): the "
+                                       f"{frame.op.name} reply was lost after the shard served the request")
+        if fault is Fault.DELAY:
+            self._faults.delay()
 
     def stream(self, frame: Frame) -> Iterator[Frame]:
         """Send ``frame`` and yield reply frames until one has ``more: false`` (an export).

@@ -277,6 +277,31 @@ class KeyIndex:
                 return rows
             self._grow()
 
+    def capacity_for(self, n_keys: int) -> int:
+        """The capacity this index will have once it holds ``n_keys`` keys (it only grows).
+
+        Examples
+        --------
+        >>> index = KeyIndex()
+        >>> index.capacity_for(0) == index.capacity, index.capacity_for(1000)
+        (True, 2048)
+        """
+        return max(self.capacity, _capacity_for(n_keys))
+
+    def reserve(self, n_keys: int) -> None:
+        """Grow now, if needed, so that ``n_keys`` keys fit without growing during an insert.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> index = KeyIndex(); index.reserve(1000); index.capacity
+        2048
+        >>> index.lookup_or_insert(np.arange(1000)).shape, index.capacity
+        ((1000,), 2048)
+        """
+        while self.capacity < self.capacity_for(n_keys):
+            self._grow()
+
     def keys(self) -> np.ndarray:
         """All keys, ordered by row id (``keys()[r]`` is the key of row ``r``).
 

@@ -99,6 +99,8 @@ class PushLog:
         self.clients = clients
         self._lock = threading.Lock()
         self._clients: OrderedDict[str, _Client] = OrderedDict()
+        #: Resends answered without applying them again (lost replies, retries): for STATS.
+        self.duplicates = 0
 
     def _client(self, name: str) -> _Client:
         with self._lock:
@@ -126,6 +128,8 @@ class PushLog:
         with entry.lock:
             done = entry.applied.get((push, part))
             if done is not None:
+                with self._lock:
+                    self.duplicates += 1
                 return {**done, "duplicate": True}
             if push < entry.floor:
                 raise ValueError(f"push {push} (part {part}) of client {name} is older than the last {self.window} "

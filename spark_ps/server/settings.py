@@ -42,6 +42,16 @@ every 5 s held a connection for 35 s and more):
 * ``spark.ps.crypto.enabled`` false: encryption (AES-256-GCM under the session
   key) is opt-in, as Spark's ``spark.network.crypto.enabled``; when either end
   enables it, the session is encrypted.
+* ``spark.ps.maxMemory`` 0 (no budget): the bytes a shard's tables may hold
+  (their key index, weights and optimizer state, as the ``STATS`` request reports them).
+  A table or a push that would take them past it is refused with an error
+  naming the table, the bytes and the key, and nothing changes
+  (``server/memory.py``); without it, the kernel's OOM killer takes the
+  sidecar and every table in it. No default budget: the sidecar's memory is
+  outside the executor's JVM, and only the deployment knows how much is
+  there (``spark.executor.memoryOverhead``, the container's limit).
+* ``spark.ps.faults.*`` all 0 (off): fault injection, ps-lite's
+  ``PS_DROP_MSG`` (``wire/faults.py``); for tests and drills only.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+from spark_ps.wire.faults import SHARD_PREFIX, FaultSettings
 from spark_ps.wire.session import parse_bool
 
 #: Field name -> Spark conf key.
@@ -65,6 +76,8 @@ KEYS = {
     "push_clients": "spark.ps.pushClients",
     "integrity_enabled": "spark.ps.integrity.enabled",
     "crypto_enabled": "spark.ps.crypto.enabled",
+    "max_memory_bytes": "spark.ps.maxMemory",
+    "faults": SHARD_PREFIX + "*",
 }
 
 _SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -142,6 +155,10 @@ class ShardSettings:
         Tag every frame after login (``spark.ps.integrity.enabled``).
     crypto_enabled : bool
         Encrypt every frame after login (``spark.ps.crypto.enabled``).
+    max_memory_bytes : int
+        Bytes the shard's tables may hold, 0 for no budget (``spark.ps.maxMemory``).
+    faults : FaultSettings
+        Faults injected into this shard's messages (``spark.ps.faults.*``); none by default.
 
     Examples
     --------
@@ -163,12 +180,20 @@ class ShardSettings:
     push_clients: int = 1024
     integrity_enabled: bool = True
     crypto_enabled: bool = False
+    max_memory_bytes: int = 0
+    faults: FaultSettings = FaultSettings()
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             key = KEYS[field.name]
-            if field.type == "bool":
+            if field.name == "faults":
+                if not isinstance(value, FaultSettings):
+                    raise ValueError(f"{key} must be FaultSettings, got {type(value).__name__}")
+            elif field.name == "max_memory_bytes":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{key} must be a number of bytes >= 0 (0: no budget), got {value!r}")
+            elif field.type == "bool":
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false, got {value!r}")
             elif field.type == "float":
@@ -189,12 +214,15 @@ class ShardSettings:
         ...                              "spark.ps.maxConnections": "8", "spark.ps.python": "python3"})
         >>> s.idle_timeout, s.max_reply_bytes, s.max_connections
         (120.0, 1048576, 8)
+        >>> s = ShardSettings.from_conf({"spark.ps.maxMemory": "64m", "spark.ps.faults.dropRate": "0.05"})
+        >>> s.max_memory_bytes, s.faults.drop_rate
+        (67108864, 0.05)
         >>> ShardSettings.from_conf({"spark.ps.maxTableWidth": "wide"})
         Traceback (most recent call last):
         ...
         ValueError: spark.ps.maxTableWidth='wide' is not an integer
         """
-        values: dict[str, object] = {}
+        values: dict[str, object] = {"faults": FaultSettings.from_conf(conf.get, SHARD_PREFIX)}
         for field in dataclasses.fields(cls):
             key = KEYS[field.name]
             if key not in conf:

@@ -16,6 +16,7 @@ import numpy as np
 
 from spark_ps.native.keys import is_sorted_unique
 from spark_ps.server.clock import ClockTable
+from spark_ps.server.memory import MemoryBudget
 from spark_ps.server.optim import make_optimizer
 from spark_ps.server.pushlog import PushLog, push_id
 from spark_ps.server.rowinit import make_init
@@ -72,6 +73,18 @@ class Shard:
         self._clocks: dict[str, ClockTable] = {}
         self._pushes = PushLog(self.settings.push_window, self.settings.push_clients)
         self._lock = threading.Lock()  # guards the two dicts, not the tables
+        self.budget = MemoryBudget(self.settings.max_memory_bytes, self.memory_used)
+
+    def memory_used(self) -> int:
+        """Bytes the tables hold (key index, weights, optimizer state), as ``spark.ps.maxMemory`` counts them.
+
+        Examples
+        --------
+        >>> from spark_ps.wire.spec import TableSpec
+        >>> shard = Shard(); _ = shard.create_table(TableSpec("w")); shard.memory_used() == shard.table("w").nbytes
+        True
+        """
+        return sum(table.nbytes for table in list(self._tables.values()))
 
     # --- tables ----------------------------------------------------------
     def table(self, name: str) -> Table:
@@ -114,18 +127,26 @@ class Shard:
         if spec.width > self.settings.max_table_width:
             raise ValueError(f"table {name!r}: width {spec.width} is over this shard's limit of "
                              f"{self.settings.max_table_width} ({KEYS['max_table_width']}); table not created")
-        with self._lock:
-            if name in self._tables:
-                if self._specs[name] != spec:
-                    raise ValueError(f"table {name!r} already exists with a different spec: "
-                                     f"{self._specs[name]} != {spec}")
-                return False
-            table = Table(name, spec.width, make_optimizer(spec.optimizer, **spec.hyper),
-                          make_init(spec.init, **spec.init_params), spec.dim,
-                          unpenalised_keys=list(spec.unpenalised_keys))
-            self._tables[name] = table
-            self._specs[name] = spec
-            return True
+        table = Table(name, spec.width, make_optimizer(spec.optimizer, **spec.hyper),
+                      make_init(spec.init, **spec.init_params), spec.dim,
+                      unpenalised_keys=list(spec.unpenalised_keys), budget=self.budget)
+        created = []
+
+        def add() -> None:
+            with self._lock:
+                if name in self._tables:
+                    if self._specs[name] != spec:
+                        raise ValueError(f"table {name!r} already exists with a different spec: "
+                                         f"{self._specs[name]} != {spec}")
+                    return
+                self._tables[name] = table
+                self._specs[name] = spec
+                created.append(name)
+
+        # An empty table holds its key index's first slots (256 bytes): counted like any growth.
+        extra = 0 if name in self._tables else table.nbytes
+        self.budget.grow(name, extra, "a new table", add)
+        return bool(created)
 
     def drop_table(self, name: str) -> bool:
         """Drop table ``name``; return whether it existed.
@@ -206,6 +227,11 @@ class Shard:
     def _on_list_tables(self, req: Frame) -> Frame:
         return Frame(Op.LIST_TABLES, {"tables": sorted(self._tables)})
 
+    def _on_stats(self, req: Frame) -> Frame:
+        tables = {name: table.nbytes for name, table in sorted(self._tables.items())}
+        return Frame(Op.STATS, {"tables": tables, "used": sum(tables.values()), "budget": self.budget.limit,
+                                "duplicates": self._pushes.duplicates})
+
     def _on_pull(self, req: Frame) -> Frame:
         table = self.table(_require_str(req.meta, "table"))
         keys = _sorted_unique_keys(req.arrays, "pull")
@@ -282,7 +308,17 @@ class Shard:
 
     def _on_clock_advance(self, req: Frame) -> Frame:
         clock, worker, timeout = self._checked_tick(req.meta)
-        return Frame(Op.CLOCK_ADVANCE, {"clock": clock.advance(worker, timeout)})
+        ident = push_id(req.meta)
+        if ident is None:  # a tick that is undone on a timeout (ClockTable.advance)
+            return Frame(Op.CLOCK_ADVANCE, {"clock": clock.advance(worker, timeout)})
+        # With a request id, applied once as a push's tick is: a resend after a lost reply only waits again.
+        meta = self._pushes.run(ident, lambda: {"clock": clock.tick(worker)})
+        try:
+            clock.wait(worker, meta["clock"], timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"worker {worker}'s tick to clock {meta['clock']} was applied, but {exc}; a retry with "
+                               "the same request id waits again and ticks nothing twice") from None
+        return Frame(Op.CLOCK_ADVANCE, meta)
 
     def _checked_tick(self, meta: Any) -> tuple[ClockTable, int, float]:
         """The clock, worker and timeout of a clock advance, checked in full: ``ValueError`` if it would be refused."""

@@ -70,6 +70,7 @@ import numpy as np
 from spark_ps.native.keyindex import KeyIndex
 from spark_ps.native.keys import is_sorted_unique
 from spark_ps.native.prefetch import gather_rows, scatter_rows
+from spark_ps.server.memory import MemoryBudget
 from spark_ps.server.optim.base import Optimizer
 from spark_ps.server.rowinit import Initializer, Zeros
 from spark_ps.server.tablearrow import ArrowCheckpoints
@@ -102,6 +103,8 @@ class Table(ArrowCheckpoints):
         If given, keys must lie in ``[0, dim)``; by default any int64 is a key.
     unpenalised_keys : sequence of int, optional
         Keys whose rows the optimizer updates without its L1/L2 penalty.
+    budget : MemoryBudget, optional
+        The shard's memory budget, asked before every growth (``server/memory.py``); none by default.
 
     Examples
     --------
@@ -121,7 +124,8 @@ class Table(ArrowCheckpoints):
     """
 
     def __init__(self, name: str, width: int, optimizer: Optimizer, init: Initializer | None = None,
-                 dim: int | None = None, unpenalised_keys: Iterable[int] = ()) -> None:
+                 dim: int | None = None, unpenalised_keys: Iterable[int] = (),
+                 budget: MemoryBudget | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"table name must be a non-empty string, got {name!r}")
         if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
@@ -151,6 +155,7 @@ class Table(ArrowCheckpoints):
                                      f"first gradient, so the {init.name!r} initialiser would be ignored; use "
                                      f"the zeros initialiser, or beta > 0 or l2 > 0")
         self._index = KeyIndex()
+        self._budget = budget
         # None: the weights are derived from the state on every read (see the module docstring).
         self._weights = None if optimizer.weights_from_state else np.empty((0, self.width), dtype=np.float32)
         self._state = {s: np.empty((0, self.width), dtype=np.float32) for s in optimizer.state_names}
@@ -275,12 +280,13 @@ class Table(ArrowCheckpoints):
                 self._push_rows(keys, grads)
 
     # --- storage helpers (called with the lock held) ----------------------
-    def _push_rows(self, keys: np.ndarray, grads: np.ndarray) -> None:
+    def _push_rows(self, keys: np.ndarray, grads: np.ndarray, also_new: int = 0) -> None:
         """Update existing rows in place, chunk by chunk, and create the rows of absent keys.
 
         New rows are computed first (from the initialiser, into scratch) and
         appended last, once the update of the existing rows is in: either
-        part may be rejected, and then nothing is stored.
+        part may be rejected, and then nothing is stored. ``also_new`` rows
+        are reserved besides (the unpenalised keys', stored after these).
         """
         rows = self._lookup(keys)
         absent = rows < 0
@@ -289,7 +295,7 @@ class Table(ArrowCheckpoints):
             return
         new_keys = keys[absent]
         weights, state = self._updated_copies(new_keys, rows[absent], grads[absent], self.optimizer)
-        self._reserve(len(self._index) + new_keys.shape[0])  # allocate before anything is written
+        self._reserve(len(self._index) + new_keys.shape[0] + also_new)  # allocate before anything is written
         if not absent.all():
             present = ~absent
             self._push_existing_rows(keys[present], rows[present], grads[present])
@@ -316,10 +322,12 @@ class Table(ArrowCheckpoints):
         exempt_keys = keys[exempt]
         exempt_rows = self._index.lookup(exempt_keys)
         weights, state = self._updated_copies(exempt_keys, exempt_rows, grads[exempt], self._unregularised)
+        new_exempt = int((exempt_rows < 0).sum())
+        self._reserve(len(self._index) + new_exempt)  # before the rest is written: the budget may refuse
         rest = np.ones(keys.shape[0], dtype=bool)
         rest[exempt] = False
         if rest.any():
-            self._push_rows(keys[rest], grads[rest])
+            self._push_rows(keys[rest], grads[rest], also_new=new_exempt)
         # Still valid: rows are append-only, and the rest of the push has other keys.
         self._scatter_rows(exempt_keys, exempt_rows, weights, state)
 
@@ -451,11 +459,18 @@ class Table(ArrowCheckpoints):
         self._store(rows, self._join(weights, state))
 
     def _reserve(self, n_rows: int) -> None:
-        """Grow the row arrays to hold ``n_rows``, doubling so appends are amortised O(1)."""
-        capacity = self._stored()[0].shape[0]
-        if n_rows <= capacity:
+        """Grow the row arrays and the key index to hold ``n_rows``, doubling so appends are amortised O(1).
+
+        Every growth is asked of the shard's memory budget first, which may
+        refuse it (:class:`~spark_ps.errors.MemoryBudgetError`): callers
+        reserve before they write anything.
+        """
+        stored = self._stored()
+        capacity = stored[0].shape[0]
+        new_capacity = max(n_rows, 2 * capacity, _MIN_ROW_CAPACITY) if n_rows > capacity else capacity
+        index_capacity = self._index.capacity_for(n_rows)
+        if new_capacity == capacity and index_capacity == self._index.capacity:
             return
-        new_capacity = max(n_rows, 2 * capacity, _MIN_ROW_CAPACITY)
         used = len(self._index)
 
         def grown(array: np.ndarray) -> np.ndarray:
@@ -463,21 +478,16 @@ class Table(ArrowCheckpoints):
             new[:used] = array[:used]
             return new
 
-        if self._weights is not None:
-            self._weights = grown(self._weights)
-        self._state = {s: grown(array) for s, array in self._state.items()}
+        def allocate() -> None:
+            if new_capacity > capacity:
+                if self._weights is not None:
+                    self._weights = grown(self._weights)
+                self._state = {s: grown(array) for s, array in self._state.items()}
+            self._index.reserve(n_rows)
 
-    # --- the finite check of an update (with the lock held, before anything is written) ---
-    def _reject_non_finite_update(self, keys: np.ndarray, weights: np.ndarray | None,
-                                  state: dict[str, np.ndarray]) -> None:
-        # Derived weights (weights None) are finite wherever the state is: not checked.
-        arrays = [array for array in (weights, *state.values()) if array is not None]
-        if all(np.isfinite(array).all() for array in arrays):
-            return
-        finite = np.ones(keys.shape[0], dtype=bool)
-        for array in arrays:
-            finite &= np.isfinite(array).all(axis=1)
-        first = int(np.argmin(finite))
-        raise ValueError(f"table {self.name!r}: optimizer {self.optimizer!r} produced a non-finite weight or "
-                         f"state for key {keys[first]} (gradient too large for the step size?); "
-                         f"the push was rejected and the table is unchanged")
+        extra = (new_capacity - capacity) * self.width * 4 * len(stored) + (index_capacity - self._index.capacity) * 16
+        if self._budget is None:
+            allocate()
+        else:
+            self._budget.grow(self.name, extra, f"{n_rows - used} new rows (to {n_rows} rows of width {self.width})",
+                              allocate)

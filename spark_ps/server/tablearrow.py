@@ -64,6 +64,7 @@ class InputChecks:
     name: str
     width: int
     dim: int | None
+    optimizer: Optimizer
 
     def _checked_keys(self, keys: Any, op: str) -> np.ndarray:
         keys = as_keys(keys, f"table {self.name!r}: {op} keys")
@@ -102,13 +103,29 @@ class InputChecks:
                              f"repeated key before sending (the client does); nothing was applied")
 
 
+    def _reject_non_finite_update(self, keys: np.ndarray, weights: np.ndarray | None,
+                                  state: dict[str, np.ndarray]) -> None:
+        """Raise naming the first key whose updated row is not finite (called with the lock held, before any
+        write). Derived weights (``weights`` None) are finite wherever the state is: not checked."""
+        arrays = [array for array in (weights, *state.values()) if array is not None]
+        if all(np.isfinite(array).all() for array in arrays):
+            return
+        finite = np.ones(keys.shape[0], dtype=bool)
+        for array in arrays:
+            finite &= np.isfinite(array).all(axis=1)
+        first = int(np.argmin(finite))
+        raise ValueError(f"table {self.name!r}: optimizer {self.optimizer!r} produced a non-finite weight or "
+                         f"state for key {keys[first]} (gradient too large for the step size?); "
+                         f"the push was rejected and the table is unchanged")
+
+
 class ArrowCheckpoints(InputChecks):
     """Arrow export and import for :class:`~spark_ps.server.table.Table` (its only user).
 
     Relies on the table's attributes ``name``, ``width``, ``optimizer``,
     ``init``, ``_lock``, ``_index``, ``_weights`` and ``_unregularised``,
     and on its methods ``_stored``, ``_split``, ``_derived_weights``,
-    ``_scatter_rows`` (storage, called with the lock held) and
+    ``_reserve``, ``_scatter_rows`` (storage, called with the lock held) and
     ``_unpenalised_positions``.
     """
 
@@ -245,6 +262,9 @@ class ArrowCheckpoints(InputChecks):
         """
         parsed = [self._parse_batch(i, batch) for i, batch in enumerate(batches)]
         with self._lock:
+            if parsed:  # every new row is reserved first: the memory budget refuses all or nothing
+                incoming = np.unique(np.concatenate([keys for keys, _, _ in parsed]))
+                self._reserve(len(self._index) + int((self._index.lookup(incoming) < 0).sum()))
             for keys, values, state in parsed:
                 self._upsert(keys, values, state)
         return sum(keys.shape[0] for keys, _, _ in parsed)

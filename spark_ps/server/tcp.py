@@ -38,6 +38,12 @@ No peer can knock the shard over (issue 11, item 2); the limits are
 * Every error before login gets an error reply where the stream allows one, and
   a log line; per-connection log lines are rate-limited per kind
   (:class:`~spark_ps.server.guard.RateLimitedLog`).
+
+Fault injection (``spark.ps.faults.*``, off by default; ``wire/faults.py``):
+one draw per request received (a drop or a cut closes the connection
+before the request is served) and one per reply (a drop closes it after
+the request was served, a cut after half the reply); a delay holds the
+message. Export streams are not faulted.
 """
 
 from __future__ import annotations
@@ -49,12 +55,13 @@ import struct
 import threading
 import time
 
-from spark_ps.errors import AuthenticationError, ProtocolError
+from spark_ps.errors import AuthenticationError, MemoryBudgetError, ProtocolError
 from spark_ps.server.guard import DeadlineSocket, RateLimitedLog
 from spark_ps.server.settings import KEYS, ShardSettings
 from spark_ps.server.shard import Shard
 from spark_ps.wire.auth import authenticate_client
-from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, error_frame, write_frame
+from spark_ps.wire.faults import CutSocket, Fault, injector
+from spark_ps.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Frame, Op, error_frame, write_frame
 from spark_ps.wire.session import Protection, Session
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,10 @@ def _kernel_timeouts(conn: socket.socket, seconds: float) -> None:
 
 class _ReplyNotSent(OSError):
     """A reply could not be written (peer gone, or not reading for the idle timeout)."""
+
+
+class _InjectedFault(OSError):
+    """A fault that ``spark.ps.faults.*`` injected: the connection is closed on purpose."""
 
 
 def _send_reply(conn: socket.socket, session: Session, reply: Frame) -> None:
@@ -144,6 +155,7 @@ class ShardServer:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._protection = Protection.of(self.settings.integrity_enabled, self.settings.crypto_enabled)
+        self.faults = injector(self.settings.faults, "shard")
 
     def __enter__(self) -> ShardServer:
         return self
@@ -269,6 +281,8 @@ class ShardServer:
             session = self._log_in(conn, peer)
             if session is not None:
                 self._request_loop(conn, peer, session)
+        except _InjectedFault as exc:
+            self._log.log(logging.INFO, "fault", "closed connection from %s: %s", peer, exc)
         except _ReplyNotSent as exc:
             self._log.warning("dropped", "dropping connection from %s: %s", peer, exc)
         except OSError as exc:  # reset by the peer, or closed by shutdown(): nothing to tell anyone
@@ -323,6 +337,13 @@ class ShardServer:
                 self._log.warning("dropped", "dropping connection from %s: %s", peer, exc)
                 self._try_send_error(conn, exc, session)
                 return
+            if self.faults is not None and req.op != Op.EXPORT:
+                fault = self.faults.draw()
+                if fault in (Fault.DROP, Fault.CUT):  # a cut of a frame read in full is a drop
+                    raise _InjectedFault(f"injected fault ({fault.value}, spark.ps.faults.*): {req.op.name} request "
+                                         "dropped unserved")
+                if fault is Fault.DELAY:
+                    self.faults.delay()
             self._serve_request(conn, session, req)
 
     def _serve_request(self, conn: socket.socket, session: Session, req: Frame) -> None:
@@ -330,15 +351,30 @@ class ShardServer:
             for reply in self.shard.handle(req):
                 self._check_reply_size(req, reply)
                 reply.request_id = req.request_id
-                _send_reply(conn, session, reply)
-        except _ReplyNotSent:
-            raise  # the connection is gone or its peer does not read: nothing more can go on it
-        except (ValueError, KeyError, TypeError, TimeoutError, ProtocolError) as exc:
+                self._reply(conn, session, req, reply)
+        except (_ReplyNotSent, _InjectedFault):
+            raise  # the connection is gone, or its peer does not read, or a fault closes it: nothing more goes on it
+        except (ValueError, KeyError, TypeError, TimeoutError, ProtocolError, MemoryBudgetError) as exc:
             # Request-level failures leave the stream in sync: report and go on.
-            _send_reply(conn, session, error_frame(req.op, exc, req.request_id))
+            self._reply(conn, session, req, error_frame(req.op, exc, req.request_id))
         except Exception as exc:
             log.exception("internal error serving %s", req.op.name)
-            _send_reply(conn, session, error_frame(req.op, exc, req.request_id))
+            self._reply(conn, session, req, error_frame(req.op, exc, req.request_id))
+
+    def _reply(self, conn: socket.socket, session: Session, req: Frame, reply: Frame) -> None:
+        """Send ``reply``, unless an injected fault drops it, cuts it half-way or delays it first."""
+        fault = self.faults.draw() if self.faults is not None and req.op != Op.EXPORT else None
+        if fault is Fault.DROP:
+            raise _InjectedFault(f"injected fault (drop, spark.ps.faults.*): the {req.op.name} reply, after the "
+                                 "request was served")
+        if fault is Fault.CUT:
+            try:
+                session.send(CutSocket(conn), reply)  # type: ignore[arg-type]
+            except ConnectionResetError as exc:
+                raise _InjectedFault(f"{exc} (the {req.op.name} reply, spark.ps.faults.*)") from None
+        if fault is Fault.DELAY:
+            self.faults.delay()
+        _send_reply(conn, session, reply)
 
     def _check_reply_size(self, req: Frame, reply: Frame) -> None:
         size = sum(a.nbytes for a in reply.arrays)

@@ -65,6 +65,7 @@ class Op(enum.IntEnum):
     DROP_TABLE = 11
     DESCRIBE_TABLE = 12
     LIST_TABLES = 13
+    STATS = 14
     PULL = 20
     PUSH = 21
     EXPORT = 30
