@@ -169,14 +169,12 @@ def commit_weights(weights: DataFrame, path: str, metadata: dict[str, Any], line
 
     Examples
     --------
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "m")
-    >>> rows = spark.createDataFrame([(3, [0.5])], "key long, value array<float>")
-    >>> meta = {"class": "x.Model", "uid": "m1", "paramMap": {}, "defaultParamMap": {}, "numRows": 10}
-    >>> commit_weights(rows, path, meta, Lineage("in", 2)), commit_weights(rows, path, meta, Lineage())
-    (0, 1)
-    >>> resolve(spark, path, version=0)[1]["uid"]
-    'm1'
+    >>> import tempfile
+    >>> path, rows = tempfile.mkdtemp(), spark.range(4).selectExpr("id AS key", "array(0.5f) AS value")
+    >>> [commit_weights(rows, path, {"class": "x.Model", "uid": uid}, Lineage()) for uid in ("a", "b")]
+    [0, 1]
+    >>> resolve(spark, path, version=0)[1]["uid"], resolve(spark, path)[1]["uid"]
+    ('a', 'b')
     """
     save_id = uuid.uuid4().hex
     record = json.dumps(_record(metadata, lineage, save_id), sort_keys=True, allow_nan=True)
