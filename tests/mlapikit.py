@@ -112,3 +112,9 @@ def fm_margin(vec: SparseVector, intercept: float, linear: SparseVector, factors
 
 def finite(values) -> bool:
     return all(math.isfinite(v) for v in values)
+
+
+def a9a_frames(spark, n_train: int, n_test: int):
+    """Cached ``(train, test)`` frames of ``label, features``: the first ``n_train`` a9a rows, then ``n_test``."""
+    return tuple(spark.createDataFrame(rows, ["label", "features"]).cache()
+                 for rows in (a9a_rows(n_train), a9a_rows(n_test, skip=n_train)))

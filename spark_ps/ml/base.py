@@ -12,7 +12,6 @@ adds its output columns (``_output_columns``) and its typed accessors.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
-from spark_ps.errors import PluginNotRunningError, UnavailableError
+from spark_ps.errors import UnavailableError
+from spark_ps.ml import serving
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.fitting import fit_on_ps, require_columns
@@ -32,15 +32,11 @@ from spark_ps.ml.keycolumns import BIAS_KEY, KEY_SPACE, is_key_type
 from spark_ps.ml.persistence import PSModelReader, PSModelWriter
 from spark_ps.ml.summary import TrainingHistory
 from spark_ps.ml.training import DataDependence, Schedule
-from spark_ps.spark.context import PSContext
 from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger("spark_ps.ml")
 
 _MARGIN_COL = "__spark_ps_margin"
-
-#: Above this many non-zero rows, scoring without shards refuses to broadcast.
-BROADCAST_MAX_ROWS = 1_000_000
 
 #: Learning rates that work for hashed sparse CTR data with each optimizer.
 DEFAULT_LEARNING_RATE = {"ftrl": 0.1, "adagrad": 0.1, "sgd": 0.01, "adam": 0.001}
@@ -148,6 +144,7 @@ class _PSEstimator(Estimator, MLReadable, MLWritable):
         model = self._model_class()(fit.weights_path, fit.intercept, fit.num_rows, history=fit.history,
                                     table=fit.table, num_features=KEY_SPACE if key_space else fit.num_features)
         model._export = fit.export
+        model._lease = fit.lease
         model._resetUid(self.uid)
         model._training_data = dataset  # for model.summary, evaluated lazily on the executors
         return self._copyValues(model)
@@ -177,6 +174,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._nnz = nnz
         self._history = history or TrainingHistory([])
         self._table = table  # live shard table to score from: the training table, or one loaded from Delta
+        self._lease = None  # holds self._table on the shards (spark_ps.ml.serving); shared with copies
         self._num_features = num_features
         self._training_data = None  # set by fit, for the lazily evaluated training summary
         self._export = None  # set by fit: the Delta export of the weights, until it has been waited for
@@ -349,38 +347,29 @@ class _PSModel(Model, MLReadable, MLWritable):
 
     # --- scoring -----------------------------------------------------------
     def _ensure_live_table(self, spark: SparkSession):
-        """A client and table name to pull weights from; loads Delta into the shards if needed."""
-
-        ps = PSContext.get(spark)
-        client = ps.client()
-        if self._table is not None and any(d.get("width") for d in _describe_or_empty(client, self._table)):
-            return client, self._table
-        name = f"serve_{self.uid}_{os.urandom(4).hex()}"
-        ps.create_table(name, width=self._objective().width, optimizer="delta")
-        rows = weight_store.load_table(spark, client, name, self._weights_frame())
-        log.info("loaded %d weight rows from %s into shard table %s", rows, self._weights_path, name)
-        self._table = name
-        return client, name
+        """A client and table name to pull weights from (:func:`spark_ps.ml.serving.live_table`)."""
+        return serving.live_table(self, spark)
 
     def _row_source(self, spark: SparkSession):
-        """How tasks get weight rows: ``(client, table)`` on the shards, or a broadcast table.
+        """How tasks get weight rows (:func:`spark_ps.ml.serving.row_source`)."""
+        return serving.row_source(self, spark)
 
-        With the plugin running, rows come from a shard table (the one
-        training filled, or one loaded from Delta by the executors). Without
-        it (a session that only loads and scores), the Delta rows are
-        broadcast, but only when the saved non-zero count proves them small.
+    def release(self) -> None:
+        """Drop this model's table on the shards now, for it and its copies; it then scores from its Delta weights.
+
+        Otherwise the table goes once the model, its copies and the DataFrames
+        its ``transform`` returned are all garbage-collected
+        (:mod:`spark_ps.ml.serving`).
+
+        Examples
+        --------
+        >>> from spark_ps.ml.classification import LogisticRegression
+        >>> train = spark.createDataFrame([([1], 1.0), ([2], 0.0)] * 50, "features array<bigint>, label double")
+        >>> model = LogisticRegression().fit(train); model.release()
+        >>> model.transform(train).where("prediction = label").count()     # scores from Delta now
+        100
         """
-        try:
-            return self._ensure_live_table(spark)
-        except PluginNotRunningError:
-            limit = int(spark.conf.get("spark.ps.broadcastMaxRows", str(BROADCAST_MAX_ROWS)))
-            if self.numNonZeros > limit:
-                raise UnavailableError(
-                    f"scoring without parameter-server shards needs the {self._nnz} weight rows in every task, "
-                    f"more than spark.ps.broadcastMaxRows={limit}; start the session with "
-                    "spark_ps.configure_spark_with_ps so the shards serve them") from None
-            keys, values = self._sparse_rows()
-            return None, spark.sparkContext.broadcast((keys, values.astype(np.float32)))
+        serving.release(self)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         features_col = self.getFeaturesCol()
@@ -397,7 +386,9 @@ class _PSModel(Model, MLReadable, MLWritable):
             return np.where(found[:, None], stored_rows[pos] if len(stored_keys) else 0.0,
                             np.float32(0.0)).astype(np.float32)
 
-        return self._score_with(dataset, lookup, bias, None if client is None else client.close)
+        scored = self._score_with(dataset, lookup, bias, None if client is None else client.close)
+        scored._ps_lease = self._lease  # its tasks read the table when they run: it holds the table until then
+        return scored
 
     def _score_with(self, dataset: DataFrame, lookup, bias: float, close=None) -> DataFrame:
         """``dataset`` with the model's output columns; tasks read rows with ``lookup(keys)``, then ``close()``.
@@ -439,6 +430,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         self._history = TrainingHistory.from_metadata(metadata)
         self._num_features = metadata.get("numFeatures")
         self._table = None
+        self._lease = None
         self._training_data = None
         self._export = None
 
@@ -485,9 +477,3 @@ class _PSModel(Model, MLReadable, MLWritable):
 
         return history(path)
 
-
-def _describe_or_empty(client, table: str) -> list[dict[str, Any]]:
-    try:
-        return client.describe(table)
-    except KeyError:
-        return []

@@ -16,7 +16,6 @@ trained is 0 in both).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import threading
@@ -43,6 +42,7 @@ from spark_ps.ml.training import (
     make_train_fn,
 )
 from spark_ps.spark.context import PSContext
+from spark_ps.spark.leases import TableLease
 from spark_ps.spark.tasks import task_died, task_error, task_slots
 from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
@@ -71,6 +71,8 @@ class FitResult:
     num_features: int
     #: The running Delta export of the weights to ``weights_path``; its result is the non-zero row count.
     export: weight_store.BackgroundExport
+    #: Holds ``table`` on the shards for the model (spark_ps.spark.leases): dropped once nothing holds it.
+    lease: TableLease | None = None
 
 
 def require_columns(dataset: DataFrame, **columns: str | None) -> None:
@@ -228,9 +230,12 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
             intercept = float(client.pull(table, [BIAS_KEY])[0, 0]) + task_stats[0]["offset"] \
                 if fit_intercept else 0.0
             path = os.path.join(checkpoint_root(spark, checkpoint_dir), uid, run_id)
-            drop_after = None if serve_from_table else functools.partial(ps.drop_table, table, missing_ok=True)
+            # The table is leased (spark_ps.spark.leases): the model and the export, which reads it, hold
+            # it; it is dropped once neither does (at once after the export, if the model cannot serve from it).
+            lease = ps.lease(table)
             # The optimizer state goes with the weights: a stream (initialModel=) continues from it.
-            export = weight_store.BackgroundExport(spark, client, table, path, then=drop_after,
+            export = weight_store.BackgroundExport(spark, client, table, path,
+                                                   then=lease.hold if serve_from_table else lease.release,
                                                    state_names=STATE_NAMES[model_spec.optimizer])
             load_seconds = max((row["load_seconds"] for row in task_stats), default=0.0)
             log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
@@ -246,7 +251,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         stop = next(row["stop"] for row in task_stats if row["stop"])  # every worker stops after the same pass
         history = TrainingHistory(losses, seconds, stop, max(row["batch_size"] for row in task_stats))
         return FitResult(path, table if serve_from_table else None, intercept, history, num_rows, num_features,
-                         export)
+                         export, lease if serve_from_table else None)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -18,7 +18,8 @@ from pyspark.errors import PySparkException
 
 from spark_ps.client.client import PSClient
 from spark_ps.errors import UnavailableError
-from spark_ps.spark.registry import ServerInfo, app_secret, wait_for_servers, wire_options
+from spark_ps.spark.leases import TableLease, drop_released
+from spark_ps.spark.registry import ServerInfo, app_secret, client_conf, wait_for_servers, wire_options
 from spark_ps.spark.warmup import warm_workers
 from spark_ps.wire.spec import TableSpec
 
@@ -39,6 +40,9 @@ class PSContext:
     Get it with :meth:`get`; use it as a context manager. :meth:`shutdown`
     drops the tables this handle created and closes its connections; it is
     idempotent, and the sidecars themselves stay up until their executors stop.
+    Tables can also be leased (:meth:`lease`): dropped once nothing holds
+    the lease (:mod:`spark_ps.spark.leases`); :meth:`memory` reports what each
+    table holds on the shards.
     The first handle of an application also starts, in the background, a
     Python worker in every task slot (:mod:`spark_ps.spark.warmup`): a job
     that calls ``PSContext.get(spark)`` as soon as its session exists has
@@ -75,6 +79,7 @@ class PSContext:
         self._own_tables: set[str] = set()
         self._closed = False
         self._lock = threading.Lock()
+        self._app_id = spark.sparkContext.applicationId
 
     @classmethod
     def get(cls, spark, *, expected_servers: int | None = None, timeout: float = 120.0,
@@ -114,7 +119,8 @@ class PSContext:
                 if app not in cls._warmed_apps:
                     cls._warmed_apps.add(app)
                     threading.Thread(target=_warm_workers, args=(spark,), daemon=True, name="ps-warm-up").start()
-            return ctx
+        drop_released(ctx)  # every fit and transform comes here: tables whose last holder went are dropped
+        return ctx
 
     def __enter__(self) -> PSContext:
         return self
@@ -137,12 +143,24 @@ class PSContext:
         """
         return list(self._servers)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self._closed
+
+    def same_application(self, other: PSContext) -> bool:
+        """Whether ``other`` is a handle on the same Spark application's shards."""
+        return self._app_id == other._app_id
+
     def _check_open(self) -> None:
         if self._closed:
             raise UnavailableError("this PSContext was shut down; call PSContext.get(spark) again")
 
     def client(self, **overrides: Any) -> PSClient:
         """A new picklable client over every shard, for use inside tasks; ``overrides`` change its options.
+
+        ``spark.ps.client.resends`` and ``spark.ps.client.faults.*`` are read
+        from the session's conf now (:func:`~spark_ps.spark.registry.client_conf`).
 
         Examples
         --------
@@ -153,7 +171,8 @@ class PSContext:
         (True, 30.0)
         """
         self._check_open()
-        return PSClient(self._servers, self._secret, **{**self._client_options, **overrides})
+        return PSClient(self._servers, self._secret, **{**self._client_options, **client_conf(self._spark),
+                                                        **overrides})
 
     def create_table(self, spec: TableSpec | str, /, **fields: Any) -> TableSpec:
         """Create a table on every shard; it is dropped again by :meth:`shutdown`.
@@ -216,6 +235,47 @@ class PSContext:
         """
         self._check_open()
         return self._admin.describe(name)
+
+    def lease(self, name: str) -> TableLease:
+        """A :class:`~spark_ps.spark.leases.TableLease` on table ``name``: dropped once nothing holds it.
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> _ = ps.create_table("scores", width=1); lease = ps.lease("scores")
+        >>> "scores" in ps.memory()["tables"], lease.released
+        (True, False)
+        >>> del lease; "scores" in ps.memory()["tables"]           # nothing holds it: dropped
+        False
+        """
+        self._check_open()
+        return TableLease(self, name)
+
+    def memory(self) -> dict[str, Any]:
+        """Bytes each table holds over all shards, and each shard's total and budget (``spark.ps.maxMemory``).
+
+        Tables whose lease was released are dropped first. ``budget`` 0 means none.
+
+        Examples
+        --------
+        >>> ps = PSContext.get(spark)
+        >>> _ = ps.create_table("w", width=8)
+        >>> with ps.client() as client:
+        ...     client.push("w", range(10_000), [[0.5] * 8] * 10_000)
+        >>> report = ps.memory()
+        >>> report["tables"]["w"] > 10_000 * 8 * 4, [sorted(s) for s in report["shards"]][0]
+        (True, ['budget', 'shard', 'used'])
+        >>> ps.drop_table("w")
+        """
+        self._check_open()
+        drop_released(self)
+        tables: dict[str, int] = {}
+        shards = []
+        for conn, reply in zip(self._admin._conns, self._admin.stats()):
+            for name, nbytes in reply["tables"].items():
+                tables[name] = tables.get(name, 0) + int(nbytes)
+            shards.append({"shard": conn.name, "used": int(reply["used"]), "budget": int(reply["budget"])})
+        return {"tables": dict(sorted(tables.items())), "shards": shards}
 
     def refresh(self, timeout: float = 60.0) -> bool:
         """Follow the registry after a shard was lost; return whether the shards' addresses changed.
@@ -283,6 +343,7 @@ class PSContext:
         >>> "scratch" in PSContext.get(spark).client().list_tables()      # a new handle; the table is gone
         False
         """
+        drop_released(self)
         with self._lock:
             if self._closed:
                 return

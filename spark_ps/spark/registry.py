@@ -13,8 +13,10 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from spark_ps.errors import PluginNotRunningError
+from spark_ps.wire.faults import CLIENT_PREFIX, FaultSettings
 from spark_ps.wire.session import conf_flags
 
 DRIVER_PLUGIN_CLASS = "io.sparkps.PSDriverPlugin"
@@ -126,6 +128,41 @@ def wire_options(spark) -> dict[str, bool]:
     {'integrity': True, 'crypto': False}
     """
     return conf_flags(spark.sparkContext.getConf().get)
+
+
+#: Times a client sends a request again after its connection broke (``client/connection.py``).
+RESENDS_KEY = "spark.ps.client.resends"
+
+
+def client_conf(spark) -> dict[str, Any]:
+    """``resends`` and ``faults`` of a PSClient, from the session's conf: read each time a client is made.
+
+    ``spark.ps.client.resends`` (default 1) and ``spark.ps.client.faults.*``
+    (``spark_ps.wire.faults``; off by default). Read from the session's
+    runtime conf, not the SparkConf fixed at start-up, so a session can turn
+    faults on for one fit and off again.
+
+    Examples
+    --------
+    >>> client_conf(spark)["resends"], client_conf(spark)["faults"].enabled
+    (1, False)
+    >>> spark.conf.set("spark.ps.client.resends", "-1"); client_conf(spark)
+    Traceback (most recent call last):
+    ...
+    ValueError: spark.ps.client.resends='-1' must be an integer >= 0
+    >>> spark.conf.unset("spark.ps.client.resends")
+    """
+    get = spark.conf.get
+    text = get(RESENDS_KEY, None)
+    resends = 1
+    if text is not None:
+        try:
+            resends = int(str(text).strip())
+        except ValueError:
+            resends = -1
+        if resends < 0:
+            raise ValueError(f"{RESENDS_KEY}={text!r} must be an integer >= 0")
+    return {"resends": resends, "faults": FaultSettings.from_conf(get, CLIENT_PREFIX)}
 
 
 def expected_server_count(spark) -> int:
