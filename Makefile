@@ -3,7 +3,7 @@
 #   make build     venv + plugin jar + Delta jars
 #   make kafka     spark-sql-kafka jars for Spark, and a Kafka broker's jars for the Kafka integration test
 #   make test      build, then the fast tests, the local-cluster integration tests and the docstring examples
-#   make demo      build, then jobs/run_demo.sh: spark-submit jobs/train.py (a9a, ours vs MLlib)
+#   make demo      build, then jobs/run_demo.sh: the train, predict and evaluate jobs on a9a (conf/a9a.toml)
 #   make stream-demo  build, then jobs/stream_demo.py: streaming training killed and resumed (Delta, local[2])
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
 #   make bench-ps  build, then the shard throughput benchmark (python -m bench.ps)

@@ -87,3 +87,11 @@ def write_tsv(path: str, n: int, seed: int = 0) -> str:
     """Write ``n`` events as a headerless TSV (empty field = missing), Criteo's layout; returns ``path``."""
     events(n, seed).to_csv(path, sep="\t", header=False, index=False, na_rep="")
     return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) not in (3, 4):
+        raise SystemExit("usage: python integration/rawctr.py OUT.tsv ROWS [SEED]")
+    print(write_tsv(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 0))

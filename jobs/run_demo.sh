@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: spark-submit jobs/train.py on the embedded default (local Spark with
-# our plugin) using conf/spark-defaults.conf. Extra arguments go to the job.
+# `make demo`: the batch jobs on the embedded default (local Spark with our plugin), using
+# conf/spark-defaults.conf: jobs/train.py, jobs/predict.py and jobs/evaluate.py from conf/a9a.toml.
+# Extra arguments go to every job (e.g. --model.params.regParam=1e-4).
 # SPARK_PS_DEMO_MASTER overrides the master (default local[2]; try
 # local-cluster[2,1,1024] for two executor JVMs with a sidecar each).
-# SPARK_PS_DEMO_JOB picks another job (jobs/ps_smoke.py: push/pull smoke test).
+# SPARK_PS_DEMO_JOB runs one other job instead, with the extra arguments (jobs/ps_smoke.py: push/pull
+# smoke test; jobs/compare_mllib.py: a9a against MLlib).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,11 +17,22 @@ python="$root/.venv/bin/python"
 export PYSPARK_PYTHON="$python"
 export PYSPARK_DRIVER_PYTHON="$python"
 
-exec "$root/.venv/bin/spark-submit" \
-    --master "${SPARK_PS_DEMO_MASTER:-local[2]}" \
-    --properties-file conf/spark-defaults.conf \
-    --conf "spark.pyspark.python=$python" \
-    --conf "spark.ps.python=$python" \
-    --conf "spark.ps.pythonPath=$root" \
-    --conf spark.ui.showConsoleProgress=false \
-    "${SPARK_PS_DEMO_JOB:-jobs/train.py}" "$@"
+submit() {
+    "$root/.venv/bin/spark-submit" \
+        --master "${SPARK_PS_DEMO_MASTER:-local[2]}" \
+        --properties-file conf/spark-defaults.conf \
+        --conf "spark.pyspark.python=$python" \
+        --conf "spark.ps.python=$python" \
+        --conf "spark.ps.pythonPath=$root" \
+        --conf spark.ui.showConsoleProgress=false \
+        "$@"
+}
+
+if [ -n "${SPARK_PS_DEMO_JOB:-}" ]; then
+    submit "$SPARK_PS_DEMO_JOB" "$@"
+    exit
+fi
+test="data/a9a.t.libsvm.gz"
+submit jobs/train.py --config conf/a9a.toml "$@"
+submit jobs/predict.py --config conf/a9a.toml --input.path="$test" --output.mode=overwrite "$@"
+submit jobs/evaluate.py --config conf/a9a.toml --input.path="$test" --output.path=warehouse/a9a_lr_report "$@"

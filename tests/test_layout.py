@@ -6,7 +6,8 @@ One directory per process that runs the code (see the README's map):
   shared by both ends and import nothing above them;
 * ``server`` runs in the sidecar: never pyspark, ``client``, ``spark`` or ``ml``;
 * ``client`` runs in tasks and the driver: no pyspark, no ``server``;
-* ``spark`` runs on the driver; ``ml`` never imports ``server``.
+* ``spark`` runs on the driver; ``ml`` never imports ``server``;
+* ``jobs`` (the batch jobs' library) runs on the driver, above ``ml``.
 
 Imports inside functions count too: a lazy import is still a dependency.
 """
@@ -32,6 +33,7 @@ ALLOWED = {
     "spark": {"errors", "native", "wire", "client", "spark"},
     "ml": {"errors", "native", "wire", "client", "spark", "ml"},
     "streaming": {"errors", "native", "wire", "client", "spark", "ml", "streaming"},
+    "jobs": {"errors", "native", "wire", "client", "spark", "ml", "jobs"},
 }
 #: Subpackages that must run without pyspark or py4j.
 NO_SPARK = {"errors", "native", "wire", "server", "client"}

@@ -119,7 +119,7 @@ class _ProgressPrinter:
         self._client, self._epochs, self._num_workers = client, epochs, num_workers
         self._num_epochs, self._label = num_epochs, label
         self._stop = threading.Event()
-        self._reported = 0
+        self._reported, self._seconds = 0, 0.0
         self._thread = threading.Thread(target=self._run, name="ps-progress", daemon=True)
 
     def __enter__(self):
@@ -147,10 +147,13 @@ class _ProgressPrinter:
             epoch = stats[self._reported]
             # Workers run side by side: the epoch took about the mean task time.
             seconds = epoch["seconds"] / self._num_workers
-            log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s)", self._label, self._reported + 1,
-                     self._num_epochs, epoch["loss_sum"] / max(epoch["weight_sum"], 1e-300),
-                     epoch["rows"] / max(seconds, 1e-9), seconds)
+            self._seconds += seconds
             self._reported += 1
+            # An upper bound: the fit stops early once a pass improves the loss by less than tol.
+            eta = (self._num_epochs - self._reported) * self._seconds / self._reported
+            log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s), ETA %.1f s at most", self._label,
+                     self._reported, self._num_epochs, epoch["loss_sum"] / max(epoch["weight_sum"], 1e-300),
+                     epoch["rows"] / max(seconds, 1e-9), seconds, eta)
 
 
 def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: TableSpec,
