@@ -18,6 +18,7 @@ from pyspark.sql.types import NumericType
 from spark_ps.jobs.config import FeaturesConf, InputConf
 from spark_ps.ml.feature import FieldHasher
 from spark_ps.spark import hadoop
+from spark_ps.spark.deltalog import delta_version
 
 __all__ = ["InputError", "features_frame", "hasher_for", "input_version", "read_input"]
 
@@ -26,8 +27,12 @@ class InputError(ValueError):
     """A job's input is missing or does not have the columns its configuration names."""
 
 
-def read_input(spark: SparkSession, conf: InputConf, section: str = "input") -> DataFrame:
+def read_input(spark: SparkSession, conf: InputConf, section: str = "input", version: int | None = None
+               ) -> DataFrame:
     """The rows ``conf`` names: a path in one of :data:`~spark_ps.jobs.config.FORMATS`, or a catalog table.
+
+    ``version`` pins a Delta input to that version (:func:`input_version`), so
+    that the version a model records is the one it was trained on.
 
     Raises
     ------
@@ -61,6 +66,8 @@ def read_input(spark: SparkSession, conf: InputConf, section: str = "input") -> 
         reader = reader.schema(conf.schema)
     if conf.format == "libsvm" and conf.num_features:
         reader = reader.option("numFeatures", conf.num_features)
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
     try:
         return reader.load(conf.path)
     except AnalysisException as exc:  # e.g. a schema that does not parse, or files of another format
@@ -68,7 +75,7 @@ def read_input(spark: SparkSession, conf: InputConf, section: str = "input") -> 
 
 
 def input_version(spark: SparkSession, conf: InputConf) -> int | None:
-    """The Delta version a job read, for a Delta input (None for files of other formats and for tables).
+    """The newest Delta version of a Delta input, to read and to record (None for other formats and tables).
 
     Examples
     --------
@@ -76,12 +83,9 @@ def input_version(spark: SparkSession, conf: InputConf) -> int | None:
     >>> input_version(spark, InputConf(path="data/a9a.libsvm.gz", format="libsvm")) is None
     True
     """
-    if conf.format != "delta" or conf.path is None:
+    if conf.format != "delta" or conf.path is None or not hadoop.exists(spark, conf.path):
         return None
-    from delta.tables import DeltaTable
-
-    row = DeltaTable.forPath(spark, conf.path).history(1).select("version").head()
-    return None if row is None else int(row.version)
+    return delta_version(spark, conf.path)
 
 
 def hasher_for(features: FeaturesConf) -> FieldHasher | None:

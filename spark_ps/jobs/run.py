@@ -72,19 +72,20 @@ def train(spark: SparkSession, conf: JobConf) -> dict:
     Returns the summary the job prints: version, rows, seconds and metrics.
     """
     estimator = _estimator(conf)
-    frame = features_frame(read_input(spark, conf.input), conf.input, conf.features)
+    read_version = input_version(spark, conf.input)
+    frame = features_frame(read_input(spark, conf.input, version=read_version), conf.input, conf.features)
+    test = None if conf.test is None else \
+        features_frame(read_input(spark, conf.test, "test"), conf.test, conf.features, section="test")
     started = time.perf_counter()
     model = estimator.fit(frame)
     seconds = time.perf_counter() - started
-    metrics = {}
-    if conf.test is not None:
-        test = features_frame(read_input(spark, conf.test, "test"), conf.test, conf.features, section="test")
-        metrics = {k: v for k, v in _metrics(model, test).items() if isinstance(v, float)}
-    lineage = versions.Lineage(conf.input.path or conf.input.table, input_version(spark, conf.input),
+    metrics = {} if test is None else {k: v for k, v in _metrics(model, test).items() if isinstance(v, float)}
+    lineage = versions.Lineage(conf.input.path or conf.input.table, read_version,
                                {f"test_{k}": v for k, v in metrics.items()},
                                features=conf.features.hasher_params() if conf.features.hashed else None)
-    model.write().overwrite().lineage(lineage).save(conf.model.path)
-    version, metadata = versions.resolve(spark, conf.model.path)
+    writer = model.write().overwrite().lineage(lineage)
+    writer.save(conf.model.path)
+    version, metadata = versions.resolve(spark, conf.model.path, writer.savedVersion)
     return {"modelPath": conf.model.path, "version": version, "rows": metadata.get("numRows"),
             "fitSeconds": round(seconds, 2), **metrics}
 

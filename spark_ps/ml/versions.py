@@ -64,7 +64,7 @@ from spark_ps.spark import hadoop
 from spark_ps.spark.deltalog import commit_info, commit_versions, delta_version
 
 __all__ = ["BATCH_FORMAT", "HISTORY_SCHEMA", "ONLINE_FORMAT", "Lineage", "commit_weights", "delta_version",
-           "history", "resolve"]
+           "history", "lineage_of", "resolve"]
 
 #: ``weightsFormat`` of a fitted and saved model: the Delta table ``<path>/weights``.
 BATCH_FORMAT = "delta:key,value"
@@ -95,11 +95,15 @@ class Lineage:
         Metrics of the version (e.g. a held-out AUC). The save adds the
         model's own ``objective`` (final training loss) and ``passes``; a
         metric of either name here is refused.
+    features : mapping, optional
+        How the input's raw columns became the features column: the
+        :class:`~spark_ps.ml.feature.FieldHasher` Params (JSON values), so
+        that a reader of this version hashes new rows the same way.
 
     Examples
     --------
     >>> Lineage("data/ctr", 3, {"auc": 0.75})
-    Lineage(input_path='data/ctr', input_version=3, metrics={'auc': 0.75})
+    Lineage(input_path='data/ctr', input_version=3, metrics={'auc': 0.75}, features=None)
     >>> Lineage(input_version=-1)
     Traceback (most recent call last):
     ...
@@ -109,6 +113,7 @@ class Lineage:
     input_path: str | None = None
     input_version: int | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    features: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         version = self.input_version
@@ -145,7 +150,7 @@ def _record(metadata: dict[str, Any], lineage: Lineage, save_id: str) -> dict[st
                          "name the caller's metrics otherwise")
     return {RECORD_KEY: RECORD_FORMAT, "saveId": save_id, "model": metadata, "rows": metadata.get("numRows"),
             "inputPath": lineage.input_path, "inputVersion": lineage.input_version,
-            "metrics": {**own, **lineage.metrics}}
+            "metrics": {**own, **lineage.metrics}, "features": lineage.features}
 
 
 def commit_weights(weights: DataFrame, path: str, metadata: dict[str, Any], lineage: Lineage) -> int:
@@ -231,6 +236,25 @@ def read_record(spark: SparkSession, table: str, version: int) -> dict[str, Any]
     True
     """
     return _parse_record(commit_info(spark, table, version).get("userMetadata"))
+
+
+def lineage_of(spark: SparkSession, path: str, version: int) -> Lineage:
+    """The lineage the save of model version ``version`` of ``path`` recorded (an empty one if none).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m")
+    >>> rows = spark.createDataFrame([(3, [0.5])], "key long, value array<float>")
+    >>> meta = {"class": "x.Model", "uid": "m1", "paramMap": {}, "defaultParamMap": {}, "numRows": 10}
+    >>> commit_weights(rows, path, meta, Lineage("in", 2, features={"hashCols": ["ad"]}))
+    0
+    >>> lineage_of(spark, path, 0)
+    Lineage(input_path='in', input_version=2, metrics={}, features={'hashCols': ['ad']})
+    """
+    record = read_record(spark, weights_table(path), version) or {}
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in ("objective", "passes")}
+    return Lineage(record.get("inputPath"), record.get("inputVersion"), metrics, record.get("features"))
 
 
 def spans(versions: list[int]) -> str:

@@ -1,0 +1,54 @@
+"""The three batch jobs through spark-submit on ``local-cluster[2,1,1024]``, from the shipped ``conf/criteo.toml``.
+
+As a scheduler runs them: ``jobs/train.py``, then ``jobs/predict.py`` and
+``jobs/evaluate.py`` on the next day's raw file, each a spark-submit with
+``conf/spark-defaults.conf``. Three applications of 20-30 s of start-up each,
+so this runs in ``make test-stream``; ``tests/jobs/test_jobs.py`` checks the
+same jobs in-process in ``make test``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rawctr
+from clusterkit import CLUSTER_MASTER
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBMIT_TIMEOUT = 300
+ROWS = 10_000
+
+
+def spark_submit(job: str, *args: str) -> subprocess.CompletedProcess:
+    """``jobs/<job>.py --config conf/criteo.toml ARGS`` through spark-submit, as ``jobs/run_demo.sh`` runs jobs."""
+    python = sys.executable
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
+    command = [str(Path(python).parent / "spark-submit"), "--master", CLUSTER_MASTER,
+               "--properties-file", str(ROOT / "conf" / "spark-defaults.conf"),
+               "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.ps.python={python}",
+               "--conf", f"spark.ps.pythonPath={ROOT}", "--conf", "spark.ui.showConsoleProgress=false",
+               str(ROOT / "jobs" / f"{job}.py"), "--config", str(ROOT / "conf" / "criteo.toml"), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_through_spark_submit(tmp_path):
+    day1 = rawctr.write_tsv(str(tmp_path / "day1.tsv"), ROWS, seed=1)
+    day2 = rawctr.write_tsv(str(tmp_path / "day2.tsv"), ROWS // 4, seed=2)
+    model = f"--model.path={tmp_path / 'ctr_lr'}"
+    trained = spark_submit("train", f"--input.path={day1}", model)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "train: modelPath=" in trained.stdout and "version=0" in trained.stdout
+    scored = spark_submit("predict", f"--input.path={day2}", f"--output.path={tmp_path / 'scores'}", model)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert f"rowsWithThisVersion={ROWS // 4}" in scored.stdout
+    evaluated = spark_submit("evaluate", f"--input.path={day2}", f"--output.path={tmp_path / 'report'}", model)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report["version"] == 0 and report["rows"] == ROWS // 4 and report["auc"] > 0.7
+    assert (tmp_path / "report" / "report.png").stat().st_size > 1000
