@@ -263,8 +263,8 @@ def model_table_spec(table_spec: TableSpec, fit_intercept: bool) -> TableSpec:
 
     Examples
     --------
-    >>> model_table_spec(TableSpec("m", optimizer="ftrl"), fit_intercept=True).unpenalised_keys
-    (-1,)
+    >>> model_table_spec(TableSpec("m", optimizer="ftrl"), fit_intercept=True).unpenalised_keys == (BIAS_KEY,)
+    True
     """
     return dataclasses.replace(table_spec, unpenalised_keys=(BIAS_KEY,) if fit_intercept else ())
 
