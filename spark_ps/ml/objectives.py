@@ -39,12 +39,11 @@ class Objective:
     --------
     >>> import numpy as np
     >>> from spark_ps.ml.csr import CSRBatch
-from spark_ps.ml.keycolumns import BIAS_KEY  # re-exported: the intercept row
     >>> batch = CSRBatch(np.array([0, 2]), np.array([3, 5]), np.array([1.0, 1.0]), np.array([1.0]), None)
     >>> obj = Objective("logistic")
     >>> keys, col = obj.keys_of(batch, fit_intercept=True)
-    >>> keys.tolist()
-    [-1, 3, 5]
+    >>> keys.tolist() == [BIAS_KEY, 3, 5]    # the intercept's row first
+    True
     """
 
     loss: str
@@ -79,8 +78,8 @@ from spark_ps.ml.keycolumns import BIAS_KEY  # re-exported: the intercept row
         >>> batch = CSRBatch(np.array([0, 2, 3]), np.array([9, 2, 9]), np.ones(3), np.zeros(2))
         >>> [a.tolist() for a in Objective.keys_of(batch, fit_intercept=False)]
         [[2, 9], [1, 0, 1]]
-        >>> [a.tolist() for a in Objective.keys_of(batch, fit_intercept=True)]     # row 0 is the bias
-        [[-1, 2, 9], [2, 1, 2]]
+        >>> [a.tolist() for a in Objective.keys_of(batch, fit_intercept=True)]     # row 0: the bias, INT64_MIN
+        [[-9223372036854775808, 2, 9], [2, 1, 2]]
         """
         # Hashing, not np.unique's sort of every entry (see spark_ps.native.factorize); not
         # pandas' factorize either: importing pandas costs a fresh Python worker 0.3-1.4 s.
