@@ -11,6 +11,7 @@
 #                  where a default fit's wall time goes, cold and warm (python -m bench.profile_fit), then
 #                  rows scaling at d=2^26 on local-cluster (python -m bench.scaling)
 #   make bench-sweeps  build, then the tuning sweeps moved out of make test (python -m bench.sweeps)
+#   make bench-raw build, then raw columns to AUC: FieldHasher + ours vs FeatureHasher + MLlib (python -m bench.raw_parity)
 #   make bench-stream  build, then the streaming training benchmark (python -m bench.stream)
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
@@ -43,7 +44,7 @@ DELTA_STAMP := $(JARS_DIR)/.delta-$(DELTA_VERSION)
 # The installed pyspark's version (empty until the venv exists; read by recipes only).
 INSTALLED_SPARK = $(shell $(VPY) -c 'import pyspark; print(pyspark.__version__)')
 
-.PHONY: venv plugin jars kafka build lint test test-stream demo smoke stream-demo bench-ps bench bench-sweeps bench-stream clean distclean
+.PHONY: venv plugin jars kafka build lint test test-stream demo smoke stream-demo bench-ps bench bench-sweeps bench-raw bench-stream clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -191,6 +192,10 @@ bench: build
 # (make test runs two Param maps of each); a few minutes.
 bench-sweeps: build
 	$(VPY) -m bench.sweeps
+
+# Raw columns to held-out AUC: FieldHasher + our LR against FeatureHasher + MLlib, on iPinYou and rawctr.
+bench-raw: build
+	$(VPY) -m bench.raw_parity
 
 # Streaming training (issue 10, Speed): StreamingTrainer on local[2] at 50k/100k/200k-row micro-batches of
 # synthetic CTR events (d = 2^22): rows/s, p50/p95 latency, snapshot and restart cost, driver memory

@@ -266,24 +266,30 @@ class TrainSpec:
         return self.table_spec.name
 
 
-def _gather_totals(client: PSClient, spec: TrainSpec, worker: int, data: CSRBatch | None) -> tuple[int, float | None]:
-    """Every task's row count and (weighted) label sum, summed on the shards: (rows, mean label or None).
+def _gather_totals(client: PSClient, spec: TrainSpec, worker: int, data: CSRBatch | None, num_batches: int
+                   ) -> tuple[int, float | None, int]:
+    """Every task's rows and (weighted) label sum, summed on the shards, and the most mini-batches of any task.
 
-    The sums are float32 (:class:`~spark_ps.client.collectives.AllReduce`):
-    exact for row counts below 2**24, and the same on every worker in any
-    case, which is what the identical table specs of :func:`make_train_fn`
-    need. The rendezvous is a :class:`~spark_ps.client.collectives.Barrier`
-    on the shards: a round trip, where Spark's ``allGather`` took a second.
+    Returns ``(rows, mean label or None, most batches per pass)``. The sums
+    are float32 (:class:`~spark_ps.client.collectives.AllReduce`): exact for
+    counts below 2**24, and the same on every worker in any case, which is
+    what the identical table specs of :func:`make_train_fn` need. Slot
+    ``1 + worker`` holds each worker's batch count (in its ``rows`` field),
+    for :func:`run_epochs`' clock padding. The rendezvous is a
+    :class:`~spark_ps.client.collectives.Barrier` on the shards: a round
+    trip, where Spark's ``allGather`` took a second.
     """
     rows, weights, labels = 0, 0.0, 0.0
     if data is not None:
         w = np.ones(data.num_rows) if data.weights is None else data.weights
         rows, weights, labels = data.num_rows, float(w.sum()), float(w @ data.labels)
     spec.totals.add(client, 0, rows=rows, weight_sum=weights, label_sum=labels)
+    spec.totals.add(client, 1 + worker, rows=num_batches, weight_sum=0.0, label_sum=0.0)
     spec.rendezvous.wait(client, worker, timeout=spec.timeout)  # every worker's totals are in
-    totals = spec.totals.get(client, 0)
+    totals, *per_worker = spec.totals.get_many(client, range(1 + spec.num_workers))
     weights = totals["weight_sum"]
-    return int(totals["rows"]), (totals["label_sum"] / weights if weights > 0 else None)
+    most_batches = int(max((t["rows"] for t in per_worker), default=0))
+    return int(totals["rows"]), (totals["label_sum"] / weights if weights > 0 else None), most_batches
 
 
 def _barrier_context():
@@ -368,13 +374,22 @@ def plan_batches(data: CSRBatch | None, spec: TrainSpec) -> list[MiniBatch]:
     return batches
 
 
-def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, worker: int) -> list[dict]:
+def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, worker: int,
+               clock_ticks_per_pass: int | None = None) -> list[dict]:
     """Train passes over the planned ``batches`` until ``spec.schedule`` stops; return per-epoch statistics.
 
     With a ``tol``, the workers meet after every pass and read the pass's
     summed loss from the shards: the same float32 sums for everyone, so all
     of them stop after the same pass. The last row says why it stopped.
+
+    Under SSP, a worker with fewer batches than ``clock_ticks_per_pass`` (the
+    most of any worker) ticks its clock up to it before that meeting. Else
+    its clock falls one tick further behind per pass, and once a worker with
+    more batches is ``staleness`` ticks ahead it waits for the clock of a
+    worker that is itself waiting at the meeting: a deadlock (seen on
+    iPinYou: 26 and 27 batches a pass, stuck in the fifth pass).
     """
+    padding = max(0, (clock_ticks_per_pass or 0) - len(batches))
     results = []
     rows = sum(b.data.num_rows for b in batches)
     schedule, losses, stop = spec.schedule, [], None
@@ -396,6 +411,9 @@ def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, work
                 client.push_and_advance(spec.table, batch.keys, grads, spec.clock, worker, timeout=spec.timeout)
             loss_sum += loss
             weight_sum += batch.weight_sum
+        if spec.clock is not None:
+            for _ in range(padding):
+                client.clock_advance(spec.clock, worker, timeout=spec.timeout)
         seconds = time.perf_counter() - start
         spec.epochs.add(client, epoch, loss_sum=loss_sum, weight_sum=weight_sum, rows=rows, seconds=seconds,
                         workers=1)
@@ -429,7 +447,7 @@ def make_train_fn(spec: TrainSpec):
             data, size = load_partition(batches, spec)
             planned = plan_batches(data, spec)
             load_seconds = time.perf_counter() - start
-            num_rows, label_mean = _gather_totals(client, spec, worker, data)
+            num_rows, label_mean, most_batches = _gather_totals(client, spec, worker, data, len(planned))
             results = []
             if num_rows > 0:  # else the driver reports the empty DataFrame
                 dep = spec.data_dependence
@@ -441,8 +459,9 @@ def make_train_fn(spec: TrainSpec):
                 started = dataclasses.replace(spec, schedule=schedule,
                                               objective=dataclasses.replace(spec.objective, offset=offset))
                 batch_size = spec.schedule.rows_per_batch(0 if data is None else data.num_rows)
+                epochs = run_epochs(planned, started, client, worker, most_batches)
                 results = [{**r, "num_features": size, "load_seconds": load_seconds, "offset": offset,
-                            "batch_size": batch_size} for r in run_epochs(planned, started, client, worker)]
+                            "batch_size": batch_size} for r in epochs]
         finally:
             client.close()
         yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)

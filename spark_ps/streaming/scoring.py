@@ -152,7 +152,8 @@ def scored_batch(df: DataFrame, modelPath: str, version: int | None = None) -> I
     >>> path = tempfile.mkdtemp()     # an online model by hand: metadata, then one commit of (key, value) rows
     >>> DefaultParamsWriter.saveMetadata(LinearRegressionModel(), path, spark,
     ...                                  extraMetadata={"weightsFormat": "delta:log"})
-    >>> rows = spark.createDataFrame([(-1, [0.5]), (3, [2.0]), (7, [-1.0])], "key long, value array<float>")
+    >>> from spark_ps.ml.objectives import BIAS_KEY       # the intercept's row
+    >>> rows = spark.createDataFrame([(BIAS_KEY, [0.5]), (3, [2.0]), (7, [-1.0])], "key long, value array<float>")
     >>> ModelStore(spark, path).commit(rows, batch_id=0, metadata={})
     0
     >>> df = spark.createDataFrame([(Vectors.sparse(8, [3], [1.0]),), (Vectors.sparse(8, [3, 7], [1.0, 4.0]),)],
@@ -218,7 +219,7 @@ def score_batch(df: DataFrame, modelPath: str, version: int | None = None) -> Da
     >>> path = tempfile.mkdtemp()
     >>> DefaultParamsWriter.saveMetadata(LogisticRegressionModel(), path, spark,
     ...                                  extraMetadata={"weightsFormat": "delta:log"})
-    >>> rows = spark.createDataFrame([(-1, [0.0]), (2, [3.0])], "key long, value array<float>")
+    >>> rows = spark.createDataFrame([(BIAS_KEY, [0.0]), (2, [3.0])], "key long, value array<float>")
     >>> ModelStore(spark, path).commit(rows, batch_id=0, metadata={})
     0
     >>> df = spark.createDataFrame([(Vectors.sparse(4, [2], [1.0]),), (Vectors.sparse(4, [], []),)], ["features"])
@@ -252,7 +253,7 @@ class Scorer:
     >>> model = os.path.join(root, "model")
     >>> DefaultParamsWriter.saveMetadata(LogisticRegressionModel(), model, spark,
     ...                                  extraMetadata={"weightsFormat": "delta:log"})
-    >>> rows = spark.createDataFrame([(-1, [0.0]), (0, [-2.0]), (1, [2.0])], "key long, value array<float>")
+    >>> rows = spark.createDataFrame([(BIAS_KEY, [0.0]), (0, [-2.0]), (1, [2.0])], "key long, value array<float>")
     >>> ModelStore(spark, model).commit(rows, batch_id=0, metadata={})
     0
     >>> events = [(float(i % 2), Vectors.sparse(4, [i % 2, 3], [1.0, 1.0])) for i in range(10)]

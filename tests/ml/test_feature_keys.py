@@ -53,10 +53,16 @@ def frames(local_spark):
     return keyed, vectors, rank
 
 
+@pytest.fixture(scope="module")
+def key_lr(frames):
+    """LogisticRegression on the key column, shared by the equality and the save/load tests (a fit is 3-5 s)."""
+    return LogisticRegression(**DETERMINISTIC).fit(frames[0])
+
+
 @pytest.mark.parametrize("estimator_class", [LogisticRegression, LinearRegression])
-def test_key_column_fit_equals_the_vector_fit_of_the_ranked_keys(frames, estimator_class):
+def test_key_column_fit_equals_the_vector_fit_of_the_ranked_keys(frames, key_lr, estimator_class):
     keyed, vectors, rank = frames
-    by_key = estimator_class(**DETERMINISTIC).fit(keyed)
+    by_key = key_lr if estimator_class is LogisticRegression else estimator_class(**DETERMINISTIC).fit(keyed)
     by_vector = estimator_class(**DETERMINISTIC).fit(vectors)
     coefficients = by_vector.coefficients.toArray()
     ours = by_key.weightsOf(KEYS.tolist())[:, 0]
@@ -69,9 +75,9 @@ def test_key_column_fit_equals_the_vector_fit_of_the_ranked_keys(frames, estimat
     np.testing.assert_allclose(scored, reference, rtol=1e-6, atol=1e-7)
 
 
-def test_key_column_model_saves_and_loads_and_has_no_vector_form(frames, tmp_path):
+def test_key_column_model_saves_and_loads_and_has_no_vector_form(frames, key_lr, tmp_path):
     keyed, _, _ = frames
-    model = LogisticRegression(**DETERMINISTIC).fit(keyed)
+    model = key_lr
     model.save(str(tmp_path / "lr"))
     loaded = LogisticRegressionModel.load(str(tmp_path / "lr"))
     assert loaded.numFeatures == -1

@@ -75,3 +75,18 @@ def test_batch_size_zero_takes_about_32_mini_batches_per_worker_and_pass(local_s
 def test_a_negative_batch_size_is_refused_naming_the_param(train):
     with pytest.raises(ValueError, match="batchSize must be >= 0"):
         LogisticRegression(batchSize=-1).fit(train)
+
+
+def test_ssp_workers_with_uneven_batch_counts_meet_after_every_pass_without_deadlock(local_spark):
+    """Partitions of 300 and 100 rows: 30 and 10 batches a pass, 20 ticks apart, staleness 1.
+
+    Without the clock padding of ``run_epochs`` the bigger worker waits for the
+    smaller one's clock while that one waits for it at the end-of-pass meeting
+    (a ``tol`` makes them meet): the fit ends only at ``psTimeout``.
+    """
+    rows = [(float(i % 3 == 0), Vectors.sparse(4, [i % 4], [1.0]), int(i >= 300)) for i in range(400)]
+    df = local_spark.createDataFrame(rows, ["label", "features", "part"]).repartitionByRange(2, "part")
+    assert sorted(len(p) for p in df.rdd.glom().collect()) == [100, 300]
+    model = LogisticRegression(numWorkers=2, syncMode="ssp", staleness=1, batchSize=10, numEpochs=3, tol=1e-12,
+                               psTimeout=20.0).fit(df)
+    assert model.summary.totalIterations == 3
