@@ -27,7 +27,7 @@ from spark_ps.ml.feature import FieldHasher
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = str(ROOT / "conf" / "criteo.toml")
-TRAIN_ROWS, SCORE_ROWS = 20_000, 5_000
+TRAIN_ROWS, SCORE_ROWS = 8_000, 3_000
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -72,7 +72,7 @@ def test_train_then_predict_and_evaluate_hash_as_the_model_was_trained(trained, 
     scores = local_spark.read.format("delta").load(files["scores"]).toPandas()
     assert len(scores) == SCORE_ROWS and set(scores["modelVersion"]) == {0}
     held_out = auc(scores["label"].to_numpy(), scores["probability"].to_numpy())
-    assert held_out > 0.75
+    assert held_out > 0.7
     report = json.loads(Path(files["report"], "metrics.json").read_text())
     assert report["version"] == 0 and report["rows"] == SCORE_ROWS
     assert report["auc"] == pytest.approx(held_out, abs=2e-3)

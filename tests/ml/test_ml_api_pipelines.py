@@ -155,6 +155,7 @@ def test_cross_validator_over_reg_param_and_num_epochs(a9a):
     assert got >= want - AUC_MARGIN, (got, want)
 
 
+@pytest.mark.slow  # 6 s; the CrossValidator test runs the same tuning path: make test keeps under ten minutes
 def test_train_validation_split_over_reg_param_and_num_epochs(spark):
     rows = regression_rows(400)
     train = spark.createDataFrame(rows[:300], ["label", "features"]).cache()
