@@ -112,10 +112,33 @@ class FeaturesConf:
         """Whether raw columns are hashed (else ``column`` is read as it is)."""
         return bool(self.hash or self.buckets or self.numeric or self.crosses)
 
+    #: This table's keys and the :class:`~spark_ps.ml.feature.FieldHasher` Params they stand for.
+    _HASHER_PARAMS = (("hash", "hashCols"), ("buckets", "bucketCols"), ("numeric", "numericCols"),
+                      ("crosses", "crosses"), ("column", "outputCol"))
+
     def hasher_params(self) -> dict[str, Any]:
-        """The :class:`~spark_ps.ml.feature.FieldHasher` Params these settings stand for."""
-        return {"hashCols": list(self.hash), "bucketCols": list(self.buckets), "numericCols": list(self.numeric),
-                "crosses": [list(p) for p in self.crosses], "outputCol": self.column}
+        """The :class:`~spark_ps.ml.feature.FieldHasher` Params these settings stand for (JSON values).
+
+        Examples
+        --------
+        >>> FeaturesConf(hash=("c0",), crosses=(("c0", "c1"),)).hasher_params()["crosses"]
+        [['c0', 'c1']]
+        """
+        values = {"hash": list(self.hash), "buckets": list(self.buckets), "numeric": list(self.numeric),
+                  "crosses": [list(p) for p in self.crosses], "column": self.column}
+        return {param: values[key] for key, param in self._HASHER_PARAMS}
+
+    @classmethod
+    def from_hasher_params(cls, params: Mapping[str, Any]) -> FeaturesConf:
+        """The settings that :meth:`hasher_params` turned into ``params`` (as a model version records them).
+
+        Examples
+        --------
+        >>> conf = FeaturesConf(hash=("c0",), buckets=("i0",), crosses=(("c0", "c1"),))
+        >>> FeaturesConf.from_hasher_params(conf.hasher_params()) == conf
+        True
+        """
+        return cls(**{key: params[param] for key, param in cls._HASHER_PARAMS})
 
 
 @dataclass(frozen=True)

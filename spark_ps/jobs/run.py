@@ -93,12 +93,9 @@ def train(spark: SparkSession, conf: JobConf) -> dict:
 def _load(spark: SparkSession, conf: JobConf):
     """The model version ``[model]`` names, and the ``[features]`` it was trained with."""
     version, metadata = versions.resolve(spark, conf.model.path, conf.model.version)
-    model = versions.instantiate(metadata).__class__.load(conf.model.path, version=version)
+    model = versions.model_class(metadata).load(conf.model.path, version=version)
     recorded = versions.lineage_of(spark, conf.model.path, version).features
-    features = FeaturesConf(hash=recorded["hashCols"], buckets=recorded["bucketCols"],
-                            numeric=recorded["numericCols"], crosses=recorded["crosses"],
-                            column=recorded["outputCol"]) if recorded else conf.features
-    return version, model, features
+    return version, model, FeaturesConf.from_hasher_params(recorded) if recorded else conf.features
 
 
 def predict(spark: SparkSession, conf: JobConf) -> dict:

@@ -43,7 +43,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from spark_ps.errors import MissingColumnError
+from spark_ps.ml.fitting import require_columns
 from spark_ps.ml.keycolumns import BIAS_KEY
 
 __all__ = ["FieldHasher"]
@@ -177,9 +177,7 @@ class FieldHasher(Transformer, _FieldHasherParams, DefaultParamsReadable, Defaul
         if not names:
             raise ValueError("FieldHasher: no input columns; set hashCols, bucketCols, numericCols or crosses")
         for name in names:
-            if name not in dataset.columns:
-                raise MissingColumnError(f"FieldHasher: column {name!r} not found in the DataFrame; "
-                                         f"available columns: {dataset.columns}")
+            require_columns(dataset, **{"FieldHasher input": name})
         kinds = dict(dataset.dtypes)
         for name in (*self.getBucketCols(), *self.getNumericCols()):
             if kinds[name] in ("string", "boolean", "binary") or kinds[name].startswith(("array", "map", "struct")):

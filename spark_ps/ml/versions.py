@@ -357,6 +357,18 @@ def resolve(spark: SparkSession, path: str, version: int | None = None,
     return version, record["model"]
 
 
+def model_class(metadata: dict[str, Any]) -> type:
+    """The model class named in MLlib ``metadata`` (``class``: module and name).
+
+    Examples
+    --------
+    >>> model_class({"class": "spark_ps.ml.regression.LinearRegressionModel"}).__name__
+    'LinearRegressionModel'
+    """
+    module, _, name = metadata["class"].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 def instantiate(metadata: dict[str, Any]):
     """A new instance of the model class named in MLlib ``metadata``, with its uid and Params (no weights).
 
@@ -367,8 +379,7 @@ def instantiate(metadata: dict[str, Any]):
     >>> model = instantiate(meta); model.uid, model.getRegParam()
     ('lin_1', 0.5)
     """
-    module, _, name = metadata["class"].rpartition(".")
-    instance = getattr(importlib.import_module(module), name)()
+    instance = model_class(metadata)()
     instance._resetUid(metadata["uid"])
     DefaultParamsReader.getAndSetParams(instance, metadata)
     return instance
