@@ -20,12 +20,14 @@ Contract with the JVM plugin (``io.sparkps.PSExecutorPlugin``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
+import select
 import signal
 import sys
-import threading
+from collections.abc import Iterator
 
 from spark_ps.server.settings import KEYS, ShardSettings
 from spark_ps.server.tcp import ShardServer
@@ -62,22 +64,44 @@ def _read_secret(stream) -> bytes:
     return secret
 
 
-def _watch_parent(server: ShardServer, parent_pid: int, stop: threading.Event) -> None:
-    # Backup to stdin EOF, for a parent that leaked our stdin to another process.
-    while not stop.wait(PARENT_POLL_SECONDS):
+@contextlib.contextmanager
+def _sigterm_pipe() -> Iterator[int]:
+    """Catch SIGTERM into a pipe; yield the pipe's read end, readable once SIGTERM came.
+
+    The shard serves from a background thread and the main thread waits, in
+    :func:`_wait_for_stop`, for a reason to stop. A handler could not simply
+    stop the server: Python runs handlers on the main thread only, and only
+    once the kernel has interrupted it, while the kernel may deliver a
+    process-wide signal to any thread. When it chose another thread (numpy's
+    BLAS threads are enough), the main thread stayed in ``accept()`` for good:
+    seen once in CI, no exit 20 s after SIGTERM. Whichever thread takes the
+    signal writes to this wakeup pipe, and that wakes the main thread's ``select``.
+    """
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    previous_fd = signal.set_wakeup_fd(wake_write)
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: None)  # caught, so not fatal: the pipe wakes us
+    try:
+        yield wake_read
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(wake_read)
+        os.close(wake_write)
+
+
+def _wait_for_stop(sigterm_fd: int, stdin_fd: int, parent_pid: int) -> str:
+    """Block until SIGTERM, EOF on stdin or a new parent; return which."""
+    while True:
+        readable, _, _ = select.select([sigterm_fd, stdin_fd], [], [], PARENT_POLL_SECONDS)
+        if sigterm_fd in readable:
+            return "SIGTERM"
+        # The plugin never writes after the secret; EOF means the executor is gone (even after kill -9).
+        if stdin_fd in readable and not os.read(stdin_fd, 4096):
+            return "stdin closed: the executor is gone"
+        # Backup to stdin EOF, for a parent that leaked our stdin to another process.
         if os.getppid() != parent_pid:
-            log.warning("parent %d is gone; shutting down", parent_pid)
-            server.shutdown()
-            return
-
-
-def _watch_stdin(server: ShardServer, fd: int) -> None:
-    # Raw os.read, not sys.stdin: a daemon thread blocked inside a buffered
-    # reader aborts the interpreter at exit (it cannot take the buffer's lock).
-    while os.read(fd, 4096):
-        pass  # the plugin never writes after the secret; we only wait for EOF
-    log.info("stdin closed: the executor is gone; shutting down")
-    server.shutdown()
+            return f"parent {parent_pid} is gone"
 
 
 def _warn_if_descriptors_short(settings: ShardSettings) -> None:
@@ -104,16 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     _warn_if_descriptors_short(settings)
-    with ShardServer(secret, host=args.host, port=args.port, settings=settings) as server:
-        signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
-        stop = threading.Event()
-        threading.Thread(target=_watch_stdin, args=(server, stdin.fileno()), daemon=True).start()
-        threading.Thread(target=_watch_parent, args=(server, parent_pid, stop), daemon=True).start()
+    with _sigterm_pipe() as sigterm_fd, ShardServer(secret, host=args.host, port=args.port,
+                                                    settings=settings) as server:
+        server.serve_in_background()
         sys.stdout.write(f"{READY_PREFIX} port={server.address[1]} pid={os.getpid()}\n")
         sys.stdout.flush()
         log.info("serving on %s:%d with %s", *server.address, settings)
-        server.serve_forever()
-        stop.set()
+        log.info("%s: shutting down", _wait_for_stop(sigterm_fd, stdin.fileno(), parent_pid))
     log.info("stopped")
     return 0
 

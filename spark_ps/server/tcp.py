@@ -236,7 +236,7 @@ class ShardServer:
     def serve_in_background(self) -> ShardServer:
         """Run :meth:`serve_forever` on a daemon thread of this process; return ``self``.
 
-        For tests and examples: a sidecar serves from its main thread.
+        A sidecar serves this way too; its main thread waits for a reason to stop.
 
         Examples
         --------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import selectors
 import signal
 import subprocess
@@ -55,6 +57,26 @@ def test_sidecar_stops_on_sigterm():
     try:
         read_ready_line(proc)
         proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+
+
+TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+
+
+@pytest.mark.skipif(TGKILL is None, reason="tgkill's syscall number is known here for x86_64 and aarch64 only")
+def test_sidecar_stops_on_sigterm_taken_by_another_thread():
+    # The kernel may hand a process-wide SIGTERM to any thread; tgkill makes it
+    # pick one that is not the main thread. A handler that stopped the server
+    # from the main thread never ran: the main thread stayed in accept().
+    proc = start_sidecar()
+    try:
+        read_ready_line(proc)
+        threads = [int(tid) for tid in os.listdir(f"/proc/{proc.pid}/task") if int(tid) != proc.pid]
+        assert threads, "the sidecar runs a thread besides its main thread"
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(TGKILL, proc.pid, threads[0], signal.SIGTERM) == 0, os.strerror(ctypes.get_errno())
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
