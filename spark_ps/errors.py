@@ -39,13 +39,20 @@ class PushError(PSError, RuntimeError):
         Pass it as ``request_id=`` to the same client's push to apply only what was not applied.
     applied, failed : list of int
         Shards that applied their whole part, and shards that did not (or may not have).
+    unreachable : list of int
+        Those of ``failed`` whose connection broke (:class:`PSConnectionError`): the shard may be lost.
+
+    The defaults (no id, no shards) are for an error rebuilt from its message
+    alone, as :func:`spark_ps.spark.tasks.task_error` rebuilds a task's.
     """
 
-    def __init__(self, message: str, request_id: int, applied: list[int], failed: list[int]):
+    def __init__(self, message: str, request_id: int = -1, applied: list[int] = (), failed: list[int] = (),
+                 unreachable: list[int] = ()):
         super().__init__(message)
         self.request_id = request_id
-        self.applied = applied
-        self.failed = failed
+        self.applied = list(applied)
+        self.failed = list(failed)
+        self.unreachable = list(unreachable)
 
 
 class PluginNotRunningError(PSError, RuntimeError):

@@ -224,4 +224,5 @@ class PushOps:
                          f"Retry with push(..., request_id={rid}) on this client: shards that applied their part "
                          "skip it, the others apply it once",
                          rid, [p.shard for p in done if p.error is None],
-                         sorted([p.shard for p in failed] + ([] if unsent is None else [unsent])))
+                         sorted([p.shard for p in failed] + ([] if unsent is None else [unsent])),
+                         [p.shard for p in failed if isinstance(p.error, PSConnectionError)])

@@ -48,8 +48,11 @@ from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
 
-#: How many times a fit starts over after a training task died (see fit_on_ps).
+#: How many times a fit starts over after a training task died or a shard was lost (see fit_on_ps).
 FIT_RERUNS = 2
+#: Longest wait, in seconds, for the plugin to replace a lost shard: its start-up plus
+#: spark.ps.heartbeatTimeout (6 s) when the shard froze rather than died.
+SHARD_REPLACEMENT_TIMEOUT = 120.0
 
 _TRAIN_RESULT_SPARK_SCHEMA = from_arrow_schema(TASK_RESULT_SCHEMA)
 
@@ -166,8 +169,10 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
     No pass over the data precedes training: the tasks count the rows and the
     labels while converting their partitions (see :class:`DataDependence`).
     If a training task dies (:func:`task_died`: its Python worker or its
-    executor is lost), the fit starts over under new names, at most
-    :data:`FIT_RERUNS` times (see :mod:`spark_ps.ml.training`).
+    executor is lost), or a shard is lost (:func:`_shard_lost`), the fit
+    starts over under new names, at most :data:`FIT_RERUNS` times (see
+    :mod:`spark_ps.ml.training`); after a lost shard, on the shards the
+    registry then lists (:meth:`PSContext.refresh`).
     """
     require_columns(dataset, features=features_col, label=label_col, weight=weight_col)
     data = dataset.select(*[c for c in (features_col, label_col, weight_col) if c])
@@ -190,10 +195,6 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         table = model_spec.name
         epochs, totals = AllReduce(f"epochs_{run_id}", EPOCH_FIELDS), AllReduce(f"totals_{run_id}", TOTALS_FIELDS)
         rendezvous = Barrier(f"meet_{run_id}", workers)
-        for group in (epochs, totals, rendezvous):
-            group.create(client)
-        if clock is not None:
-            client.clock_create(clock, workers, stale)
 
         spec = TrainSpec(client=client, table_spec=model_spec, data_dependence=data_dependence, epochs=epochs,
                          totals=totals, rendezvous=rendezvous, clock=clock,
@@ -211,17 +212,28 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
         try:
             start = time.perf_counter()
             try:
+                for group in (epochs, totals, rendezvous):
+                    group.create(client)
+                if clock is not None:
+                    client.clock_create(clock, workers, stale)
                 with _ProgressPrinter(client, epochs, schedule.max_passes, workers, label):
                     task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA,
                                                  barrier=True).collect()
-            except Exception as exc:  # only a task that died is run again; anything else is the caller's error
-                if rerun == FIT_RERUNS or not task_died(exc):
-                    raised = task_error(exc)  # the task's own error, not Spark's wrapper around it
+            except Exception as exc:  # only a dead task or a lost shard runs again; the rest is the caller's error
+                raised = task_error(exc)  # the task's own error, not Spark's wrapper around it
+                lost = _shard_lost(exc, raised)
+                if rerun == FIT_RERUNS or not (lost or task_died(exc)):
                     if raised is None:
                         raise
                     raise raised from exc
-                log.warning("%s: a training task died (%s); fitting again from scratch", label,
-                            str(exc).splitlines()[0][:300])
+                if lost:
+                    log.warning("%s: a shard was lost (%s); fitting again from scratch once the plugin has "
+                                "replaced it", label, str(raised or exc).splitlines()[0][:300])
+                    dead, client = client, _follow_lost_shard(ps, timeout, exc)  # the finally cleans up through it
+                    dead.close()
+                else:
+                    log.warning("%s: a training task died (%s); fitting again from scratch", label,
+                                str(exc).splitlines()[0][:300])
                 continue  # after the finally below has dropped this attempt's table and groups
             num_rows = sum(row["rows"] for row in task_stats if row["epoch"] == 0)
             if num_rows == 0:
@@ -244,18 +256,48 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
             log.info("%s: trained %d rows in %.1f s (Arrow to CSR and batch planning %.2f s), exporting %s to %s",
                      label, num_rows, time.perf_counter() - start, load_seconds, table, path)
         finally:
-            if export is None:  # training failed: nothing will read the model table
-                ps.drop_table(table, missing_ok=True)
-            for group in (epochs, totals, rendezvous):
-                group.drop(client)
-            if clock is not None:
-                client.clock_drop(clock)
+            _drop_attempt(ps, client, table if export is None else None, (epochs, totals, rendezvous), clock)
         num_features = max((row["num_features"] for row in task_stats), default=0)
         stop = next(row["stop"] for row in task_stats if row["stop"])  # every worker stops after the same pass
         history = TrainingHistory(losses, seconds, stop, max(row["batch_size"] for row in task_stats))
         return FitResult(path, table if serve_from_table else None, intercept, history, num_rows, num_features,
                          export, lease if serve_from_table else None)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _shard_lost(exc: BaseException, raised: BaseException | None) -> bool:
+    """Whether a fit failed because a shard went away: a connection to it broke, here or in a task.
+
+    A shard killed (or frozen, then killed by the plugin's heartbeat watchdog)
+    closes its sockets: its clients see EOF or a reset at once, as a
+    :class:`ConnectionError` (``PSConnectionError`` and the builtin kinds).
+    """
+    return isinstance(exc, ConnectionError) or isinstance(raised, ConnectionError)
+
+
+def _follow_lost_shard(ps: PSContext, timeout: float, cause: BaseException):
+    """Wait until the registry lists live shards only (the plugin restarts a dead sidecar); a client to them."""
+    try:
+        ps.refresh(timeout=min(timeout, SHARD_REPLACEMENT_TIMEOUT))
+    except TimeoutError as exc:
+        raise ConnectionError(f"a spark-ps shard was lost during the fit and no live replacement was registered "
+                              f"within {min(timeout, SHARD_REPLACEMENT_TIMEOUT):g} s ({exc}); the fit failed, "
+                              "nothing was saved. Is spark.ps.maxSidecarRestarts used up? "
+                              "See the executors' logs") from cause
+    return ps.client(timeout=timeout)
+
+
+def _drop_attempt(ps: PSContext, client, table: str | None, groups, clock: str | None) -> None:
+    """Drop what one attempt made on the shards; what a lost shard held is gone with it."""
+    drops = [(f"table {table}", lambda: ps.drop_table(table, missing_ok=True))] if table is not None else []
+    drops += [(f"group {group.name}", lambda group=group: group.drop(client)) for group in groups]
+    if clock is not None:
+        drops.append((f"clock {clock}", lambda: client.clock_drop(clock)))
+    for what, drop in drops:
+        try:
+            drop()
+        except (ConnectionError, KeyError) as exc:  # on a lost shard, or never created: nothing left to drop
+            log.info("%s not dropped: %s", what, exc)
 
 
 def model_table_spec(table_spec: TableSpec, fit_intercept: bool) -> TableSpec:

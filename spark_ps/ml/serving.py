@@ -45,9 +45,23 @@ def live_table(model, spark) -> tuple[Any, str]:
     (True, True)
     >>> model.release(); _, again = live_table(model, spark); again.startswith("serve_")   # reloaded from Delta
     True
+
+    A shard lost since the last look (the plugin restarted it, empty) is
+    followed once (:meth:`PSContext.refresh`); a table that lost its rows on
+    that shard is missing there, so the model reloads its Delta weights.
     """
     ps = PSContext.get(spark)
+    try:
+        return _live_table(model, spark, ps)
+    except ConnectionError as exc:
+        log.warning("a shard did not answer (%s); following the registry to its replacement", exc)
+        ps.refresh()
+        return _live_table(model, spark, ps)
+
+
+def _live_table(model, spark, ps: PSContext) -> tuple[Any, str]:
     client = ps.client()
+    # Every shard must hold it (a restarted one holds nothing): describe raises KeyError otherwise.
     if model._table is not None and any(d.get("width") for d in _describe_or_empty(client, model._table)):
         return client, model._table
     name = f"serve_{model.uid}_{os.urandom(4).hex()}"

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from spark_ps.client.client import PSClient
 from spark_ps.client.collectives import AllReduce, Barrier
+from spark_ps.errors import PSConnectionError, PushError
 from spark_ps.ml.csr import CSRBatch, record_batch_to_csr
 from spark_ps.ml.keycolumns import is_key_column
 from spark_ps.ml.objectives import Objective
@@ -462,6 +463,11 @@ def make_train_fn(spec: TrainSpec):
                 epochs = run_epochs(planned, started, client, worker, most_batches)
                 results = [{**r, "num_features": size, "load_seconds": load_seconds, "offset": offset,
                             "batch_size": batch_size} for r in epochs]
+        except PushError as exc:
+            if not exc.unreachable:
+                raise
+            # Say it as what it is, a shard lost, so that the driver follows the registry and fits again.
+            raise PSConnectionError(f"a shard was lost mid-push: {exc}") from exc
         finally:
             client.close()
         yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)

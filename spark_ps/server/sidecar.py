@@ -6,11 +6,15 @@ Contract with the JVM plugin (``io.sparkps.PSExecutorPlugin``):
    appears in argv, where ``ps`` would show it to every local user.
 2. The sidecar binds port 0 on ``--host`` and prints exactly one line,
    ``SPARK_PS_READY port=<port> pid=<pid>``, to stdout. The plugin waits for
-   that line with a deadline; nothing else is ever written to stdout.
+   that line with a deadline; after it, stdout carries heartbeats only (3.).
 3. The plugin keeps stdin open for the sidecar's whole life. EOF on stdin means
    the executor is gone (even after ``kill -9``, the kernel closes the pipe), so
    the sidecar shuts down: no orphans. A change of parent pid is a second,
    independent signal for the same thing. SIGTERM also shuts it down cleanly.
+   Once ready, the sidecar prints ``SPARK_PS_ALIVE`` every
+   :data:`TICK_SECONDS`: the plugin kills a sidecar whose heartbeats stop for
+   ``spark.ps.heartbeatTimeout`` (frozen by SIGSTOP, say, or wedged) and
+   starts a new one, as it does for a sidecar that died.
 4. ``--conf key=value`` (repeated) carries the application's ``spark.ps.*``
    confs; the shard's limits are read from them once
    (:class:`~spark_ps.server.settings.ShardSettings`), and a bad one stops the
@@ -35,7 +39,9 @@ from spark_ps.server.tcp import ShardServer
 log = logging.getLogger("spark_ps.server.sidecar")
 
 READY_PREFIX = "SPARK_PS_READY"
-PARENT_POLL_SECONDS = 1.0
+#: Period of the main thread's loop: one heartbeat and one check of the parent's pid each.
+TICK_SECONDS = 1.0
+HEARTBEAT_LINE = "SPARK_PS_ALIVE"
 #: Descriptors a sidecar needs besides its connections (stdio, listener, imported libraries' files).
 SPARE_DESCRIPTORS = 32
 
@@ -91,9 +97,17 @@ def _sigterm_pipe() -> Iterator[int]:
 
 
 def _wait_for_stop(sigterm_fd: int, stdin_fd: int, parent_pid: int) -> str:
-    """Block until SIGTERM, EOF on stdin or a new parent; return which."""
+    """Beat until SIGTERM, EOF on stdin or a new parent; return which.
+
+    The heartbeat comes from this loop, on the main thread, so that it stops
+    when the process stops. A blocking write: the plugin drains stdout for
+    the sidecar's whole life (a caller that never reads fills a 64 KiB pipe
+    in about 4,000 beats, and then this loop waits for it).
+    """
     while True:
-        readable, _, _ = select.select([sigterm_fd, stdin_fd], [], [], PARENT_POLL_SECONDS)
+        sys.stdout.write(HEARTBEAT_LINE + "\n")
+        sys.stdout.flush()
+        readable, _, _ = select.select([sigterm_fd, stdin_fd], [], [], TICK_SECONDS)
         if sigterm_fd in readable:
             return "SIGTERM"
         # The plugin never writes after the secret; EOF means the executor is gone (even after kill -9).

@@ -9,12 +9,13 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from spark_ps.client.client import PSClient
-from spark_ps.server.sidecar import READY_PREFIX
+from spark_ps.server.sidecar import HEARTBEAT_LINE, READY_PREFIX, TICK_SECONDS
 
 SECRET = os.urandom(16)
 
@@ -50,6 +51,28 @@ def test_sidecar_serves_then_exits_on_stdin_eof():
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
+
+
+def test_a_ready_sidecar_beats_once_a_second_and_a_stopped_one_does_not():
+    proc = start_sidecar()
+    try:
+        read_ready_line(proc)
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        start = time.monotonic()
+        for _ in range(2):
+            assert sel.select(3 * TICK_SECONDS), "no heartbeat"
+            assert proc.stdout.readline().decode().strip() == HEARTBEAT_LINE
+        assert time.monotonic() - start < 3 * TICK_SECONDS
+        proc.send_signal(signal.SIGSTOP)  # what the plugin's watchdog sees: silence
+        while sel.select(0.1):  # a beat written just before the stop
+            proc.stdout.readline()
+        assert not sel.select(2 * TICK_SECONDS), "a stopped sidecar kept beating"
+        proc.send_signal(signal.SIGCONT)
+        assert sel.select(3 * TICK_SECONDS) and proc.stdout.readline().decode().strip() == HEARTBEAT_LINE
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
 
 
 def test_sidecar_stops_on_sigterm():

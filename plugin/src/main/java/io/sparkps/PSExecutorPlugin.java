@@ -16,6 +16,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -49,6 +50,8 @@ import scala.Tuple2;
  *   <li>{@code spark.ps.startupTimeout} seconds (a plain number) or a Spark time
  *       string ({@code 90s}, {@code 2min}); default 60.</li>
  *   <li>{@code spark.ps.maxSidecarRestarts} restarts of dead sidecars per executor, default 3.</li>
+ *   <li>{@code spark.ps.heartbeatTimeout} seconds or a Spark time string, default 6: a sidecar
+ *       that prints no heartbeat for that long is killed and restarted (see below).</li>
  * </ul>
  *
  * <p>Every {@code spark.ps.*} conf (none is secret: the application secret is
@@ -65,6 +68,16 @@ import scala.Tuple2;
  * most {@code spark.ps.maxSidecarRestarts} times per executor: a sidecar that
  * keeps dying stays down, with its cause in the executor log.
  *
+ * <p>Heartbeats: a ready sidecar prints {@code SPARK_PS_ALIVE} every second
+ * from its main thread. A watchdog checks every second, and SIGKILLs a
+ * sidecar silent for {@code spark.ps.heartbeatTimeout}: it is frozen (SIGSTOP,
+ * a stopped container) or wedged, and its clients would otherwise learn it
+ * only at their socket timeouts (600 s during training). The kill closes its
+ * sockets, so they fail at once, and the restart above follows. Six seconds
+ * is six missed beats: a Python thread waits at most one switch interval
+ * (5 ms) for the GIL, so only a stop or a long stall of the whole process gets
+ * there. A watchdog round that itself ran late (a JVM pause) kills nothing.
+ *
  * <p>Lifetime: the sidecar's stdin stays open until the executor stops. When
  * the executor JVM dies, even by SIGKILL, the kernel closes that pipe and the
  * sidecar exits on EOF. On an orderly stop, {@link #shutdown()} (or the JVM
@@ -79,6 +92,8 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
     private static final long STOP_GRACE_MS = 5_000;
     /** Bounds the stdout kept for error messages, in case a broken child floods it. */
     private static final int MAX_CAPTURED_LINES = 50;
+    static final String HEARTBEAT_LINE = "SPARK_PS_ALIVE";
+    private static final long WATCHDOG_PERIOD_MS = 1_000;
 
     private final List<Sidecar> sidecars = new ArrayList<>();
     private final AtomicBoolean stopped = new AtomicBoolean();
@@ -89,6 +104,13 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         t.setDaemon(true);
         return t;
     });
+    private final ScheduledExecutorService watchdog = Executors.newSingleThreadScheduledExecutor(r -> {
+        Thread t = new Thread(r, "spark-ps-sidecar-watchdog");
+        t.setDaemon(true);
+        return t;
+    });
+    private long heartbeatTimeoutMs;
+    private long lastWatchNanos;
     private PluginContext ctx;
     private Thread shutdownHook;
     private String secret;
@@ -117,8 +139,10 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         }
         String python = resolvePython(conf);
         pythonPath = conf.get("spark.ps.pythonPath", "");
-        timeoutMs = startupTimeoutMs(conf.get("spark.ps.startupTimeout", "60"));
+        timeoutMs = secondsOrTimeStringMs("spark.ps.startupTimeout", conf.get("spark.ps.startupTimeout", "60"));
         maxRestarts = conf.getInt("spark.ps.maxSidecarRestarts", 3);
+        heartbeatTimeoutMs = secondsOrTimeStringMs("spark.ps.heartbeatTimeout",
+                conf.get("spark.ps.heartbeatTimeout", "6"));
         host = sidecarHost(ctx);
         String executorId = ctx.executorID();
 
@@ -166,6 +190,30 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         }
         for (Sidecar sidecar : snapshot()) {
             watch(sidecar);
+        }
+        lastWatchNanos = System.nanoTime();
+        watchdog.scheduleWithFixedDelay(this::killSilentSidecars, WATCHDOG_PERIOD_MS, WATCHDOG_PERIOD_MS,
+                TimeUnit.MILLISECONDS);
+    }
+
+    /** The watchdog's round: SIGKILL every live sidecar silent for longer than the heartbeat timeout. */
+    private void killSilentSidecars() {
+        long now = System.nanoTime();
+        long sinceLastRound = now - lastWatchNanos;
+        lastWatchNanos = now;
+        if (stopped.get() || sinceLastRound > TimeUnit.MILLISECONDS.toNanos(3 * WATCHDOG_PERIOD_MS)) {
+            return; // this round ran late (the JVM paused): the sidecars' beats may be unread, not missing
+        }
+        for (Sidecar sidecar : snapshot()) {
+            long silentMs = TimeUnit.NANOSECONDS.toMillis(now - sidecar.lastBeatNanos);
+            // Start-up is bounded by spark.ps.startupTimeout instead: imports alone can take seconds.
+            boolean ready = sidecar.readyLine.isDone() && !sidecar.readyLine.isCompletedExceptionally();
+            if (ready && sidecar.process.isAlive() && silentMs > heartbeatTimeoutMs) {
+                LOG.error("spark-ps: sidecar {}/{} (pid {}) sent no heartbeat for {} ms (spark.ps.heartbeatTimeout "
+                        + "= {} ms): frozen or wedged; killing it", sidecar.executorId, sidecar.index,
+                        sidecar.process.pid(), silentMs, heartbeatTimeoutMs);
+                sidecar.process.destroyForcibly(); // its onExit restarts it
+            }
         }
     }
 
@@ -256,6 +304,7 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
             return;
         }
         restarter.shutdownNow();
+        watchdog.shutdownNow();
         List<Sidecar> all = snapshot();
         for (Sidecar sidecar : all) {
             sidecar.requestStop();
@@ -322,7 +371,7 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
     }
 
     /** A plain number means seconds (what Python passes); anything else is a Spark time string. */
-    static long startupTimeoutMs(String value) {
+    static long secondsOrTimeStringMs(String key, String value) {
         String v = value.trim();
         long ms;
         try {
@@ -331,7 +380,7 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
             ms = JavaUtils.timeStringAsMs(v);
         }
         if (ms <= 0) {
-            throw new IllegalArgumentException("spark.ps.startupTimeout must be positive, got '" + value + "'");
+            throw new IllegalArgumentException(key + " must be positive, got '" + value + "'");
         }
         return ms;
     }
@@ -345,6 +394,8 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
         final OutputStream stdin;
         final CompletableFuture<String> readyLine = new CompletableFuture<>();
         final List<String> captured = new ArrayList<>();
+        /** When stdout last gave a line (a heartbeat or the ready line). */
+        volatile long lastBeatNanos = System.nanoTime();
 
         private Sidecar(List<String> command, Process process, String executorId, int index) {
             this.command = command;
@@ -396,6 +447,10 @@ public final class PSExecutorPlugin implements ExecutorPlugin {
                     new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8))) {
                 String line;
                 while ((line = reader.readLine()) != null) {
+                    lastBeatNanos = System.nanoTime();
+                    if (line.equals(HEARTBEAT_LINE)) {
+                        continue;
+                    }
                     if (!readyLine.isDone() && line.startsWith(READY_PREFIX)) {
                         readyLine.complete(line);
                     } else {
