@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem, DoctestModule
+from sparkkit import TEST_DRIVER_JAVA_OPTIONS  # tests/ is on pytest's pythonpath (pyproject.toml)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -43,6 +44,7 @@ DOCTEST_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
     "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.driver.extraJavaOptions": TEST_DRIVER_JAVA_OPTIONS,
 }
 
 

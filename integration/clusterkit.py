@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 from kafkakit import spark_kafka_conf
-from sparkkit import SHARED, new_session
+from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, new_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
 # and PySpark workers on this interpreter.
@@ -43,6 +43,7 @@ CLUSTER_CONF = {
     "spark.sql.shuffle.partitions": "4",
     "spark.default.parallelism": "4",
     "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.driver.extraJavaOptions": TEST_DRIVER_JAVA_OPTIONS,
 }
 
 

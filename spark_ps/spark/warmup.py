@@ -56,12 +56,24 @@ def warm_workers(spark) -> None:
             sc.setLocalProperty(key, None)
 
 
-def _import_training(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Import the heavy part of a training task's imports, and run its key factorisation once."""
+def preload() -> None:
+    """Import the heavy part of a training task's imports, and run its key factorisation once.
+
+    Run by the warm-up tasks, and by :mod:`spark_ps.spark.daemon` before it
+    forks any worker.
+
+    Examples
+    --------
+    >>> preload(); preload()      # the second call finds everything loaded
+    """
     from spark_ps.client.client import PSClient  # noqa: F401  (the import is the warm-up)
     from spark_ps.native.factorize import sorted_unique_inverse
 
+    sorted_unique_inverse(np.array([3, -1, 3], dtype=np.int64))  # numba loads its compiled code
+
+
+def _import_training(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     for _ in batches:
         pass
-    sorted_unique_inverse(np.array([3, -1, 3], dtype=np.int64))  # numba loads its compiled code
+    preload()
     yield pa.RecordBatch.from_pylist([{"ready": True}])
