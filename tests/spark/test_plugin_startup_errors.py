@@ -12,9 +12,17 @@ from pyspark import SparkContext
 from sparkkit import start_ps_session
 
 
+#: A local executor whose plugin failed in its constructor is never stopped, and its heartbeat thread runs
+#: on against the stopped context; after spark.executor.heartbeat.maxFailures (60) heartbeats (10 minutes)
+#: it calls System.exit, taking down the JVM that later sessions of the test run share (seen in make test:
+#: "Executor: Exit as unable to send heartbeats to driver more than 60 times", ten minutes after this test).
+#: That thread reads this session's conf: it never gives up, and so never exits the JVM.
+LEAKED_HEARTBEAT_CONF = {"spark.executor.heartbeat.maxFailures": str(2**31 - 1)}
+
+
 def _start_expecting_failure(**ps_options) -> str:
     with pytest.raises(Py4JJavaError) as info:
-        start_ps_session("local[1]", "spark-ps-startup-error", **ps_options).stop()
+        start_ps_session("local[1]", "spark-ps-startup-error", LEAKED_HEARTBEAT_CONF, **ps_options).stop()
     # PySpark stops a context whose start failed, so the next test can start one.
     assert SparkContext._active_spark_context is None
     return str(info.value)
