@@ -188,6 +188,8 @@ def configure_spark_with_ps(builder, *, servers_per_executor: int = 1, python: s
         builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
     if "spark.driver.host" not in current:
         builder.config("spark.driver.host", "127.0.0.1")
+    if "spark.python.daemon.module" not in current:  # workers forked with our heavy imports done (spark/daemon.py)
+        builder.config("spark.python.daemon.module", "spark_ps.spark.daemon")
 
     if python is None:
         python = current.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable

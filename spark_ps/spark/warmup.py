@@ -59,7 +59,8 @@ def warm_workers(spark) -> None:
 def preload() -> None:
     """Import the heavy part of a training task's imports, and run its key factorisation once.
 
-    Run by the warm-up tasks.
+    Run by the warm-up tasks, and by :mod:`spark_ps.spark.daemon` before it
+    forks any worker.
 
     Examples
     --------
