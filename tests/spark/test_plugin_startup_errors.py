@@ -11,7 +11,6 @@ from py4j.protocol import Py4JJavaError
 from pyspark import SparkContext
 from sparkkit import start_ps_session
 
-
 #: A local executor whose plugin failed in its constructor is never stopped, and its heartbeat thread runs
 #: on against the stopped context; after spark.executor.heartbeat.maxFailures (60) heartbeats (10 minutes)
 #: it calls System.exit, taking down the JVM that later sessions of the test run share (seen in make test:
