@@ -32,6 +32,7 @@ from spark_ps.ml.keycolumns import BIAS_KEY, KEY_SPACE, is_key_type
 from spark_ps.ml.persistence import PSModelReader, PSModelWriter
 from spark_ps.ml.summary import TrainingHistory
 from spark_ps.ml.training import DataDependence, Schedule
+from spark_ps.spark.deltalog import read_version
 from spark_ps.wire.spec import TableSpec
 
 log = logging.getLogger("spark_ps.ml")
@@ -230,7 +231,7 @@ class _PSModel(Model, MLReadable, MLWritable):
         """
         if self._weights_source is not None:
             return self._weights_source
-        return SparkSession.active().read.format("delta").load(self.weightsPath)
+        return read_version(SparkSession.active(), self.weightsPath)
 
     def _sparse_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """All non-zero feature rows (not the intercept's). O(nnz) on the driver: only for explicit accessors."""

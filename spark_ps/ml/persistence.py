@@ -31,6 +31,7 @@ from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.objectives import BIAS_KEY
 from spark_ps.ml.versions import BATCH_FORMAT, ONLINE_FORMAT, Lineage
 from spark_ps.spark import hadoop
+from spark_ps.spark.deltalog import read_version
 
 __all__ = ["BATCH_FORMAT", "ONLINE_FORMAT", "PSModelReader", "PSModelWriter"]
 
@@ -142,7 +143,7 @@ class PSModelReader(DefaultParamsReader):
             version, metadata = versions.resolve(spark, path, self.version, self.timestamp)
             instance = versions.instantiate(metadata)
             # Pinned to the version: a later save to the path does not change this model's weights.
-            instance._restore(metadata, table, spark.read.format("delta").option("versionAsOf", version).load(table))
+            instance._restore(metadata, table, read_version(spark, table, version))
             return instance
         if not hadoop.exists(spark, os.path.join(path, "metadata")):
             raise FileNotFoundError(f"{path} holds no model (neither {table} nor {path}/metadata exists)")

@@ -207,9 +207,11 @@ def write_metadata_dir(spark: SparkSession, path: str, metadata: dict[str, Any])
     >>> DefaultParamsReader.loadMetadata(path, spark)["uid"]
     'm3'
     """
-    text = json.dumps(metadata, separators=(",", ":"))
-    (spark.createDataFrame([(text,)], schema=["value"]).coalesce(1).write.mode("overwrite")
-     .text(os.path.join(path, "metadata")))
+    # The layout of MLlib's writer (one part file and _SUCCESS), written by the driver: a Spark job cost 0.1-0.2 s.
+    directory = os.path.join(path, "metadata")
+    hadoop.delete(spark, directory)
+    hadoop.write_text(spark, os.path.join(directory, "part-00000"), json.dumps(metadata, separators=(",", ":")) + "\n")
+    hadoop.write_text(spark, os.path.join(directory, "_SUCCESS"), "")
 
 
 # --- reading ------------------------------------------------------------------

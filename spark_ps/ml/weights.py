@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
 from spark_ps.client.client import PSClient
+from spark_ps.spark.deltalog import read_version
 from spark_ps.spark.tasks import task_error
 
 log = logging.getLogger("spark_ps.ml")
@@ -290,7 +291,7 @@ def as_fixed_size(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _frame(spark: SparkSession, source: str | DataFrame) -> DataFrame:
-    return spark.read.format("delta").load(source) if isinstance(source, str) else source
+    return read_version(spark, source) if isinstance(source, str) else source
 
 
 def load_table(spark: SparkSession, client: PSClient, table: str, source: str | DataFrame) -> int:

@@ -8,6 +8,18 @@ job (0.2-0.9 s on ``local[2]``, :mod:`spark_ps.ml.modelstore`). Commit
 files older than Delta's log retention (30 days by default) are deleted
 once a checkpoint covers them; their versions can no longer be time
 travelled to either, so a listing of what remains is the truth.
+
+Decision: :func:`read_version` reads a version's rows as Parquet, straight
+from the files that Delta's checksum of the version (``<version>.crc``, which
+Delta 4 writes after every commit) lists, with the schema it records. To
+plan a scan, Delta's own reader rebuilds the version's state first; on
+``local[2]`` that took 6 Spark jobs and 0.9-1.2 s for a model's 3-row weights
+table, and it ran in every ``load`` → ``transform``, and again in every
+``save`` (to read the rows it copies). Read as Parquet, no job runs before
+the scan. Only plain tables qualify: reader protocol 1 (no deletion vectors,
+no column mapping), no partition columns, file paths relative to the table;
+anything else, or a version whose checksum is missing or does not list its
+files, goes through Delta's reader.
 """
 
 from __future__ import annotations
@@ -15,12 +27,17 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import unquote
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from spark_ps.spark import hadoop
 
-__all__ = ["commit_info", "commit_versions", "delta_version"]
+__all__ = ["commit_info", "commit_versions", "delta_version", "read_version"]
+
+#: Characters that Spark's file reader would take as a glob pattern in a path.
+_GLOB_CHARACTERS = frozenset("*?[]{}\\")
 
 
 def _commit_file(version: int) -> str:
@@ -91,3 +108,72 @@ def delta_version(spark: SparkSession, path: str) -> int:
         raise FileNotFoundError(f"{path} is not a Delta table (no commit in {path}/_delta_log): no version to "
                                 "record as the input's")
     return versions[-1]
+
+
+def _checksum(spark: SparkSession, table: str, version: int) -> dict[str, Any] | None:
+    """The checksum (``<version>.crc``) Delta wrote after commit ``version``; None if there is none."""
+    directory = os.path.join(table, "_delta_log")
+    name = f"{version:020d}.crc"
+    if not hadoop.exists(spark, os.path.join(directory, name)):
+        return None  # written after the commit: a writer that died in between, or checksums turned off
+    return json.loads(hadoop.read_text(spark, directory, name))
+
+
+def _plain_files(table: str, checksum: dict[str, Any] | None) -> tuple[StructType, list[str]] | None:
+    """The schema and data files of a version whose checksum proves it a plain Parquet table; None otherwise."""
+    if checksum is None or any(c in _GLOB_CHARACTERS for c in table):
+        return None
+    metadata, protocol, files = checksum.get("metadata"), checksum.get("protocol"), checksum.get("allFiles")
+    if not metadata or not protocol or files is None or len(files) != checksum.get("numFiles"):
+        return None  # Delta lists the files in the checksum of small tables only
+    mapping = (metadata.get("configuration") or {}).get("delta.columnMapping.mode", "none")
+    if protocol.get("minReaderVersion") != 1 or metadata.get("partitionColumns") or mapping != "none":
+        return None
+    paths = [unquote(f["path"]) for f in files]
+    if any(f.get("deletionVector") for f in files) or any("://" in p or p.startswith("/") for p in paths):
+        return None
+    schema = StructType.fromJson(json.loads(metadata["schemaString"]))
+    return schema, [f"{table.rstrip('/')}/{p}" for p in paths]
+
+
+def read_version(spark: SparkSession, table: str, version: int | None = None) -> DataFrame:
+    """The rows of ``version`` of the Delta table ``table`` (its newest by default), with no Spark job to plan.
+
+    Read as Parquet from the files the version's checksum lists when the
+    table is plain (the module docstring says when); otherwise through Delta
+    (``versionAsOf``), which gives the same rows.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    table : str
+        Path of the Delta table.
+    version : int, optional
+        The version to read; the newest by default.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``table`` is not a Delta table.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> table = os.path.join(tempfile.mkdtemp(), "t")
+    >>> spark.range(3).write.format("delta").save(table)
+    >>> spark.range(5, 7).write.format("delta").mode("append").save(table)
+    >>> sorted(r.id for r in read_version(spark, table, 0).collect()), read_version(spark, table).count()
+    ([0, 1, 2], 5)
+    """
+    if version is None:
+        versions = commit_versions(spark, table)
+        if not versions:
+            raise FileNotFoundError(f"{table} is not a Delta table (no commit in {table}/_delta_log): no rows to read")
+        version = versions[-1]
+    plain = _plain_files(table, _checksum(spark, table, version))
+    if plain is None:
+        return spark.read.format("delta").option("versionAsOf", version).load(table)
+    schema, paths = plain
+    if not paths:
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(*paths)

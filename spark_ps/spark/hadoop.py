@@ -9,7 +9,7 @@ offset log entry): data moves through Spark jobs.
 
 from __future__ import annotations
 
-__all__ = ["delete", "exists", "list_names", "modified_ms", "read_text"]
+__all__ = ["delete", "exists", "list_names", "modified_ms", "read_text", "write_text"]
 
 
 def _fs_path(spark, path: str, *more: str):
@@ -92,5 +92,24 @@ def read_text(spark, path: str, *more: str) -> str:
     stream = fs.open(hadoop_path)
     try:
         return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
+def write_text(spark, path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to file ``path``, replacing it; its parent directories are created.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> write_text(spark, os.path.join(root, "a", "0"), "v1"); write_text(spark, os.path.join(root, "a", "0"), "v2")
+    >>> read_text(spark, root, "a", "0")
+    'v2'
+    """
+    fs, hadoop_path = _fs_path(spark, path)
+    stream = fs.create(hadoop_path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
     finally:
         stream.close()
