@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem, DoctestModule
-from sparkkit import TEST_DRIVER_JAVA_OPTIONS  # tests/ is on pytest's pythonpath (pyproject.toml)
+from sparkkit import TEST_DRIVER_JAVA_OPTIONS, stop_session  # tests/ is on pytest's pythonpath (pyproject.toml)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -110,7 +110,7 @@ class _DoctestSpark:
         session, owned, warehouse = self.session, self.owned, self.warehouse
         self.session, self.owned, self.warehouse = None, False, None
         if session is not None and owned:
-            session.stop()
+            stop_session(session)
         if warehouse is not None:
             shutil.rmtree(warehouse, ignore_errors=True)
 

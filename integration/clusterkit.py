@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 from kafkakit import spark_kafka_conf
-from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, new_session
+from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, new_session, stop_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
 # and PySpark workers on this interpreter.
@@ -114,7 +114,7 @@ def stop_cluster_session(spark, app_id: str, *, keep_logs: bool = False) -> None
     """
     app_dir = _app_work_dir(app_id)
     executors = executor_jvms()
-    spark.stop()
+    stop_session(spark)
     _, alive = psutil.wait_procs(executors, timeout=EXIT_TIMEOUT)
     if alive:
         # Not a test failure here: the teardown tests assert on this directly.

@@ -162,6 +162,14 @@ def start_ps_session(master: str, app_name: str, conf: dict[str, str] | None = N
     return new_session(master, app_name, {**TEST_CONF, **(conf or {})}, **ps_options)
 
 
+def stop_session(spark) -> None:
+    """Stop ``spark`` once the fits' background exports have finished (a stop would cut them off)."""
+    from spark_ps.ml.weights import wait_for_exports
+
+    wait_for_exports(timeout=120)
+    spark.stop()
+
+
 def shared_local_session(checkpoint_dir: str | os.PathLike, *, failures: Callable[[], int] = lambda: 0):
     """The shared ``local[2]`` session of ``tests/`` (one sidecar, on executor ``driver``).
 
@@ -170,7 +178,7 @@ def shared_local_session(checkpoint_dir: str | os.PathLike, *, failures: Callabl
     """
     conf = {**TEST_CONF, "spark.ui.showConsoleProgress": "false", "spark.ps.checkpointDir": str(checkpoint_dir)}
     return SHARED.get("local", lambda: new_session(LOCAL_MASTER, "spark-ps-tests", conf),
-                      lambda spark, _app_id, _failed: spark.stop(), failures=failures)
+                      lambda spark, _app_id, _failed: stop_session(spark), failures=failures)
 
 
 def shared_session_users_last(items: list, directory, fixture: str) -> None:

@@ -9,15 +9,19 @@ and push the rows to the shards. The driver only schedules the jobs.
 A fit does not wait for its export: :class:`BackgroundExport` runs it as a
 Spark job from a driver thread while the caller goes on using the model
 through the live shard table, and whoever needs the Delta table (saving,
-coefficient accessors, scoring without the live table) waits for it.
+coefficient accessors, scoring without the live table) waits for it. A
+``spark.stop()`` cuts off the exports still running (their Delta weights
+are not written, and Spark logs the failed tasks); a script that stops its
+session itself calls :func:`wait_for_exports` first.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 
 import numpy as np
 import pyarrow as pa
@@ -165,6 +169,45 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     return int(counter.value)
 
 
+#: The exports whose thread has not finished (:func:`wait_for_exports`).
+_RUNNING: set[BackgroundExport] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def wait_for_exports(timeout: float | None = None) -> int:
+    """Wait until the fits' background exports have finished; return how many were still running.
+
+    Call it before ``spark.stop()``: a stop cuts off the exports still
+    running, and those models' Delta weights are never written. An export's
+    own error stays with it (:meth:`BackgroundExport.result` raises it).
+
+    Parameters
+    ----------
+    timeout : float, optional
+        Seconds to wait at most; None waits for all of them.
+
+    Raises
+    ------
+    TimeoutError
+        If exports are still running after ``timeout`` seconds (it names their tables' Delta paths).
+
+    Examples
+    --------
+    >>> from spark_ps.ml.classification import LogisticRegression
+    >>> model = LogisticRegression().fit(spark.createDataFrame([([1], 1.0), ([2], 0.0)] * 50,
+    ...                                                        "features array<bigint>, label double"))
+    >>> export = model._export; wait_for_exports(timeout=120) <= 1, export.done()
+    (True, True)
+    """
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    _, pending = wait([export._future for export in running], timeout=timeout)
+    if pending:
+        paths = sorted(export.path for export in running if export._future in pending)
+        raise TimeoutError(f"{len(pending)} background export(s) still running after {timeout} s: {paths}")
+    return len(running)
+
+
 class BackgroundExport:
     """:func:`save_table` running in a driver thread; :meth:`result` waits for its row count.
 
@@ -211,6 +254,8 @@ class BackgroundExport:
         self._future.set_running_or_notify_cancel()
         self._thread = InheritableThread(target=self._run, args=(spark, client, table, then),
                                          name=f"ps-export-{table}")
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
         self._thread.start()
 
     def _run(self, spark: SparkSession, client: PSClient, table: str, then: Callable[[], None] | None) -> None:
@@ -224,8 +269,12 @@ class BackgroundExport:
             log.info("saved %d weight rows to %s in %.1f s", rows, self.path, time.perf_counter() - start)
             self._future.set_result(rows)
         finally:
-            if then is not None:
-                then()
+            try:
+                if then is not None:
+                    then()
+            finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(self)
 
     def done(self) -> bool:
         """Whether the export has finished (successfully or not).

@@ -61,7 +61,6 @@ def test_one_worker_bsp_fit_with_5_percent_of_messages_dropped_gives_the_same_mo
     assert faulty._history.objectiveHistory == clean._history.objectiveHistory  # the loss of every epoch
 
 
-@pytest.mark.slow  # 13 s on a warm local[2] session (two 2-worker fits and two transforms): make test-stream
 def test_two_worker_ssp_fit_with_5_percent_of_messages_dropped_scores_as_well(local_spark, a9a):
     spark, (train, test) = local_spark, a9a
 
