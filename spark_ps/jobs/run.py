@@ -136,6 +136,21 @@ def _summary_line(kind: str, result: dict) -> str:
     return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
+def _show_progress() -> None:
+    """Print our progress lines (``spark_ps`` loggers at INFO: conversion, epochs, export) on stderr.
+
+    Only where the application configured no logging of its own; Spark's own
+    log is quietened by ``conf/log4j2.properties``.
+    """
+    ours = logging.getLogger("spark_ps")
+    if ours.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+
+
 def main(kind: str, argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> int:
     """Run job ``kind`` with ``--config FILE.toml`` and ``--section.key=value`` overrides; returns the exit code.
 
@@ -150,6 +165,7 @@ def main(kind: str, argv: Sequence[str] | None = None, spark: SparkSession | Non
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _show_progress()
     owned = spark is None
     spark = spark or SparkSession.builder.appName(f"spark-ps {kind}: {conf.model.path}").getOrCreate()
     try:

@@ -116,13 +116,19 @@ def checkpoint_root(spark, configured: str | None) -> str:
 
 
 class _ProgressPrinter:
-    """Polls the epochs' all-reduce and logs one line per epoch that every worker has finished."""
+    """Polls the fit's all-reduces: a line as workers finish converting their partitions, and one per epoch.
 
-    def __init__(self, client, epochs: AllReduce, num_epochs: int, num_workers: int, label: str):
-        self._client, self._epochs, self._num_workers = client, epochs, num_workers
+    The conversion lines give rows/s but no ETA: no pass precedes it, so the
+    rows still to convert are unknown until every worker has counted its own.
+    """
+
+    def __init__(self, client, epochs: AllReduce, totals: AllReduce, num_epochs: int, num_workers: int,
+                 label: str):
+        self._client, self._epochs, self._totals, self._num_workers = client, epochs, totals, num_workers
         self._num_epochs, self._label = num_epochs, label
         self._stop = threading.Event()
         self._reported, self._seconds = 0, 0.0
+        self._converted, self._start = 0, time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="ps-progress", daemon=True)
 
     def __enter__(self):
@@ -142,6 +148,8 @@ class _ProgressPrinter:
         if self._reported >= self._num_epochs:
             return
         try:
+            if self._converted < self._num_workers and self._reported == 0:
+                self._report_conversion(self._totals.get_many(self._client, range(1 + self._num_workers)))
             stats = self._epochs.get_many(self._client, range(self._num_epochs))
         except (ConnectionError, KeyError) as exc:  # the table goes when the fit ends: nothing left to report
             log.debug("progress poll failed: %s", exc)
@@ -157,6 +165,19 @@ class _ProgressPrinter:
             log.info("%s epoch %d/%d: loss %.6f, %.0f rows/s (%.2f s), ETA %.1f s at most", self._label,
                      self._reported, self._num_epochs, epoch["loss_sum"] / max(epoch["weight_sum"], 1e-300),
                      epoch["rows"] / max(seconds, 1e-9), seconds, eta)
+
+
+    def _report_conversion(self, totals: list[dict[str, float]]) -> None:
+        """Log the workers that have converted their partitions since the last poll (slot 1 + w: w's batches)."""
+        done = sum(1 for slot in totals[1:] if slot["rows"] > 0)
+        if done <= self._converted:
+            return
+        self._converted = done
+        seconds = time.perf_counter() - self._start
+        rows = int(totals[0]["rows"])
+        what = "converted" if done == self._num_workers else f"{done}/{self._num_workers} workers converted"
+        log.info("%s: %s %d rows to CSR in %.1f s since the tasks were launched (%.0f rows/s)", self._label, what,
+                 rows, seconds, rows / max(seconds, 1e-9))
 
 
 def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: TableSpec,
@@ -216,7 +237,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
                     group.create(client)
                 if clock is not None:
                     client.clock_create(clock, workers, stale)
-                with _ProgressPrinter(client, epochs, schedule.max_passes, workers, label):
+                with _ProgressPrinter(client, epochs, totals, schedule.max_passes, workers, label):
                     task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA,
                                                  barrier=True).collect()
             except Exception as exc:  # only a dead task or a lost shard runs again; the rest is the caller's error

@@ -266,7 +266,9 @@ class BackgroundExport:
             log.error("exporting shard table %s to %s failed: %s", table, self.path, exc)
             self._future.set_exception(exc)
         else:
-            log.info("saved %d weight rows to %s in %.1f s", rows, self.path, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            log.info("saved %d weight rows to %s in %.1f s (%.0f rows/s)", rows, self.path, seconds,
+                     rows / max(seconds, 1e-9))
             self._future.set_result(rows)
         finally:
             try:

@@ -92,3 +92,16 @@ def test_ssp_workers_with_uneven_batch_counts_meet_after_every_pass_without_dead
     model = LogisticRegression(numWorkers=2, syncMode="ssp", staleness=1, batchSize=10, numEpochs=3, tol=1e-12,
                                psTimeout=20.0).fit(df)
     assert (model.summary.totalIterations, model.summary.stopReason) == (3, "numEpochs")
+
+
+def test_a_fit_logs_its_conversion_and_every_epoch_with_rows_per_second(train, caplog):
+    """The lines a job prints (issue 13, item 5): rows converted, then one per epoch, each with rows/s."""
+    caplog.set_level("INFO", logger="spark_ps.ml")
+    LogisticRegression(numWorkers=2, numEpochs=3, batchSize=64).fit(train)
+    lines = [r.getMessage() for r in caplog.records if r.name == "spark_ps.ml"]
+    converted = [line for line in lines if " converted 2000 rows to CSR in " in line]
+    epochs = [line for line in lines if " epoch " in line]
+    assert len(converted) == 1 and converted[0].endswith("rows/s)"), lines
+    assert [line.split(" epoch ")[1].split(":")[0] for line in epochs] == ["1/3", "2/3", "3/3"], lines
+    assert all(" rows/s " in line and "ETA" in line for line in epochs), epochs
+    assert lines.index(converted[0]) < lines.index(epochs[0])
