@@ -41,6 +41,14 @@ one and reading its record took 10-14 ms (a ``_delta_log`` listing and one
 commit file, :mod:`spark_ps.spark.deltalog`; no Spark job); ``timestamp=``
 0.28-0.49 s and :func:`history` 0.74-1.5 s (Delta's ``history()``, a Spark
 job). A warm save of the 1,000 rows (one Delta commit) took 1.5-2.9 s.
+
+Since the rows a save copies and a loaded model scores are read as Parquet
+from the files the version's checksum lists
+(:func:`spark_ps.spark.deltalog.read_version`), and ``metadata/`` is
+written by the driver: a fitted model's save to a new path ran 4-5 Spark
+jobs in 1.2-1.4 s (9 jobs, 1.9-2.1 s before), a save over its own path 6
+(7) in 1.7-2.0 s, and a loaded model's first ``transform`` 3 jobs in
+0.76-0.86 s (7, 1.35-1.49 s), on a warm ``local[2]`` with a 3-row model.
 """
 
 from __future__ import annotations
