@@ -45,9 +45,10 @@ def test_train_predict_evaluate_through_spark_submit(tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "train: modelPath=" in trained.stdout and "version=0" in trained.stdout
     # Our progress lines, not Spark's log (conf/log4j2.properties): conversion, epochs, export, with rows/s.
-    progress = [line for line in trained.stderr.splitlines() if "rows/s" in line]
+    # They are the driver's Python stderr, which spark-submit merges into its stdout.
+    progress = [line for line in trained.stdout.splitlines() if "rows/s" in line]
     assert any(" converted " in line for line in progress) and any(" epoch 1/" in line for line in progress)
-    assert any(line.split(" ", 1)[1].startswith("saved ") for line in progress), trained.stderr[-3000:]
+    assert any(line.split(" ", 1)[1].startswith("saved ") for line in progress), trained.stdout[-3000:]
     assert " INFO " not in trained.stderr, trained.stderr[-3000:]
     scored = spark_submit("predict", f"--input.path={day2}", f"--output.path={tmp_path / 'scores'}", model)
     assert scored.returncode == 0, scored.stderr[-3000:]
