@@ -126,6 +126,7 @@ def fit_targets() -> list[tuple[object, str, str]]:
     import spark_ps.ml.fitting as fitting
     import spark_ps.ml.weights as weights
     from spark_ps.client.client import PSClient
+    from spark_ps.client.clocks import ClockOps
     from spark_ps.spark.context import PSContext
 
     targets = [
@@ -140,8 +141,8 @@ def fit_targets() -> list[tuple[object, str, str]]:
         (PSContext, "create_table", "PSContext.create_table"),
         (PSContext, "drop_table", "PSContext.drop_table"),
         (PSClient, "pull", "PSClient.pull (driver)"),
-        (PSClient, "clock_create", "PSClient.clock_create"),
-        (PSClient, "clock_drop", "PSClient.clock_drop"),
+        (ClockOps, "clock_create", "PSClient.clock_create"),  # PSClient's clock requests live on its mixin
+        (ClockOps, "clock_drop", "PSClient.clock_drop"),
         (base._PSEstimator, "_fit", "_PSEstimator._fit"),
         (fitting, "task_slots", "task_slots"),  # fitting imported it by name
         (fitting._ProgressPrinter, "__exit__", "_ProgressPrinter.__exit__"),

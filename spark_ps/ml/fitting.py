@@ -120,12 +120,14 @@ class _ProgressPrinter:
 
     The conversion lines give rows/s but no ETA: no pass precedes it, so the
     rows still to convert are unknown until every worker has counted its own.
+    Once they have, the passes that ``schedule`` gives that many rows are the
+    epoch lines' denominator (until then, the most it may give).
     """
 
-    def __init__(self, client, epochs: AllReduce, totals: AllReduce, num_epochs: int, num_workers: int,
+    def __init__(self, client, epochs: AllReduce, totals: AllReduce, schedule: Schedule, num_workers: int,
                  label: str):
         self._client, self._epochs, self._totals, self._num_workers = client, epochs, totals, num_workers
-        self._num_epochs, self._label = num_epochs, label
+        self._schedule, self._num_epochs, self._label = schedule, schedule.max_passes, label
         self._stop = threading.Event()
         self._reported, self._seconds = 0, 0.0
         self._converted, self._start = 0, time.perf_counter()
@@ -175,6 +177,8 @@ class _ProgressPrinter:
         self._converted = done
         seconds = time.perf_counter() - self._start
         rows = int(totals[0]["rows"])
+        if done == self._num_workers:
+            self._num_epochs = self._schedule.resolved(rows).max_passes  # as the tasks resolve it
         what = "converted" if done == self._num_workers else f"{done}/{self._num_workers} workers converted"
         log.info("%s: %s %d rows to CSR in %.1f s since the tasks were launched (%.0f rows/s)", self._label, what,
                  rows, seconds, rows / max(seconds, 1e-9))
@@ -237,7 +241,7 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
                     group.create(client)
                 if clock is not None:
                     client.clock_create(clock, workers, stale)
-                with _ProgressPrinter(client, epochs, totals, schedule.max_passes, workers, label):
+                with _ProgressPrinter(client, epochs, totals, schedule, workers, label):
                     task_stats = data.mapInArrow(make_train_fn(spec), _TRAIN_RESULT_SPARK_SCHEMA,
                                                  barrier=True).collect()
             except Exception as exc:  # only a dead task or a lost shard runs again; the rest is the caller's error

@@ -105,3 +105,12 @@ def test_a_fit_logs_its_conversion_and_every_epoch_with_rows_per_second(train, c
     assert [line.split(" epoch ")[1].split(":")[0] for line in epochs] == ["1/3", "2/3", "3/3"], lines
     assert all(" rows/s " in line and "ETA" in line for line in epochs), epochs
     assert lines.index(converted[0]) < lines.index(epochs[0])
+
+
+def test_epoch_lines_count_the_passes_the_rows_give_once_they_are_converted(local_spark, caplog):
+    """50,000 rows and numEpochs left to the data: 800,000 / 50,000 = 16 passes at most, not the 20 of any data."""
+    caplog.set_level("INFO", logger="spark_ps.ml")
+    rows = local_spark.range(50_000).selectExpr("array(id % 4) AS features", "cast(id % 3 = 0 AS double) AS label")
+    model = LogisticRegression(numWorkers=2).fit(rows)
+    epochs = [r.getMessage().split(" epoch ")[1].split(":")[0] for r in caplog.records if " epoch " in r.getMessage()]
+    assert epochs == [f"{k}/16" for k in range(1, model.summary.totalIterations + 1)], epochs
