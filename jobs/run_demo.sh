@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export SPARK_LOCAL_IP=127.0.0.1
+# The sidecars' own log (on this console in local mode): warnings only, so the jobs' progress lines
+# are what a person reads. SPARK_PS_LOG_LEVEL=INFO brings back their start and stop lines.
+export SPARK_PS_LOG_LEVEL="${SPARK_PS_LOG_LEVEL:-WARNING}"
 root="$PWD"
 python="$root/.venv/bin/python"
 # Driver, PySpark workers and sidecars all run the venv's interpreter; absolute
