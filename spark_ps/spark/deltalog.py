@@ -40,8 +40,9 @@ __all__ = ["commit_info", "commit_versions", "delta_version", "read_version"]
 _GLOB_CHARACTERS = frozenset("*?[]{}\\")
 
 
-def _commit_file(version: int) -> str:
-    return f"{version:020d}.json"
+def _log_file(version: int, kind: str = "json") -> str:
+    """The name of version ``version``'s file in ``_delta_log``: its commit (``json``) or its checksum (``crc``)."""
+    return f"{version:020d}.{kind}"
 
 
 def commit_versions(spark: SparkSession, table: str) -> list[int]:
@@ -74,7 +75,7 @@ def commit_info(spark: SparkSession, table: str, version: int) -> dict[str, Any]
     >>> commit_info(spark, table, 0)["userMetadata"]
     'hello'
     """
-    text = hadoop.read_text(spark, os.path.join(table, "_delta_log"), _commit_file(version))
+    text = hadoop.read_text(spark, os.path.join(table, "_delta_log"), _log_file(version))
     for line in text.splitlines():
         info = json.loads(line).get("commitInfo") if line.strip() else None
         if info is not None:
@@ -103,17 +104,20 @@ def delta_version(spark: SparkSession, path: str) -> int:
     >>> delta_version(spark, table)
     1
     """
-    versions = commit_versions(spark, path)
+    return _newest_version(spark, path, "no version to record as the input's")
+
+
+def _newest_version(spark: SparkSession, table: str, consequence: str) -> int:
+    """The newest commit of ``table``; FileNotFoundError naming it and ``consequence`` if it has none."""
+    versions = commit_versions(spark, table)
     if not versions:
-        raise FileNotFoundError(f"{path} is not a Delta table (no commit in {path}/_delta_log): no version to "
-                                "record as the input's")
+        raise FileNotFoundError(f"{table} is not a Delta table (no commit in {table}/_delta_log): {consequence}")
     return versions[-1]
 
 
 def _checksum(spark: SparkSession, table: str, version: int) -> dict[str, Any] | None:
     """The checksum (``<version>.crc``) Delta wrote after commit ``version``; None if there is none."""
-    directory = os.path.join(table, "_delta_log")
-    name = f"{version:020d}.crc"
+    directory, name = os.path.join(table, "_delta_log"), _log_file(version, "crc")
     if not hadoop.exists(spark, os.path.join(directory, name)):
         return None  # written after the commit: a writer that died in between, or checksums turned off
     return json.loads(hadoop.read_text(spark, directory, name))
@@ -166,10 +170,7 @@ def read_version(spark: SparkSession, table: str, version: int | None = None) ->
     ([0, 1, 2], 5)
     """
     if version is None:
-        versions = commit_versions(spark, table)
-        if not versions:
-            raise FileNotFoundError(f"{table} is not a Delta table (no commit in {table}/_delta_log): no rows to read")
-        version = versions[-1]
+        version = _newest_version(spark, table, "no rows to read")
     plain = _plain_files(table, _checksum(spark, table, version))
     if plain is None:
         return spark.read.format("delta").option("versionAsOf", version).load(table)
