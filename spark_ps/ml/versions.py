@@ -68,7 +68,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ps.ml.modelstore import ModelStore
-from spark_ps.spark import hadoop
+from spark_ps.spark import deltawrite, hadoop
 from spark_ps.spark.deltalog import commit_info, commit_versions, delta_version
 
 __all__ = ["BATCH_FORMAT", "HISTORY_SCHEMA", "ONLINE_FORMAT", "Lineage", "commit_weights", "delta_version",
@@ -192,9 +192,13 @@ def commit_weights(weights: DataFrame, path: str, metadata: dict[str, Any], line
     save_id = uuid.uuid4().hex
     record = json.dumps(_record(metadata, lineage, save_id), sort_keys=True, allow_nan=True)
     table = weights_table(path)
-    (weights.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .option("userMetadata", record).save(table))
     spark = weights.sparkSession
+    local = deltawrite.new_local_table(spark, table)
+    if local is not None:  # the first save to a local path: written and committed without Delta's writer
+        deltawrite.write_frame(weights, local, user_metadata=record)
+    else:
+        (weights.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+         .option("userMetadata", record).save(table))
     for version in reversed(commit_versions(spark, table)):
         found = read_record(spark, table, version)
         if found is not None and found.get("saveId") == save_id:

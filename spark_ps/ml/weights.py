@@ -3,8 +3,11 @@
 A fitted model's weights live in a Delta table of sparse rows
 ``key: long, value: array<float>`` (only rows with a non-zero value). Export
 runs one Spark task per shard, each streaming its shard's rows straight from
-the sidecar into the Delta writer; import runs tasks that read Delta files
-and push the rows to the shards. The driver only schedules the jobs.
+the sidecar into a Parquet file that the driver then commits as the table's
+first version (:mod:`spark_ps.spark.deltawrite`; Delta's own writer where
+the table exists or is not on the local file system); import runs tasks that
+read Delta files and push the rows to the shards. The driver only schedules
+the jobs and writes the commit.
 
 A fit does not wait for its export: :class:`BackgroundExport` runs it as a
 Spark job from a driver thread while the caller goes on using the model
@@ -28,9 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
 from spark_ps.client.client import PSClient
+from spark_ps.spark import deltawrite
 from spark_ps.spark.deltalog import read_version
 from spark_ps.spark.tasks import task_error
 
@@ -119,23 +124,39 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
     ...     sorted(table_to_dataframe(spark, client, "w").collect())
     [Row(key=4, value=[1.0, 0.5]), Row(key=7, value=[0.0, -2.0])]
     """
-    shards = client.num_shards
     schema = full_row_schema(state_names)
     stored = arrow_schema(schema)
 
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for shard in batch.column("id").to_numpy().tolist():
-                for rows in client.export(table, shards=[int(shard)]):
-                    kept = stored_rows(rows, stored)
-                    if counter is not None:  # rows with a non-zero weight, as MLlib's numNonzeros
-                        weights = kept.column("value").flatten().to_numpy(zero_copy_only=False)
-                        counter.add(int(np.any(weights.reshape(kept.num_rows, -1) != 0.0, axis=1).sum())
-                                    if kept.num_rows else 0)
-                    yield kept
-        client.close()
+        for kept in _shard_rows(client, table, batches, stored):
+            if counter is not None:  # rows with a non-zero weight, as MLlib's numNonzeros
+                counter.add(_nonzero_weights(kept))
+            yield kept
 
-    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, schema)
+    return _per_shard(spark, client).mapInArrow(export, schema)
+
+
+def _per_shard(spark: SparkSession, client: PSClient) -> DataFrame:
+    """One row (``id``: the shard) per partition: a job whose task ``i`` works on shard ``i``."""
+    return spark.range(0, client.num_shards, 1, numPartitions=client.num_shards)
+
+
+def _shard_rows(client: PSClient, table: str, batches: Iterator[pa.RecordBatch],
+                stored: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """In a :func:`_per_shard` task: the stored rows (:func:`stored_rows`) of ``table`` on the task's shards."""
+    for batch in batches:
+        for shard in batch.column("id").to_numpy().tolist():
+            for rows in client.export(table, shards=[int(shard)]):
+                yield stored_rows(rows, stored)
+    client.close()
+
+
+def _nonzero_weights(rows: pa.RecordBatch) -> int:
+    """How many of the stored ``rows`` have a non-zero weight (rows with only optimizer state do not count)."""
+    if rows.num_rows == 0:
+        return 0
+    weights = rows.column("value").flatten().to_numpy(zero_copy_only=False)
+    return int(np.any(weights.reshape(rows.num_rows, -1) != 0.0, axis=1).sum())
 
 
 def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True,
@@ -146,9 +167,12 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     ``state_names``: the optimizer state columns to keep with the weights
     (:func:`full_row_schema`), so that training can continue from the table.
 
-    The count is summed by an accumulator in the writing tasks, so nothing is
-    read back: the write is the job's only stage, and Spark merges a result
-    stage's accumulator updates once per partition, whatever the retries.
+    A new table on the local file system (a fit's export) is written by the
+    tasks with pyarrow and committed by the driver
+    (:mod:`spark_ps.spark.deltawrite`): each task returns its file and its
+    count of non-zero rows. Any other table goes through Delta's writer, and
+    an accumulator in its tasks sums the count (Spark merges a result stage's
+    accumulator updates once per partition, whatever the retries).
 
     Examples
     --------
@@ -163,10 +187,30 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     >>> sorted(spark.read.format("delta").load(path).collect())
     [Row(key=1, value=[0.5]), Row(key=3, value=[1.5])]
     """
-    counter = spark.sparkContext.accumulator(0)
-    (table_to_dataframe(spark, client, table, counter, state_names).write.format("delta")
-     .mode("overwrite" if overwrite else "errorifexists").save(path))
-    return int(counter.value)
+    local = deltawrite.new_local_table(spark, path)
+    if local is None:  # an existing table, or one off the local file system: Delta's writer
+        counter = spark.sparkContext.accumulator(0)
+        (table_to_dataframe(spark, client, table, counter, state_names).write.format("delta")
+         .mode("overwrite" if overwrite else "errorifexists").save(path))
+        return int(counter.value)
+    schema = full_row_schema(state_names)
+    stored = arrow_schema(schema)
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        counted = []
+
+        def counting(rows: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for kept in rows:
+                counted.append(_nonzero_weights(kept))
+                yield kept
+
+        part = deltawrite.write_part(local, counting(_shard_rows(client, table, batches, stored)), stored)
+        yield part.append_column("nonzero", pa.array([sum(counted)] * part.num_rows, pa.int64()))
+
+    parts = [row.asDict() for row in _per_shard(spark, client).mapInArrow(
+        write, from_arrow_schema(deltawrite.PART_SCHEMA.append(pa.field("nonzero", pa.int64())))).collect()]
+    deltawrite.commit_new_table(local, schema.jsonValue(), parts)
+    return sum(part["nonzero"] for part in parts)
 
 
 #: The exports whose thread has not finished (:func:`wait_for_exports`).
