@@ -133,14 +133,15 @@ $(KAFKA_BROKER_STAMP):
 	touch $@
 
 # pytest exits 5 when it collected nothing: that means the suite went missing, so fail.
-# spark_ps: the package's docstring examples (collected by the root conftest.py).
+# spark_ps: the package's docstring examples (collected by the root conftest.py); run right after tests/,
+# they borrow its local[2] session (one session start fewer), and integration/'s local-cluster comes last.
 # Lint first: a style error fails the build before the ten minutes of tests.
 LINT_PATHS := spark_ps tests integration jobs bench conftest.py
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 
 test: build lint
-	rc=0; $(VPY) -m pytest tests integration spark_ps -x -q -m "not stream and not slow" || rc=$$?; \
+	rc=0; $(VPY) -m pytest tests spark_ps integration -x -q -m "not stream and not slow" || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _pytest.doctest import DoctestItem
 from sparkkit import SHARED, shared_local_session, shared_session_users_last
 
 HERE = Path(__file__).resolve().parent
@@ -42,11 +43,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
-    """Stop the shared local session once the run leaves ``tests/`` (after the module fixtures' teardown)."""
+    """Stop the shared local session once the run leaves ``tests/`` (after the module fixtures' teardown).
+
+    Docstring examples next (``make test`` runs ``spark_ps`` right after
+    ``tests``) borrow it instead (the root ``conftest.py``): one session start
+    and one warm-up fewer.
+    """
     try:
         return (yield)
     finally:
-        if SHARED.kind == "local" and (nextitem is None or HERE not in nextitem.path.parents):
+        leaving = nextitem is None or (HERE not in nextitem.path.parents and not isinstance(nextitem, DoctestItem))
+        if SHARED.kind == "local" and leaving:
             SHARED.release()
 
 
