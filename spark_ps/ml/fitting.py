@@ -43,7 +43,7 @@ from spark_ps.ml.training import (
 )
 from spark_ps.spark.context import PSContext
 from spark_ps.spark.leases import TableLease
-from spark_ps.spark.tasks import task_died, task_error, task_slots
+from spark_ps.spark.tasks import barrier_input, task_died, task_error, task_slots
 from spark_ps.wire.spec import STATE_NAMES, TableSpec
 
 log = logging.getLogger("spark_ps.ml")
@@ -205,11 +205,9 @@ def fit_on_ps(spark, dataset: DataFrame, *, label: str, objective, table_spec: T
     ps = PSContext.get(spark)  # waits for the executors' shards, so their slots count too
     slots = task_slots(spark)
     workers = max(1, min(num_workers or slots, slots))
-    if data.rdd.getNumPartitions() != workers:
-        # A barrier stage runs all its tasks at once, so at most one per slot; and
-        # it cannot sit behind a coalesce, hence a shuffle, paid once per fit
-        # since every epoch runs on the task's in-memory copy.
-        data = data.repartition(workers)
+    # A barrier stage runs all its tasks at once, so at most one per slot; a shuffle where one
+    # is needed is paid once per fit, since every epoch runs on the task's in-memory copy.
+    data, _ = barrier_input(data, workers)
     client = ps.client(timeout=timeout)
     stale = 0 if sync_mode == "bsp" else (staleness if sync_mode == "ssp" else None)
     for rerun in range(FIT_RERUNS + 1):  # each attempt under fresh names: a dead one's may hold part of it

@@ -1,6 +1,7 @@
 """Spark's tasks as a fit sees them: how many can run at once, and what a failed job says about them.
 
-:func:`task_slots` is the widest a barrier stage may be.
+:func:`task_slots` is the widest a barrier stage may be, and :func:`barrier_input`
+gives it input partitions it can run on.
 
 A task that died and a task that raised reach a PySpark driver the same way: a ``Py4JJavaError``
 ("An error occurred while calling o151.collectToPython") whose text holds a
@@ -99,3 +100,53 @@ def task_slots(spark) -> int:
     jsc = spark.sparkContext._jsc.sc()
     profile = jsc.resourceProfileManager().defaultResourceProfile()
     return max(1, int(jsc.maxNumConcurrentTasks(profile)))
+
+
+def _stage_partitions(frame) -> set[int]:
+    """The partition counts of the RDDs in the last stage of ``frame``'s plan (followed through narrow dependencies).
+
+    A barrier stage runs only if they are all the same (Spark's
+    ``BarrierJobUnsupportedRDDChainException``: a ``union``, a ``coalesce``
+    or a pruned partition ancestor in the stage fails the job).
+    """
+    rdd = frame._jdf.queryExecution().toRdd()
+    shuffle = frame.sparkSession.sparkContext._jvm.org.apache.spark.ShuffleDependency
+    counts, seen, todo = set(), set(), [rdd]
+    while todo:
+        current = todo.pop()
+        if current.id() in seen:
+            continue
+        seen.add(current.id())
+        counts.add(int(current.getNumPartitions()))
+        dependencies = current.dependencies()
+        for i in range(dependencies.size()):
+            dependency = dependencies.apply(i)
+            if not shuffle._java_lang_class.isInstance(dependency):
+                todo.append(dependency.rdd())
+    return counts
+
+
+def barrier_input(frame, workers: int, fewer: bool = False):
+    """``(frame, partitions)``: ``frame`` in partitions a barrier stage of at most ``workers`` tasks can run on.
+
+    ``frame`` is kept as it is when it has ``workers`` partitions (or, with
+    ``fewer``, between 1 and ``workers``) and nothing in its last stage has a
+    different number of partitions; else it is repartitioned to ``workers``
+    (a shuffle, paid once: a barrier stage cannot sit behind a ``union`` or a
+    ``coalesce``, see :func:`_stage_partitions`).
+
+    Examples
+    --------
+    >>> one = spark.range(10, numPartitions=1)
+    >>> [barrier_input(f, 2)[1] for f in (spark.range(10, numPartitions=2), one.union(one), one)]
+    [2, 2, 2]
+    >>> barrier_input(one, 2, fewer=True)[1], barrier_input(spark.range(10).coalesce(1), 2, fewer=True)[1]
+    (1, 2)
+    >>> barrier_input(one.union(one), 2)[0].mapInArrow(lambda b: b, "id long", barrier=True).count()
+    20
+    """
+    counts = _stage_partitions(frame)
+    partitions = max(counts)
+    if len(counts) == 1 and (partitions == workers or (fewer and 1 <= partitions <= workers)):
+        return frame, partitions
+    return frame.repartition(workers), workers

@@ -60,7 +60,7 @@ from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Schedule, TrainSpec
 from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
-from spark_ps.spark.tasks import task_died, task_slots
+from spark_ps.spark.tasks import barrier_input, task_died, task_slots
 from spark_ps.streaming.metrics import metrics_frame
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import (
@@ -421,18 +421,18 @@ def _training_input(df: DataFrame, estimator, slots: int) -> tuple[DataFrame, in
     """The batch's columns the estimator reads, in partitions a barrier stage can run; and their count.
 
     A barrier stage needs a slot per task. A batch with more partitions than
-    the estimator's workers (``numWorkers``, at most the slots) is
-    repartitioned to that many (a shuffle: ``coalesce`` is not allowed in a
-    barrier stage); one with fewer trains with one task per partition, which
-    costs no shuffle. An empty batch (no partition) becomes one empty partition.
+    the estimator's workers (``numWorkers``, at most the slots), or one a
+    barrier stage cannot run on as it is, is repartitioned to that many
+    (:func:`~spark_ps.spark.tasks.barrier_input`); one with fewer trains with
+    one task per partition, which costs no shuffle. An empty batch (no
+    partition) becomes one empty partition.
     """
     cols = [c for c in (estimator.getFeaturesCol(), estimator.getLabelCol(), estimator._weight_col()) if c]
     data = df.select(*cols)
     workers = max(1, min(estimator.getNumWorkers() or slots, slots))
-    partitions = data.rdd.getNumPartitions()
-    if partitions > workers or partitions == 0:
-        return data.repartition(workers if partitions else 1), workers if partitions else 1
-    return data, partitions
+    if data.rdd.getNumPartitions() == 0:
+        return data.repartition(1), 1
+    return barrier_input(data, workers, fewer=True)
 
 
 def source_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> list[Any]:

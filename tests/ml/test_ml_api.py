@@ -265,6 +265,23 @@ def test_non_finite_label_fails_regression(spark):
     assert "non-finite label nan" in _spark_error_text(excinfo)
 
 
+def test_a_union_of_single_partition_frames_fits_like_its_rows(fitted):
+    """Two one-partition halves, unioned: 2 partitions, as many as the workers, yet Spark refuses a barrier stage
+    over a union of differently partitioned ancestors; the fit must shuffle them instead of failing."""
+    plain = fitted("LogisticRegression")
+    rows = plain.train.collect()
+    session = plain.train.sparkSession
+    halves = [session.createDataFrame(rows[:150], plain.train.schema).repartition(1),
+              session.createDataFrame(rows[150:], plain.train.schema).repartition(1)]
+    union = halves[0].union(halves[1])
+    assert union.rdd.getNumPartitions() == 2
+    model = type(plain.ours_est)(**SHARED_KWARGS["LogisticRegression"], **PS_KWARGS["LogisticRegression"]).fit(union)
+    assert model.summary.totalIterations == plain.ours_model.summary.totalIterations
+    scored = model.transform(plain.test).select("label", "probability").collect()
+    area = auc([r.label for r in scored], [r.probability[1] for r in scored])
+    assert area == pytest.approx(plain.test_metric(), abs=0.02)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_missing_columns_and_empty_data_are_named(frames, name):
     ours_cls, *_, binary = CASES[name]
