@@ -35,6 +35,7 @@ from spark_ps.jobs.config import ESTIMATORS, ConfigError, FeaturesConf, JobConf,
 from spark_ps.jobs.evaluation import classification_metrics, positive_probability, regression_metrics, write_report
 from spark_ps.jobs.inputs import InputError, features_frame, input_version, read_input
 from spark_ps.ml import versions
+from spark_ps.spark import deltalog, deltawrite
 from spark_ps.spark.tasks import task_error
 
 __all__ = ["JOBS", "evaluate", "main", "predict", "train"]
@@ -111,8 +112,12 @@ def predict(spark: SparkSession, conf: JobConf) -> dict:
     if not _is_regression(model):
         scored = positive_probability(scored)
     out = scored.select(*keep, *outputs, F.lit(version).cast("long").alias("modelVersion"))
-    out.write.format("delta").mode(conf.output.mode).save(conf.output.path)
-    rows = spark.read.format("delta").load(conf.output.path).where(F.col("modelVersion") == version).count()
+    local = deltawrite.new_local_table(spark, conf.output.path)
+    if local is not None:  # a new table: every mode creates it; written without Delta's writer
+        deltawrite.write_frame(out, local)
+    else:
+        out.write.format("delta").mode(conf.output.mode).save(conf.output.path)
+    rows = deltalog.read_version(spark, conf.output.path).where(F.col("modelVersion") == version).count()
     return {"modelPath": conf.model.path, "version": version, "output": conf.output.path, "rowsWithThisVersion": rows}
 
 
