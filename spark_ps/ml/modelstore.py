@@ -66,6 +66,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_ps.spark import hadoop
+from spark_ps.spark.deltalog import log_dir
 
 __all__ = ["Commit", "ModelStore"]
 
@@ -285,7 +286,7 @@ class ModelStore:
 
     def newest_commit(self) -> Commit | None:
         """The log's newest batch commit, read from the commit files (no Spark job); None before the first."""
-        directory = os.path.join(self.log_path, "_delta_log")
+        directory = log_dir(self.log_path)
         for v in reversed(self._commit_versions(directory)):
             commit = self._read_commit(directory, v)
             if commit is not None:
@@ -298,7 +299,7 @@ class ModelStore:
         A few milliseconds: a listing of ``_delta_log`` and one small JSON file
         per commit, where the log's ``history()`` is a Spark job (0.2-0.9 s).
         """
-        directory = os.path.join(self.log_path, "_delta_log")
+        directory = log_dir(self.log_path)
         found = (self._read_commit(directory, v) for v in self._commit_versions(directory) if v > version)
         return [c for c in found if c is not None]
 

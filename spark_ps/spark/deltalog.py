@@ -34,15 +34,32 @@ from pyspark.sql.types import StructType
 
 from spark_ps.spark import hadoop
 
-__all__ = ["commit_info", "commit_versions", "delta_version", "read_version"]
+__all__ = ["commit_info", "commit_versions", "delta_version", "log_dir", "log_file", "read_version"]
 
 #: Characters that Spark's file reader would take as a glob pattern in a path.
 _GLOB_CHARACTERS = frozenset("*?[]{}\\")
 
 
-def _log_file(version: int, kind: str = "json") -> str:
-    """The name of version ``version``'s file in ``_delta_log``: its commit (``json``) or its checksum (``crc``)."""
+def log_file(version: int, kind: str = "json") -> str:
+    """The name of version ``version``'s file in a table's ``_delta_log``: its commit (``json``) or checksum (``crc``).
+
+    Examples
+    --------
+    >>> log_file(3), log_file(0, "crc")
+    ('00000000000000000003.json', '00000000000000000000.crc')
+    """
     return f"{version:020d}.{kind}"
+
+
+def log_dir(table: str) -> str:
+    """The ``_delta_log`` directory of ``table``.
+
+    Examples
+    --------
+    >>> log_dir("/data/t")
+    '/data/t/_delta_log'
+    """
+    return os.path.join(table, "_delta_log")
 
 
 def commit_versions(spark: SparkSession, table: str) -> list[int]:
@@ -57,7 +74,7 @@ def commit_versions(spark: SparkSession, table: str) -> list[int]:
     >>> spark.range(1).write.format("delta").save(table); commit_versions(spark, table)
     [0]
     """
-    directory = os.path.join(table, "_delta_log")
+    directory = log_dir(table)
     if not hadoop.exists(spark, directory):
         return []
     return sorted(int(name[:20]) for name in hadoop.list_names(spark, directory)
@@ -75,7 +92,7 @@ def commit_info(spark: SparkSession, table: str, version: int) -> dict[str, Any]
     >>> commit_info(spark, table, 0)["userMetadata"]
     'hello'
     """
-    text = hadoop.read_text(spark, os.path.join(table, "_delta_log"), _log_file(version))
+    text = hadoop.read_text(spark, log_dir(table), log_file(version))
     for line in text.splitlines():
         info = json.loads(line).get("commitInfo") if line.strip() else None
         if info is not None:
@@ -117,7 +134,7 @@ def _newest_version(spark: SparkSession, table: str, consequence: str) -> int:
 
 def _checksum(spark: SparkSession, table: str, version: int) -> dict[str, Any] | None:
     """The checksum (``<version>.crc``) Delta wrote after commit ``version``; None if there is none."""
-    directory, name = os.path.join(table, "_delta_log"), _log_file(version, "crc")
+    directory, name = log_dir(table), log_file(version, "crc")
     if not hadoop.exists(spark, os.path.join(directory, name)):
         return None  # written after the commit: a writer that died in between, or checksums turned off
     return json.loads(hadoop.read_text(spark, directory, name))

@@ -12,6 +12,10 @@ cores). Here each export task writes its shard's rows with pyarrow
 driver then writes version 0's commit and checksum (:func:`commit_new_table`),
 a few KB, as Delta itself would. What Delta reads back is a plain table of
 reader protocol 1, the same actions and checksum fields that Delta 4 writes.
+Measured (``bench.profile_fit --defaults``, a 60k-row model at 2^18, fresh
+applications, alternating with the old code): the export after the first fit
+took 0.55-0.64 s instead of 3.3-3.5 s, after the second 0.29-0.32 s instead of
+1.4-1.5 s.
 
 Only a *new* table on the *local* file system is written this way
 (:func:`new_local_table`): the driver commits with an atomic
@@ -39,6 +43,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from spark_ps.spark import hadoop
+from spark_ps.spark.deltalog import log_dir, log_file
+
 __all__ = ["PART_SCHEMA", "commit_new_table", "new_local_table", "write_frame", "write_part"]
 
 #: What a writing task returns for each file it wrote (the driver commits them): the file's name in the
@@ -48,8 +55,6 @@ PART_SCHEMA = pa.schema([("name", pa.string()), ("size", pa.int64()), ("rows", p
                          ("modified_ms", pa.int64()), ("stats", pa.string())])
 
 _PROTOCOL = {"minReaderVersion": 1, "minWriterVersion": 2}
-_LOG = "_delta_log"
-_VERSION_0 = f"{0:020d}"
 
 
 def new_local_table(spark, path: str) -> str | None:
@@ -68,13 +73,8 @@ def new_local_table(spark, path: str) -> str | None:
     >>> new_local_table(spark, root) is None                     # exists
     True
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if fs.getScheme() != "file":
-        return None
-    local = fs.makeQualified(hadoop_path).toUri().getPath()
-    return None if os.path.lexists(local) else local
+    local = hadoop.local_path(spark, path)
+    return None if local is None or os.path.lexists(local) else local
 
 
 class _Part:
@@ -252,14 +252,14 @@ def commit_new_table(directory: str, schema_json: dict[str, Any], parts: list[di
             **({"userMetadata": user_metadata} if user_metadata is not None else {}),
             "engineInfo": f"spark-ps/{importlib.metadata.version('spark-ps')}", "txnId": txn}
     actions = [{"commitInfo": info}, {"metaData": metadata}, {"protocol": _PROTOCOL}] + [{"add": f} for f in files]
-    log = os.path.join(directory, _LOG)
+    log = log_dir(directory)
     os.makedirs(log, exist_ok=True)
     try:
-        _publish(log, f"{_VERSION_0}.json", "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions))
+        _publish(log, log_file(0), "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions))
     except FileExistsError:  # named: os.link's message names only the staged file
         raise FileExistsError(f"{directory} has a version 0 already (another writer committed it while this "
                               f"one wrote its {len(files)} files): nothing of this write was committed") from None
     checksum = {"txnId": txn, "tableSizeBytes": size, "numFiles": len(files), "numMetadata": 1, "numProtocol": 1,
                 "setTransactions": [], "domainMetadata": [], "metadata": metadata, "protocol": _PROTOCOL,
                 "allFiles": [{**f, "dataChange": False} for f in files]}
-    _publish(log, f"{_VERSION_0}.crc", json.dumps(checksum, separators=(",", ":")))
+    _publish(log, log_file(0, "crc"), json.dumps(checksum, separators=(",", ":")))

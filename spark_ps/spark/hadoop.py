@@ -9,7 +9,7 @@ offset log entry): data moves through Spark jobs.
 
 from __future__ import annotations
 
-__all__ = ["delete", "exists", "list_names", "modified_ms", "read_text", "write_text"]
+__all__ = ["delete", "exists", "list_names", "local_path", "modified_ms", "read_text", "write_text"]
 
 
 def _fs_path(spark, path: str, *more: str):
@@ -32,6 +32,22 @@ def exists(spark, path: str) -> bool:
     """
     fs, hadoop_path = _fs_path(spark, path)
     return bool(fs.exists(hadoop_path))
+
+
+def local_path(spark, path: str) -> str | None:
+    """The operating system's path of ``path`` if its file system is the local one; None otherwise.
+
+    A path without a scheme is on ``fs.defaultFS``, which may be HDFS.
+
+    Examples
+    --------
+    >>> local_path(spark, "/tmp/x"), local_path(spark, "file:///tmp/x"), local_path(spark, "s3a://bucket/x")
+    ('/tmp/x', '/tmp/x', None)
+    """
+    if "://" in path and not path.startswith("file:"):
+        return None  # another file system: asking Hadoop for it would load (or miss) its connector
+    fs, hadoop_path = _fs_path(spark, path)
+    return fs.makeQualified(hadoop_path).toUri().getPath() if fs.getScheme() == "file" else None
 
 
 def delete(spark, path: str) -> None:

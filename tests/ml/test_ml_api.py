@@ -271,8 +271,8 @@ def test_a_union_of_single_partition_frames_fits_like_its_rows(fitted):
     plain = fitted("LogisticRegression")
     rows = plain.train.collect()
     session = plain.train.sparkSession
-    halves = [session.createDataFrame(rows[:150], plain.train.schema).repartition(1),
-              session.createDataFrame(rows[150:], plain.train.schema).repartition(1)]
+    halves = [session.createDataFrame(session.sparkContext.parallelize(part, 1), plain.train.schema)
+              for part in (rows[:150], rows[150:])]
     union = halves[0].union(halves[1])
     assert union.rdd.getNumPartitions() == 2
     model = type(plain.ours_est)(**SHARED_KWARGS["LogisticRegression"], **PS_KWARGS["LogisticRegression"]).fit(union)
