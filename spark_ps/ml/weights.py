@@ -195,6 +195,7 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
         return int(counter.value)
     schema = full_row_schema(state_names)
     stored = arrow_schema(schema)
+    max_rows = deltawrite.max_rows_per_file(spark)
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         counted = []
@@ -204,8 +205,9 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
                 counted.append(_nonzero_weights(kept))
                 yield kept
 
-        part = deltawrite.write_part(local, counting(_shard_rows(client, table, batches, stored)), stored)
-        yield part.append_column("nonzero", pa.array([sum(counted)] * part.num_rows, pa.int64()))
+        part = deltawrite.write_part(local, counting(_shard_rows(client, table, batches, stored)), stored, max_rows)
+        nonzero = [sum(counted)] + [0] * (part.num_rows - 1) if part.num_rows else []   # the task's count, once
+        yield part.append_column("nonzero", pa.array(nonzero, pa.int64()))
 
     parts = [row.asDict() for row in _per_shard(spark, client).mapInArrow(
         write, from_arrow_schema(deltawrite.PART_SCHEMA.append(pa.field("nonzero", pa.int64())))).collect()]

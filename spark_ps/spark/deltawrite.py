@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from spark_ps.spark import hadoop
 from spark_ps.spark.deltalog import log_dir, log_file
 
-__all__ = ["PART_SCHEMA", "commit_new_table", "new_local_table", "write_frame", "write_part"]
+__all__ = ["PART_SCHEMA", "commit_new_table", "max_rows_per_file", "new_local_table", "write_frame", "write_part"]
 
 #: What a writing task returns for each file it wrote (the driver commits them): the file's name in the
 #: table's directory, its size in bytes, its rows, its modification time (ms since the epoch), and
@@ -175,6 +175,17 @@ def _publish(directory: str, name: str, text: str) -> None:
         os.unlink(staged)
 
 
+def max_rows_per_file(spark) -> int:
+    """Rows per data file at most, as Spark's writers take it (``spark.sql.files.maxRecordsPerFile``; 0: no limit).
+
+    Examples
+    --------
+    >>> max_rows_per_file(spark)
+    0
+    """
+    return int(spark.conf.get("spark.sql.files.maxRecordsPerFile", "0"))
+
+
 def write_frame(frame, directory: str, user_metadata: str | None = None) -> None:
     """Write ``frame`` as version 0 of a new Delta table at local ``directory`` (:func:`new_local_table`).
 
@@ -195,7 +206,7 @@ def write_frame(frame, directory: str, user_metadata: str | None = None) -> None
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     schema = to_arrow_schema(frame.schema)
-    max_rows = int(frame.sparkSession.conf.get("spark.sql.files.maxRecordsPerFile", "0"))
+    max_rows = max_rows_per_file(frame.sparkSession)
 
     def write(batches):
         yield write_part(directory, batches, schema, max_rows)

@@ -93,7 +93,7 @@ def test_files_no_commit_names_are_not_part_of_the_table(local_spark, tmp_path):
 
 def test_new_local_tables_are_written_directly_and_others_by_delta(local_spark, tmp_path):
     spark = local_spark
-    new, existing = str(tmp_path / "new"), str(tmp_path / "existing")
+    new, existing, split = str(tmp_path / "new"), str(tmp_path / "existing"), str(tmp_path / "split")
     spark.range(1).selectExpr("id AS key", "array(9.0f) AS value").write.format("delta").save(existing)
     assert deltawrite.new_local_table(spark, new) == new
     assert deltawrite.new_local_table(spark, "file://" + new) == new
@@ -104,10 +104,16 @@ def test_new_local_tables_are_written_directly_and_others_by_delta(local_spark, 
             client.push("dw", [5, 6, 7], [1.0, 0.0, -2.0])
             assert weight_store.save_table(spark, client, "dw", new) == 2
             assert weight_store.save_table(spark, client, "dw", existing) == 2
+            spark.conf.set("spark.sql.files.maxRecordsPerFile", "1")
+            try:  # a file per row; the task's count is still counted once
+                assert weight_store.save_table(spark, client, "dw", split) == 2
+            finally:
+                spark.conf.unset("spark.sql.files.maxRecordsPerFile")
         finally:
             ps.drop_table("dw")
+    assert len([n for n in os.listdir(split) if n.endswith(".parquet")]) == 2
     assert deltalog.commit_info(spark, new, 0)["engineInfo"].startswith("spark-ps/")
     assert deltalog.commit_versions(spark, existing) == [0, 1]
     assert "spark-ps" not in deltalog.commit_info(spark, existing, 1)["engineInfo"]    # Delta's own commit
-    for table in (new, existing):
+    for table in (new, existing, split):
         assert rows(spark.read.format("delta").load(table)) == [(5, [1.0]), (7, [-2.0])]
