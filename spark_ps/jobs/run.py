@@ -112,11 +112,7 @@ def predict(spark: SparkSession, conf: JobConf) -> dict:
     if not _is_regression(model):
         scored = positive_probability(scored)
     out = scored.select(*keep, *outputs, F.lit(version).cast("long").alias("modelVersion"))
-    local = deltawrite.new_local_table(spark, conf.output.path)
-    if local is not None:  # a new table: every mode creates it; written without Delta's writer
-        deltawrite.write_frame(out, local)
-    else:
-        out.write.format("delta").mode(conf.output.mode).save(conf.output.path)
+    deltawrite.save_frame(out, conf.output.path, conf.output.mode)
     rows = deltalog.read_version(spark, conf.output.path).where(F.col("modelVersion") == version).count()
     return {"modelPath": conf.model.path, "version": version, "output": conf.output.path, "rowsWithThisVersion": rows}
 

@@ -193,12 +193,7 @@ def commit_weights(weights: DataFrame, path: str, metadata: dict[str, Any], line
     record = json.dumps(_record(metadata, lineage, save_id), sort_keys=True, allow_nan=True)
     table = weights_table(path)
     spark = weights.sparkSession
-    local = deltawrite.new_local_table(spark, table)
-    if local is not None:  # the first save to a local path: written and committed without Delta's writer
-        deltawrite.write_frame(weights, local, user_metadata=record)
-    else:
-        (weights.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-         .option("userMetadata", record).save(table))
+    deltawrite.save_frame(weights, table, "overwrite", user_metadata=record, options={"overwriteSchema": "true"})
     for version in reversed(commit_versions(spark, table)):
         found = read_record(spark, table, version)
         if found is not None and found.get("saveId") == save_id:

@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
 from spark_ps.client.client import PSClient
@@ -125,15 +124,7 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
     [Row(key=4, value=[1.0, 0.5]), Row(key=7, value=[0.0, -2.0])]
     """
     schema = full_row_schema(state_names)
-    stored = arrow_schema(schema)
-
-    def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for kept in _shard_rows(client, table, batches, stored):
-            if counter is not None:  # rows with a non-zero weight, as MLlib's numNonzeros
-                counter.add(_nonzero_weights(kept))
-            yield kept
-
-    return _per_shard(spark, client).mapInArrow(export, schema)
+    return _per_shard(spark, client).mapInArrow(_exporter(client, table, schema, counter), schema)
 
 
 def _per_shard(spark: SparkSession, client: PSClient) -> DataFrame:
@@ -141,22 +132,28 @@ def _per_shard(spark: SparkSession, client: PSClient) -> DataFrame:
     return spark.range(0, client.num_shards, 1, numPartitions=client.num_shards)
 
 
-def _shard_rows(client: PSClient, table: str, batches: Iterator[pa.RecordBatch],
-                stored: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """In a :func:`_per_shard` task: the stored rows (:func:`stored_rows`) of ``table`` on the task's shards."""
-    for batch in batches:
-        for shard in batch.column("id").to_numpy().tolist():
-            for rows in client.export(table, shards=[int(shard)]):
-                yield stored_rows(rows, stored)
-    client.close()
+def _exporter(client: PSClient, table: str, schema: StructType,
+              counter=None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function of a :func:`_per_shard` task: the stored rows (:func:`stored_rows`) of ``table`` on its shards.
 
+    ``counter``, a Spark accumulator, if given, is incremented by the rows
+    with a non-zero weight (as MLlib's numNonzeros; rows with only optimizer
+    state do not count).
+    """
+    stored = arrow_schema(schema)
 
-def _nonzero_weights(rows: pa.RecordBatch) -> int:
-    """How many of the stored ``rows`` have a non-zero weight (rows with only optimizer state do not count)."""
-    if rows.num_rows == 0:
-        return 0
-    weights = rows.column("value").flatten().to_numpy(zero_copy_only=False)
-    return int(np.any(weights.reshape(rows.num_rows, -1) != 0.0, axis=1).sum())
+    def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for shard in batch.column("id").to_numpy().tolist():
+                for rows in client.export(table, shards=[int(shard)]):
+                    kept = stored_rows(rows, stored)
+                    if counter is not None and kept.num_rows:
+                        weights = kept.column("value").flatten().to_numpy(zero_copy_only=False)
+                        counter.add(int(np.any(weights.reshape(kept.num_rows, -1) != 0.0, axis=1).sum()))
+                    yield kept
+        client.close()
+
+    return export
 
 
 def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, overwrite: bool = True,
@@ -169,8 +166,8 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
 
     A new table on the local file system (a fit's export) is written by the
     tasks with pyarrow and committed by the driver
-    (:mod:`spark_ps.spark.deltawrite`): each task returns its file and its
-    count of non-zero rows. Any other table goes through Delta's writer, and
+    (:func:`spark_ps.spark.deltawrite.write_new`); any other table goes
+    through Delta's writer. Either way the write is the job's only stage, and
     an accumulator in its tasks sums the count (Spark merges a result stage's
     accumulator updates once per partition, whatever the retries).
 
@@ -187,32 +184,15 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     >>> sorted(spark.read.format("delta").load(path).collect())
     [Row(key=1, value=[0.5]), Row(key=3, value=[1.5])]
     """
+    counter = spark.sparkContext.accumulator(0)
     local = deltawrite.new_local_table(spark, path)
     if local is None:  # an existing table, or one off the local file system: Delta's writer
-        counter = spark.sparkContext.accumulator(0)
         (table_to_dataframe(spark, client, table, counter, state_names).write.format("delta")
          .mode("overwrite" if overwrite else "errorifexists").save(path))
-        return int(counter.value)
-    schema = full_row_schema(state_names)
-    stored = arrow_schema(schema)
-    max_rows = deltawrite.max_rows_per_file(spark)
-
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        counted = []
-
-        def counting(rows: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for kept in rows:
-                counted.append(_nonzero_weights(kept))
-                yield kept
-
-        part = deltawrite.write_part(local, counting(_shard_rows(client, table, batches, stored)), stored, max_rows)
-        nonzero = [sum(counted)] + [0] * (part.num_rows - 1) if part.num_rows else []   # the task's count, once
-        yield part.append_column("nonzero", pa.array(nonzero, pa.int64()))
-
-    parts = [row.asDict() for row in _per_shard(spark, client).mapInArrow(
-        write, from_arrow_schema(deltawrite.PART_SCHEMA.append(pa.field("nonzero", pa.int64())))).collect()]
-    deltawrite.commit_new_table(local, schema.jsonValue(), parts)
-    return sum(part["nonzero"] for part in parts)
+    else:  # the tasks write their shards' rows straight to the table's files: no second pass through the JVM
+        schema = full_row_schema(state_names)
+        deltawrite.write_new(_per_shard(spark, client), local, schema, rows=_exporter(client, table, schema, counter))
+    return int(counter.value)
 
 
 #: The exports whose thread has not finished (:func:`wait_for_exports`).

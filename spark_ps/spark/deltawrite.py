@@ -9,7 +9,8 @@ checksum: on ``local[2]`` 0.62-0.70 s for 3 rows in a warm application, and
 are loaded and compiled on first use, while the user's next job waits for the
 cores). Here each export task writes its shard's rows with pyarrow
 (:func:`write_part`) and returns one small row describing the file; the
-driver then writes version 0's commit and checksum (:func:`commit_new_table`),
+driver then writes version 0's commit and checksum (:func:`commit_new_table`;
+both in one call: :func:`write_new`),
 a few KB, as Delta itself would. What Delta reads back is a plain table of
 reader protocol 1, the same actions and checksum fields that Delta 4 writes.
 Measured (``bench.profile_fit --defaults``, a 60k-row model at 2^18, fresh
@@ -18,7 +19,7 @@ took 0.55-0.64 s instead of 3.3-3.5 s, after the second 0.29-0.32 s instead of
 1.4-1.5 s.
 
 Only a *new* table on the *local* file system is written this way
-(:func:`new_local_table`): the driver commits with an atomic
+(:func:`new_local_table`; :func:`save_frame` picks the writer): the driver commits with an atomic
 put-if-absent (a hard link of a written file), which the local file
 system gives and object stores do not. Any other table (an existing one, an
 ``hdfs://`` or ``s3a://`` path) goes through Delta's writer.
@@ -36,17 +37,17 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from spark_ps.spark import hadoop
-from spark_ps.spark.deltalog import log_dir, log_file
+from spark_ps.spark import deltalog, hadoop
 
-__all__ = ["PART_SCHEMA", "commit_new_table", "max_rows_per_file", "new_local_table", "write_frame", "write_part"]
+__all__ = ["PART_SCHEMA", "commit_new_table", "max_rows_per_file", "new_local_table", "save_frame", "write_new",
+           "write_part"]
 
 #: What a writing task returns for each file it wrote (the driver commits them): the file's name in the
 #: table's directory, its size in bytes, its rows, its modification time (ms since the epoch), and
@@ -80,11 +81,12 @@ def new_local_table(spark, path: str) -> str | None:
 class _Part:
     """One data file being written: its rows so far and the range of its ``key`` column."""
 
-    def __init__(self, directory: str, schema: pa.Schema, keyed: bool):
+    def __init__(self, directory: str, schema: pa.Schema):
         self.name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
         self.path = os.path.join(directory, self.name)
         self.writer = pq.ParquetWriter(self.path, schema, compression="snappy")
-        self.keyed, self.rows, self.low, self.high = keyed, 0, None, None
+        self.keyed = "key" in schema.names and schema.field("key").type == pa.int64()
+        self.rows, self.low, self.high = 0, None, None
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.writer.write_batch(batch)
@@ -105,9 +107,8 @@ class _Part:
                 "stats": json.dumps({"numRecords": self.rows, **keys}, separators=(",", ":"))}
 
 
-def write_part(directory: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema,
-               max_rows: int = 0) -> pa.RecordBatch:
-    """Write ``batches`` (of ``schema``) to new Parquet files in ``directory``, ``max_rows`` rows at most each.
+def write_part(directory: str, batches: Iterable[pa.RecordBatch], max_rows: int = 0) -> pa.RecordBatch:
+    """Write ``batches`` (of one schema) to new Parquet files in ``directory``, ``max_rows`` rows at most each.
 
     Runs in a task. Returns one :data:`PART_SCHEMA` row per file written:
     one file if ``max_rows`` is 0 (as ``spark.sql.files.maxRecordsPerFile``),
@@ -119,21 +120,20 @@ def write_part(directory: str, batches: Iterable[pa.RecordBatch], schema: pa.Sch
     --------
     >>> import tempfile
     >>> schema = pa.schema([("key", pa.int64()), ("value", pa.list_(pa.float32()))])
-    >>> part = write_part(tempfile.mkdtemp(), [pa.record_batch([[3, -1], [[0.5], [2.0]]], schema=schema)], schema)
+    >>> part = write_part(tempfile.mkdtemp(), [pa.record_batch([[3, -1], [[0.5], [2.0]]], schema=schema)])
     >>> part.column("rows").to_pylist(), json.loads(part.column("stats")[0].as_py())["minValues"]
     ([2], {'key': -1})
-    >>> write_part(tempfile.mkdtemp(), [pa.record_batch([[1, 2, 3], [[0.0]] * 3], schema=schema)] * 2, schema,
+    >>> write_part(tempfile.mkdtemp(), [pa.record_batch([[1, 2, 3], [[0.0]] * 3], schema=schema)] * 2,
     ...            max_rows=4).column("rows").to_pylist()
     [4, 2]
     """
-    keyed = "key" in schema.names and schema.field("key").type == pa.int64()
     done, part = [], None
     try:
         for batch in batches:
             while batch.num_rows:
                 if part is None:
                     os.makedirs(directory, exist_ok=True)
-                    part = _Part(directory, schema, keyed)
+                    part = _Part(directory, batch.schema)
                 room = max_rows - part.rows if max_rows > 0 else batch.num_rows
                 part.write(batch.slice(0, room))
                 batch = batch.slice(room)
@@ -186,33 +186,62 @@ def max_rows_per_file(spark) -> int:
     return int(spark.conf.get("spark.sql.files.maxRecordsPerFile", "0"))
 
 
-def write_frame(frame, directory: str, user_metadata: str | None = None) -> None:
-    """Write ``frame`` as version 0 of a new Delta table at local ``directory`` (:func:`new_local_table`).
+def write_new(source, directory: str, schema, rows: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+              | None = None, user_metadata: str | None = None) -> None:
+    """Write version 0 of a new Delta table of Spark ``schema`` at local ``directory`` (:func:`new_local_table`).
 
-    One Spark job: each task writes its partition's rows to a file, or to
-    files of ``spark.sql.files.maxRecordsPerFile`` rows (:func:`write_part`); the driver then commits the files
-    (:func:`commit_new_table`), with ``user_metadata`` as the commit's
-    ``userMetadata``, as Delta's writer option of that name.
+    One Spark job over the DataFrame ``source``: each task writes the rows
+    that ``rows`` makes of its partition's Arrow batches (by default the
+    batches themselves) to a file, or to files of
+    ``spark.sql.files.maxRecordsPerFile`` rows (:func:`write_part`); the
+    driver then commits the files (:func:`commit_new_table`), with
+    ``user_metadata`` as the commit's ``userMetadata``, as Delta's writer
+    option of that name.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> table, frame = os.path.join(tempfile.mkdtemp(), "t"), spark.range(5).selectExpr("id AS key")
+    >>> write_new(frame, table, frame.schema, user_metadata="v0")
+    >>> from delta.tables import DeltaTable
+    >>> spark.read.format("delta").load(table).count(), DeltaTable.forPath(spark, table).history().first().userMetadata
+    (5, 'v0')
+    """
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    max_rows = max_rows_per_file(source.sparkSession)
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield write_part(directory, batches if rows is None else rows(batches), max_rows)
+
+    parts = [row.asDict() for row in source.mapInArrow(write, from_arrow_schema(PART_SCHEMA)).collect()]
+    commit_new_table(directory, schema.jsonValue(), parts, user_metadata=user_metadata)
+
+
+def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
+               options: dict[str, str] | None = None) -> None:
+    """Save ``frame`` to the Delta table at ``path``: :func:`write_new` if it is a new local table, else Delta's writer.
+
+    ``mode`` and ``options`` are Delta's writer's (a new table is created
+    whatever the mode); ``user_metadata`` is the commit's ``userMetadata``.
 
     Examples
     --------
     >>> import os, tempfile
     >>> table = os.path.join(tempfile.mkdtemp(), "t")
-    >>> write_frame(spark.range(5).selectExpr("id AS key"), table, user_metadata="v0")
-    >>> from delta.tables import DeltaTable
-    >>> spark.read.format("delta").load(table).count(), DeltaTable.forPath(spark, table).history().first().userMetadata
-    (5, 'v0')
+    >>> for rows in (2, 3):
+    ...     save_frame(spark.range(rows), table, "append")
+    >>> spark.read.format("delta").load(table).count(), deltalog.commit_info(spark, table, 1)["engineInfo"][:6]
+    (5, 'Apache')
     """
-    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
-
-    schema = to_arrow_schema(frame.schema)
-    max_rows = max_rows_per_file(frame.sparkSession)
-
-    def write(batches):
-        yield write_part(directory, batches, schema, max_rows)
-
-    parts = [row.asDict() for row in frame.mapInArrow(write, from_arrow_schema(PART_SCHEMA)).collect()]
-    commit_new_table(directory, frame.schema.jsonValue(), parts, user_metadata=user_metadata)
+    local = new_local_table(frame.sparkSession, path)
+    if local is not None:
+        write_new(frame, local, frame.schema, user_metadata=user_metadata)
+        return
+    writer = frame.write.format("delta").mode(mode).options(**(options or {}))
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
+    writer.save(path)
 
 
 def commit_new_table(directory: str, schema_json: dict[str, Any], parts: list[dict[str, Any]],
@@ -237,7 +266,7 @@ def commit_new_table(directory: str, schema_json: dict[str, Any], parts: list[di
     >>> from pyspark.sql.types import StructType, StructField, LongType
     >>> root = tempfile.mkdtemp()
     >>> schema = pa.schema([("key", pa.int64())])
-    >>> part = write_part(root, [pa.record_batch([[7, 8]], schema=schema)], schema).to_pylist()
+    >>> part = write_part(root, [pa.record_batch([[7, 8]], schema=schema)]).to_pylist()
     >>> spark_schema = StructType([StructField("key", LongType(), False)]).jsonValue()
     >>> commit_new_table(root, spark_schema, part)
     >>> sorted(r.key for r in spark.read.format("delta").load(root).collect())
@@ -263,14 +292,14 @@ def commit_new_table(directory: str, schema_json: dict[str, Any], parts: list[di
             **({"userMetadata": user_metadata} if user_metadata is not None else {}),
             "engineInfo": f"spark-ps/{importlib.metadata.version('spark-ps')}", "txnId": txn}
     actions = [{"commitInfo": info}, {"metaData": metadata}, {"protocol": _PROTOCOL}] + [{"add": f} for f in files]
-    log = log_dir(directory)
+    log = deltalog.log_dir(directory)
     os.makedirs(log, exist_ok=True)
     try:
-        _publish(log, log_file(0), "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions))
+        _publish(log, deltalog.log_file(0), "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions))
     except FileExistsError:  # named: os.link's message names only the staged file
         raise FileExistsError(f"{directory} has a version 0 already (another writer committed it while this "
                               f"one wrote its {len(files)} files): nothing of this write was committed") from None
     checksum = {"txnId": txn, "tableSizeBytes": size, "numFiles": len(files), "numMetadata": 1, "numProtocol": 1,
                 "setTransactions": [], "domainMetadata": [], "metadata": metadata, "protocol": _PROTOCOL,
                 "allFiles": [{**f, "dataChange": False} for f in files]}
-    _publish(log, log_file(0, "crc"), json.dumps(checksum, separators=(",", ":")))
+    _publish(log, deltalog.log_file(0, "crc"), json.dumps(checksum, separators=(",", ":")))

@@ -129,11 +129,12 @@ def _stage_partitions(frame) -> set[int]:
 def barrier_input(frame, workers: int, fewer: bool = False):
     """``(frame, partitions)``: ``frame`` in partitions a barrier stage of at most ``workers`` tasks can run on.
 
-    ``frame`` is kept as it is when it has ``workers`` partitions (or, with
-    ``fewer``, between 1 and ``workers``) and nothing in its last stage has a
-    different number of partitions; else it is repartitioned to ``workers``
-    (a shuffle, paid once: a barrier stage cannot sit behind a ``union`` or a
-    ``coalesce``, see :func:`_stage_partitions`).
+    The stage gets ``workers`` partitions, or with ``fewer`` as many as
+    ``frame`` has, between 1 and ``workers`` (one task per partition, no
+    shuffle for a small input). ``frame`` is kept as it is when it has that
+    many and nothing in its last stage has a different number; else it is
+    repartitioned to that many (a shuffle, paid once: a barrier stage cannot
+    sit behind a ``union`` or a ``coalesce``, see :func:`_stage_partitions`).
 
     Examples
     --------
@@ -142,11 +143,15 @@ def barrier_input(frame, workers: int, fewer: bool = False):
     [2, 2, 2]
     >>> barrier_input(one, 2, fewer=True)[1], barrier_input(spark.range(10).coalesce(1), 2, fewer=True)[1]
     (1, 2)
+    >>> empty = spark.sparkContext.emptyRDD().toDF("id long")         # no partition: one empty task
+    >>> empty.rdd.getNumPartitions(), barrier_input(empty, 2, fewer=True)[1]
+    (0, 1)
     >>> barrier_input(one.union(one), 2)[0].mapInArrow(lambda b: b, "id long", barrier=True).count()
     20
     """
     counts = _stage_partitions(frame)
     partitions = max(counts)
-    if len(counts) == 1 and (partitions == workers or (fewer and 1 <= partitions <= workers)):
-        return frame, partitions
-    return frame.repartition(workers), workers
+    target = min(max(partitions, 1), workers) if fewer else workers
+    if counts == {target}:
+        return frame, target
+    return frame.repartition(target), target

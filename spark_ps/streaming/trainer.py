@@ -430,8 +430,6 @@ def _training_input(df: DataFrame, estimator, slots: int) -> tuple[DataFrame, in
     cols = [c for c in (estimator.getFeaturesCol(), estimator.getLabelCol(), estimator._weight_col()) if c]
     data = df.select(*cols)
     workers = max(1, min(estimator.getNumWorkers() or slots, slots))
-    if data.rdd.getNumPartitions() == 0:
-        return data.repartition(1), 1
     return barrier_input(data, workers, fewer=True)
 
 

@@ -45,7 +45,7 @@ def test_a_written_frame_reads_as_delta_writes_it_and_delta_verifies_and_extends
     frame = spark.createDataFrame([(k, [k / 4.0, -1.0]) for k in range(-3, 40)],
                                   "key long, value array<float>").repartition(3)
     ours, delta = str(tmp_path / "ours"), str(tmp_path / "delta")
-    deltawrite.write_frame(frame, ours, user_metadata="first")
+    deltawrite.write_new(frame, ours, frame.schema, user_metadata="first")
     frame.write.format("delta").save(delta)
 
     def read(table, version=None):
@@ -72,9 +72,10 @@ def test_a_written_frame_reads_as_delta_writes_it_and_delta_verifies_and_extends
 
 def test_a_second_version_0_is_refused_and_leaves_the_first(local_spark, tmp_path):
     table = str(tmp_path / "t")
-    deltawrite.write_frame(local_spark.range(3).selectExpr("id AS key"), table)
+    first, second = (local_spark.range(*ends).selectExpr("id AS key") for ends in ((3,), (10, 20)))
+    deltawrite.write_new(first, table, first.schema)
     with pytest.raises(FileExistsError, match="has a version 0 already.*nothing of this write was committed"):
-        deltawrite.write_frame(local_spark.range(10, 20).selectExpr("id AS key"), table)
+        deltawrite.write_new(second, table, second.schema)
     assert rows(local_spark.read.format("delta").load(table)) == [(0,), (1,), (2,)]
     assert [n for n in os.listdir(os.path.join(table, "_delta_log")) if n.endswith(".tmp")] == []
 
@@ -83,8 +84,8 @@ def test_files_no_commit_names_are_not_part_of_the_table(local_spark, tmp_path):
     """A task attempt whose result never reached the driver leaves its file; the table does not list it."""
     table = str(tmp_path / "t")
     schema = pa.schema([("key", pa.int64())])
-    deltawrite.write_part(table, [pa.record_batch([[99]], schema=schema)], schema)        # a lost attempt's file
-    kept = deltawrite.write_part(table, [pa.record_batch([[1, 2]], schema=schema)], schema).to_pylist()
+    deltawrite.write_part(table, [pa.record_batch([[99]], schema=schema)])        # a lost attempt's file
+    kept = deltawrite.write_part(table, [pa.record_batch([[1, 2]], schema=schema)]).to_pylist()
     deltawrite.commit_new_table(table, local_spark.createDataFrame([], "key long").schema.jsonValue(), kept)
     assert len([n for n in os.listdir(table) if n.endswith(".parquet")]) == 2
     assert rows(local_spark.read.format("delta").load(table)) == [(1,), (2,)]
