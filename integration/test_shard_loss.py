@@ -68,8 +68,15 @@ def undisturbed_auc(data):
 
 
 def _sidecars() -> list[psutil.Process]:
-    return [proc for proc in psutil.process_iter(["cmdline"])
-            if "spark_ps.server.sidecar" in " ".join(proc.info["cmdline"] or [])]
+    """This test process's sidecars: descendants of its driver JVM (another run's on the host are not counted)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "spark_ps.server.sidecar" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:  # exited since the listing: not left behind
+            continue
+    return found
 
 
 class _SignalAtFirstEpoch(logging.Handler):

@@ -65,8 +65,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_ps.spark import hadoop
-from spark_ps.spark.deltalog import log_dir
+from spark_ps.spark import deltawrite, hadoop
+from spark_ps.spark.deltalog import log_dir, read_version
 
 __all__ = ["Commit", "ModelStore"]
 
@@ -216,17 +216,18 @@ class ModelStore:
         if not self._exists(self.log_path):
             return None
         firsts, losers = _first_of_each(self._all_commits())
-        reader = self.session.read.format("delta")
-        log = reader.load(self.log_path) if version is None else \
-            reader.option("versionAsOf", version).load(self.log_path)
         snap = self.latest_snapshot(version)
-        if snap is not None:
+        if snap is None:
+            log = read_version(self.session, self.log_path, version)
+        else:
             snap_version, log_version = snap
-            older = reader.option("versionAsOf", snap_version).load(self.snapshot_path)
+            log = (read_version(self.session, self.snapshot_path, snap_version)
+                   .withColumn(BATCH_COL, F.lit(-1).cast("long")).withColumn(WRITER_COL, F.lit(None).cast("string")))
             newer_batches = [c.batch_id for c in firsts if log_version < c.version
                              and (version is None or c.version <= version)]
-            log = log.where(F.col(BATCH_COL).isin(newer_batches)) if newer_batches else log.limit(0)
-            log = older.withColumn(BATCH_COL, F.lit(-1).cast("long")).unionByName(log, allowMissingColumns=True)
+            if newer_batches:  # else the log is not read: its files of compacted batches may be vacuumed
+                newer = read_version(self.session, self.log_path, version).where(F.col(BATCH_COL).isin(newer_batches))
+                log = log.unionByName(newer, allowMissingColumns=True)
         if losers:  # a raced writer's rows (see the module's "The fence")
             log = log.where(~F.concat_ws(":", F.col(BATCH_COL).cast("string"), F.col(WRITER_COL))
                             .isin([f"{c.batch_id}:{c.writer}" for c in losers]))
@@ -274,10 +275,10 @@ class ModelStore:
                 since: int) -> tuple[Commit, list[Commit]]:
         """Append ``rows`` as batch ``batch_id`` in one Delta commit; return it and the commits after ``since``."""
         meta = {"batchId": int(batch_id), "writer": self.writer_id, **metadata}
-        (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
-         .withColumn(WRITER_COL, F.lit(self.writer_id).cast("string"))
-         .write.format("delta").mode("append").option("mergeSchema", "true")
-         .option("userMetadata", json.dumps(meta, sort_keys=True)).save(self.log_path))
+        tagged = (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
+                  .withColumn(WRITER_COL, F.lit(self.writer_id).cast("string")))
+        deltawrite.save_frame(tagged, self.log_path, "append", user_metadata=json.dumps(meta, sort_keys=True),
+                              options={"mergeSchema": "true"})
         after = self._commits_after(since)
         mine = next(c for c in after if c.writer == self.writer_id and c.batch_id == batch_id)
         if self._writer and self._commits is not None:
@@ -338,14 +339,19 @@ class ModelStore:
         return self._append(rows, SEED_BATCH, metadata, since=-1)[0].version
 
     def snapshot(self, log_version: int | None = None) -> int | None:
-        """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version."""
+        """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version.
+
+        Nothing is written if the newest snapshot is of that version already.
+        """
         last = self.last_commit()
         if last is None:
             return None
         version = last.version if log_version is None else log_version
-        state = self.state(version)
-        (state.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-         .option("userMetadata", json.dumps({"logVersion": version})).save(self.snapshot_path))
+        newest = self.latest_snapshot()
+        if newest is not None and newest[1] == version:
+            return version
+        deltawrite.save_frame(self.state(version), self.snapshot_path, "overwrite",
+                              user_metadata=json.dumps({"logVersion": version}), options={"overwriteSchema": "true"})
         return version
 
     def clean(self, log_version: int, retention_hours: float) -> int:

@@ -34,7 +34,7 @@ from pyspark.sql.types import StructType
 
 from spark_ps.spark import hadoop
 
-__all__ = ["commit_info", "commit_versions", "delta_version", "log_dir", "log_file", "read_version"]
+__all__ = ["checksum", "commit_info", "commit_versions", "delta_version", "log_dir", "log_file", "read_version"]
 
 #: Characters that Spark's file reader would take as a glob pattern in a path.
 _GLOB_CHARACTERS = frozenset("*?[]{}\\")
@@ -132,8 +132,17 @@ def _newest_version(spark: SparkSession, table: str, consequence: str) -> int:
     return versions[-1]
 
 
-def _checksum(spark: SparkSession, table: str, version: int) -> dict[str, Any] | None:
-    """The checksum (``<version>.crc``) Delta wrote after commit ``version``; None if there is none."""
+def checksum(spark: SparkSession, table: str, version: int) -> dict[str, Any] | None:
+    """The checksum (``<version>.crc``) written after commit ``version`` of ``table``; None if there is none.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> table = os.path.join(tempfile.mkdtemp(), "t")
+    >>> spark.range(3).write.format("delta").save(table)
+    >>> checksum(spark, table, 0)["numFiles"] > 0, checksum(spark, table, 1)
+    (True, None)
+    """
     directory, name = log_dir(table), log_file(version, "crc")
     if not hadoop.exists(spark, os.path.join(directory, name)):
         return None  # written after the commit: a writer that died in between, or checksums turned off
@@ -188,7 +197,7 @@ def read_version(spark: SparkSession, table: str, version: int | None = None) ->
     """
     if version is None:
         version = _newest_version(spark, table, "no rows to read")
-    plain = _plain_files(table, _checksum(spark, table, version))
+    plain = _plain_files(table, checksum(spark, table, version))
     if plain is None:
         return spark.read.format("delta").option("versionAsOf", version).load(table)
     schema, paths = plain

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pytest
@@ -118,3 +119,62 @@ def test_new_local_tables_are_written_directly_and_others_by_delta(local_spark, 
     assert "spark-ps" not in deltalog.commit_info(spark, existing, 1)["engineInfo"]    # Delta's own commit
     for table in (new, existing, split):
         assert rows(spark.read.format("delta").load(table)) == [(5, [1.0]), (7, [-2.0])]
+
+
+def test_appends_and_overwrites_committed_here_replay_as_delta_writes_them(verifying, tmp_path):
+    """Every version equals Delta's own writer's twin, by Delta's reader and ours; Delta verifies and extends it."""
+    spark = verifying
+    ours, twin = str(tmp_path / "ours"), str(tmp_path / "twin")
+    frames = [spark.createDataFrame([(k, [k / 2.0]) for k in range(n, n + 5)], "key long, value array<float>")
+              .repartition(2) for n in (0, 10, 20)]
+    steps = [(frames[0], "append"), (frames[1], "append"), (frames[2], "overwrite"), (frames[0], "append")]
+    for number, (frame, mode) in enumerate(steps):
+        deltawrite.save_frame(frame, ours, mode, user_metadata=f"step {number}")
+        frame.write.format("delta").mode(mode).save(twin)
+
+    assert [deltalog.commit_info(spark, ours, v)["engineInfo"].split("/")[0] for v in range(4)] == ["spark-ps"] * 4
+    assert [deltalog.commit_info(spark, ours, v)["userMetadata"] for v in range(4)] == [f"step {n}" for n in range(4)]
+    for version in range(4):
+        expected = rows(spark.read.format("delta").option("versionAsOf", version).load(twin))
+        assert rows(spark.read.format("delta").option("versionAsOf", version).load(ours)) == expected, version
+        assert rows(deltalog.read_version(spark, ours, version)) == expected, version
+        assert checksum(ours, version)["numFiles"] == len(checksum(ours, version)["allFiles"])
+    # Delta appends with verification on: its replay of our log must equal our checksum of version 3.
+    frames[1].write.format("delta").mode("append").save(ours)
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{ours}`").first()
+    assert detail.numFiles == checksum(ours, 4)["numFiles"] == checksum(ours, 3)["numFiles"] + 2
+    assert detail.sizeInBytes == checksum(ours, 4)["tableSizeBytes"]
+
+
+def test_racing_appends_all_land_once_each(local_spark, tmp_path):
+    """Writers that take the same next version: the loser appends on top, so every batch is committed once."""
+    table = str(tmp_path / "t")
+    deltawrite.save_frame(local_spark.range(0), table, "append")
+    schema = pa.schema([("id", pa.int64())])
+
+    def append(writer: int) -> list[int]:
+        return [deltawrite.commit_next(local_spark, table, deltawrite.write_part(
+            table, [pa.record_batch([[writer * 100 + i]], schema=schema)]).to_pylist(), "append") for i in range(8)]
+
+    with ThreadPoolExecutor(3) as pool:
+        versions = [v for got in pool.map(append, range(3)) for v in got]
+    assert sorted(versions) == list(range(1, 25))
+    assert rows(local_spark.read.format("delta").load(table)) == sorted((w * 100 + i,) for w in range(3)
+                                                                           for i in range(8))
+
+
+def test_delta_commits_and_checkpoints_every_interval_th_version(local_spark, tmp_path):
+    """Readers replay at most an interval of commit files: every checkpointInterval-th version is Delta's."""
+    table, key = str(tmp_path / "t"), "spark.databricks.delta.properties.defaults.checkpointInterval"
+    local_spark.conf.set(key, "3")
+    try:
+        for n in range(7):
+            deltawrite.save_frame(local_spark.range(n, n + 1), table, "append")
+    finally:
+        local_spark.conf.unset(key)
+    engines = [deltalog.commit_info(local_spark, table, v)["engineInfo"].split("/")[0] for v in range(7)]
+    assert engines == ["spark-ps", "spark-ps", "spark-ps", "Apache-Spark", "spark-ps", "spark-ps", "Apache-Spark"]
+    assert checksum(table, 0)["metadata"]["configuration"] == {"delta.checkpointInterval": "3"}
+    checkpoints = sorted(n for n in os.listdir(os.path.join(table, "_delta_log")) if n.endswith("checkpoint.parquet"))
+    assert checkpoints == [f"{v:020d}.checkpoint.parquet" for v in (3, 6)]
+    assert rows(local_spark.read.format("delta").load(table)) == [(n,) for n in range(7)]
