@@ -62,8 +62,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from spark_ps.spark import deltawrite, hadoop
 from spark_ps.spark.deltalog import log_dir, read_version
@@ -238,10 +241,11 @@ class ModelStore:
                 .drop("_rank", BATCH_COL, WRITER_COL))
 
     # --- writing ---------------------------------------------------------------
-    def commit(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any]) -> int:
+    def commit(self, rows, batch_id: int, metadata: dict[str, Any]) -> int:
         """Append a batch's changed rows and metadata in one Delta commit, fenced by ``batch_id``; return its version.
 
-        Build ``rows`` in :attr:`session`: Delta writes through the rows' session.
+        ``rows``: a DataFrame or :class:`~spark_ps.spark.deltawrite.TaskRows`,
+        built in :attr:`session`: Delta writes through the rows' session.
 
         Raises
         ------
@@ -275,10 +279,8 @@ class ModelStore:
                 since: int) -> tuple[Commit, list[Commit]]:
         """Append ``rows`` as batch ``batch_id`` in one Delta commit; return it and the commits after ``since``."""
         meta = {"batchId": int(batch_id), "writer": self.writer_id, **metadata}
-        tagged = (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
-                  .withColumn(WRITER_COL, F.lit(self.writer_id).cast("string")))
-        deltawrite.save_frame(tagged, self.log_path, "append", user_metadata=json.dumps(meta, sort_keys=True),
-                              options={"mergeSchema": "true"})
+        deltawrite.save_frame(_tagged(rows, batch_id, self.writer_id), self.log_path, "append",
+                              user_metadata=json.dumps(meta, sort_keys=True), options={"mergeSchema": "true"})
         after = self._commits_after(since)
         mine = next(c for c in after if c.writer == self.writer_id and c.batch_id == batch_id)
         if self._writer and self._commits is not None:
@@ -338,10 +340,15 @@ class ModelStore:
             raise ValueError(f"{self.path} has committed batches already: seeding it would overwrite them")
         return self._append(rows, SEED_BATCH, metadata, since=-1)[0].version
 
-    def snapshot(self, log_version: int | None = None) -> int | None:
+    def snapshot(self, log_version: int | None = None, rows=None) -> int | None:
         """Write the compacted state as of ``log_version`` as a new snapshot version; return the log version.
 
-        Nothing is written if the newest snapshot is of that version already.
+        ``rows`` (a DataFrame or :class:`~spark_ps.spark.deltawrite.TaskRows`)
+        are that state if the caller has it: a trainer's shards right after
+        the commit of ``log_version`` hold it, and exporting them costs no
+        newest-row-per-key window over the snapshot and the log
+        (:meth:`state`). Nothing is written if the newest snapshot is of that
+        version already.
         """
         last = self.last_commit()
         if last is None:
@@ -350,7 +357,7 @@ class ModelStore:
         newest = self.latest_snapshot()
         if newest is not None and newest[1] == version:
             return version
-        deltawrite.save_frame(self.state(version), self.snapshot_path, "overwrite",
+        deltawrite.save_frame(self.state(version) if rows is None else rows, self.snapshot_path, "overwrite",
                               user_metadata=json.dumps({"logVersion": version}), options={"overwriteSchema": "true"})
         return version
 
@@ -380,6 +387,30 @@ class ModelStore:
                 DeltaTable.forPath(cleaner, path).vacuum(retention_hours)
         return deleted
 
+
+
+def _tagged(rows, batch_id: int, writer: str | None):
+    """``rows`` (a DataFrame or :class:`~spark_ps.spark.deltawrite.TaskRows`) with their batch and writer columns.
+
+    Examples
+    --------
+    >>> row = _tagged(spark.range(1).selectExpr("id AS key"), 7, "w").first()
+    >>> row.batch, row.writer
+    (7, 'w')
+    """
+    if not isinstance(rows, deltawrite.TaskRows):
+        return (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
+                .withColumn(WRITER_COL, F.lit(writer).cast("string")))
+    make = rows.make
+
+    def tag(batches):  # in the tasks: two constant columns, no pass through the JVM
+        for batch in make(batches):
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.array(np.full(batch.num_rows, batch_id, np.int64)),
+                 pa.array([writer] * batch.num_rows, pa.string())], names=[*batch.schema.names, BATCH_COL, WRITER_COL])
+
+    fields = [*rows.schema.fields, StructField(BATCH_COL, LongType()), StructField(WRITER_COL, StringType())]
+    return deltawrite.TaskRows(rows.source, tag, StructType(fields))
 
 
 def _first_of_each(commits: list[Commit]) -> tuple[list[Commit], list[Commit]]:

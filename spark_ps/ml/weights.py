@@ -123,8 +123,27 @@ def table_to_dataframe(spark: SparkSession, client: PSClient, table: str, counte
     ...     sorted(table_to_dataframe(spark, client, "w").collect())
     [Row(key=4, value=[1.0, 0.5]), Row(key=7, value=[0.0, -2.0])]
     """
+    return table_rows(spark, client, table, counter, state_names).frame()
+
+
+def table_rows(spark: SparkSession, client: PSClient, table: str, counter=None,
+               state_names: tuple[str, ...] = ()) -> deltawrite.TaskRows:
+    """``table``'s non-zero rows as :class:`~spark_ps.spark.deltawrite.TaskRows` (one task per shard).
+
+    What :func:`table_to_dataframe` reads, for a writer of
+    :mod:`~spark_ps.spark.deltawrite` to write from the tasks that export it.
+
+    Examples
+    --------
+    >>> from spark_ps.spark.context import PSContext
+    >>> with PSContext.get(spark) as ps, ps.client() as client:
+    ...     _ = ps.create_table("w", width=1, optimizer="delta")
+    ...     client.push("w", [4, 9], [1.0, 0.0])
+    ...     table_rows(spark, client, "w").frame().collect()
+    [Row(key=4, value=[1.0])]
+    """
     schema = full_row_schema(state_names)
-    return _per_shard(spark, client).mapInArrow(_exporter(client, table, schema, counter), schema)
+    return deltawrite.TaskRows(_per_shard(spark, client), _exporter(client, table, schema, counter), schema)
 
 
 def _per_shard(spark: SparkSession, client: PSClient) -> DataFrame:
@@ -185,13 +204,12 @@ def save_table(spark: SparkSession, client: PSClient, table: str, path: str, *, 
     [Row(key=1, value=[0.5]), Row(key=3, value=[1.5])]
     """
     counter = spark.sparkContext.accumulator(0)
+    rows = table_rows(spark, client, table, counter, state_names)
     local = deltawrite.new_local_table(spark, path)
     if local is None:  # an existing table, or one off the local file system: Delta's writer
-        (table_to_dataframe(spark, client, table, counter, state_names).write.format("delta")
-         .mode("overwrite" if overwrite else "errorifexists").save(path))
+        rows.frame().write.format("delta").mode("overwrite" if overwrite else "errorifexists").save(path)
     else:  # the tasks write their shards' rows straight to the table's files: no second pass through the JVM
-        schema = full_row_schema(state_names)
-        deltawrite.write_new(_per_shard(spark, client), local, schema, rows=_exporter(client, table, schema, counter))
+        deltawrite.write_new(rows, local)
     return int(counter.value)
 
 

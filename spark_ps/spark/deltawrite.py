@@ -38,6 +38,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -46,8 +47,8 @@ import pyarrow.parquet as pq
 
 from spark_ps.spark import deltalog, hadoop
 
-__all__ = ["PART_SCHEMA", "commit_new_table", "commit_next", "max_rows_per_file", "new_local_table", "save_frame",
-           "writable", "write_new", "write_part"]
+__all__ = ["PART_SCHEMA", "TaskRows", "commit_new_table", "commit_next", "max_rows_per_file", "new_local_table",
+           "save_frame", "writable", "write_new", "write_part"]
 
 #: What a writing task returns for each file it wrote (the driver commits them): the file's name in the
 #: table's directory, its size in bytes, its rows, its modification time (ms since the epoch), and
@@ -223,48 +224,82 @@ def max_rows_per_file(spark) -> int:
     return int(spark.conf.get("spark.sql.files.maxRecordsPerFile", "0"))
 
 
-def write_new(source, directory: str, schema, rows: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
-              | None = None, user_metadata: str | None = None) -> None:
-    """Write version 0 of a new Delta table of Spark ``schema`` at local ``directory`` (:func:`new_local_table`).
+@dataclass(frozen=True)
+class TaskRows:
+    """Rows that tasks make: ``make`` applied to the Arrow batches of each partition of ``source``.
 
-    One Spark job over the DataFrame ``source``: each task writes the rows
-    that ``rows`` makes of its partition's Arrow batches (by default the
-    batches themselves) to a file, or to files of
+    The writers of this module write them from the tasks that make them,
+    with no second pass through the JVM; Delta's writer gets :meth:`frame`.
+    A DataFrame is written as itself wherever a ``TaskRows`` is accepted.
+
+    Examples
+    --------
+    >>> def doubled(batches):
+    ...     for batch in batches:
+    ...         yield pa.record_batch([pa.compute.multiply(batch.column("id"), 2)], names=["id"])
+    >>> rows = TaskRows(spark.range(3), doubled, spark.range(0).schema)
+    >>> sorted(r.id for r in rows.frame().collect())
+    [0, 2, 4]
+    """
+
+    #: The DataFrame whose partitions the tasks read.
+    source: Any
+    #: What a task makes of its partition's Arrow batches.
+    make: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    #: The rows' Spark schema (``StructType``).
+    schema: Any
+
+    def frame(self):
+        """The rows as a DataFrame."""
+        return self.source.mapInArrow(self.make, self.schema)
+
+
+def _task_rows(rows) -> TaskRows:
+    """``rows`` as a :class:`TaskRows` (a DataFrame's tasks make its own batches)."""
+    return rows if isinstance(rows, TaskRows) else TaskRows(rows, lambda batches: batches, rows.schema)
+
+
+def write_new(rows, directory: str, user_metadata: str | None = None) -> None:
+    """Write ``rows`` (a DataFrame or :class:`TaskRows`) as version 0 of a new Delta table at local ``directory``.
+
+    One Spark job: each task writes its rows to a file, or to files of
     ``spark.sql.files.maxRecordsPerFile`` rows (:func:`write_part`); the
     driver then commits the files (:func:`commit_new_table`), with
     ``user_metadata`` as the commit's ``userMetadata``, as Delta's writer
-    option of that name.
+    option of that name. ``directory`` must be new (:func:`new_local_table`).
 
     Examples
     --------
     >>> import os, tempfile
     >>> table, frame = os.path.join(tempfile.mkdtemp(), "t"), spark.range(5).selectExpr("id AS key")
-    >>> write_new(frame, table, frame.schema, user_metadata="v0")
+    >>> write_new(frame, table, user_metadata="v0")
     >>> from delta.tables import DeltaTable
     >>> spark.read.format("delta").load(table).count(), DeltaTable.forPath(spark, table).history().first().userMetadata
     (5, 'v0')
     """
-    commit_new_table(directory, schema.jsonValue(), _write_files(source, directory, rows), user_metadata=user_metadata,
-                     configuration=table_defaults(source.sparkSession))
+    rows = _task_rows(rows)
+    commit_new_table(directory, rows.schema.jsonValue(), _write_files(rows, directory), user_metadata=user_metadata,
+                     configuration=table_defaults(rows.source.sparkSession))
 
 
-def _write_files(source, directory: str, rows=None) -> list[dict[str, Any]]:
-    """One Spark job: each task writes the rows ``rows`` makes of its partition of ``source`` (:func:`write_part`)."""
+def _write_files(rows: TaskRows, directory: str) -> list[dict[str, Any]]:
+    """One Spark job: each task writes the rows it makes (:func:`write_part`); their :data:`PART_SCHEMA` rows."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    max_rows = max_rows_per_file(source.sparkSession)
+    max_rows, make = max_rows_per_file(rows.source.sparkSession), rows.make
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield write_part(directory, batches if rows is None else rows(batches), max_rows)
+        yield write_part(directory, make(batches), max_rows)
 
-    return [row.asDict() for row in source.mapInArrow(write, from_arrow_schema(PART_SCHEMA)).collect()]
+    return [row.asDict() for row in rows.source.mapInArrow(write, from_arrow_schema(PART_SCHEMA)).collect()]
 
 
 def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
                options: dict[str, str] | None = None) -> None:
     """Save ``frame`` to the Delta table at ``path``, committed here when :func:`writable` allows, else by Delta.
 
-    A new local table is written by :func:`write_new`; an existing one that
+    ``frame`` is a DataFrame or :class:`TaskRows`. A new local table is
+    written by :func:`write_new`; an existing one that
     :func:`writable` accepts gets its next version from :func:`commit_next`;
     anything else goes through Delta's writer. ``mode`` (``append`` or
     ``overwrite``) and ``options`` are Delta's writer's (a new table is
@@ -283,15 +318,17 @@ def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
     >>> spark.read.format("delta").load(table).collect()
     [Row(id='x')]
     """
-    spark = frame.sparkSession
+    rows = _task_rows(frame)
+    spark = rows.source.sparkSession
     local = new_local_table(spark, path)
     if local is not None:
-        write_new(frame, local, frame.schema, user_metadata=user_metadata)
+        write_new(rows, local, user_metadata=user_metadata)
         return
-    local = writable(spark, path, frame.schema, mode) if set(options or {}) <= _OPTIONS_KEPT else None
+    local = writable(spark, path, rows.schema, mode) if set(options or {}) <= _OPTIONS_KEPT else None
     if local is not None:
-        commit_next(spark, local, _write_files(frame, local), mode, user_metadata=user_metadata)
+        commit_next(spark, local, _write_files(rows, local), mode, user_metadata=user_metadata)
         return
+    frame = rows.frame() if isinstance(frame, TaskRows) else frame
     writer = frame.write.format("delta").mode(mode).options(**(options or {}))
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)

@@ -209,12 +209,17 @@ class StreamingTrainer:
         same ``checkpointLocation``) resumes after the last committed batch.
         """
         if self._query is not None:
-            spark = self._store.spark
+            ps = PSContext.get(self._store.spark)
             self._query.stop()
             self._query = None
             if self._table is not None:  # the shards' copy: the next start rebuilds it from the store
-                PSContext.get(spark).drop_table(self._table, missing_ok=True)
-                self._table, self._loaded_version = None, -1
+                last = self._store.last_commit()
+                try:
+                    if last is not None and last.version == self._loaded_version:
+                        return self._snapshot_from_shards(ps, last.version)
+                finally:
+                    ps.drop_table(self._table, missing_ok=True)
+                    self._table, self._loaded_version = None, -1
         return self.snapshot()
 
     def metrics(self) -> DataFrame:
@@ -230,6 +235,13 @@ class StreamingTrainer:
     def snapshot(self) -> int | None:
         """Write a compacted snapshot of the newest committed version now; return that version."""
         return self._store.snapshot() if self._store is not None else None
+
+    def _snapshot_from_shards(self, ps: PSContext, version: int) -> int:
+        """Snapshot committed ``version`` from the shards, which hold exactly it (loaded or trained up to it)."""
+        with ps.client() as client:
+            rows = weight_store.table_rows(self._store.session, client, self._table,
+                                           state_names=STATE_NAMES[self._estimator.getOptimizer()])
+            return self._store.snapshot(version, rows=rows)
 
     # --- one micro-batch ---------------------------------------------------------
     def _process_batch(self, df: DataFrame, batch_id: int) -> None:
@@ -295,7 +307,7 @@ class StreamingTrainer:
                                                                    if isinstance(v, float)), new_version,
                  time.perf_counter() - start)
         if self._since_snapshot >= self._snapshot_every:
-            store.snapshot(new_version)
+            self._snapshot_from_shards(ps, new_version)
             self._since_snapshot = 0
             if self._retention is not None:
                 deleted = store.clean(new_version, self._retention)

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
 from spark_ps.client.client import PSClient
@@ -47,6 +47,7 @@ from spark_ps.ml.training import (
     plan_batches,
     run_epochs,
 )
+from spark_ps.spark.deltawrite import TaskRows
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import REASONS, QuarantineRules, clean_batches
 
@@ -121,8 +122,11 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table:
 
 
 def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_table: str,
-                 schema: StructType) -> DataFrame:
+                 schema: StructType) -> TaskRows:
     """The full rows of ``table`` whose keys the training tasks marked in ``changed_table``; one task per shard.
+
+    Returned as :class:`~spark_ps.spark.deltawrite.TaskRows`: the tasks that
+    export the rows from the shards write them to the model's log too.
 
     Shard ``s`` holds the marks of exactly the keys it holds, so its task
     reads them and exports those rows from the same shard: every changed row
@@ -136,7 +140,8 @@ def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_tabl
     ...     _ = ps.create_table("m", width=1, optimizer="adagrad", lr=0.5)
     ...     _ = ps.create_table("touched", width=1, optimizer="delta")
     ...     client.push("m", [3, 5, 8], [1.0, 1.0, 1.0]); client.push("touched", [5, 8], [1.0, 1.0])
-    ...     sorted(r.key for r in changed_rows(spark, client, "m", "touched", full_row_schema(("n",))).collect())
+    ...     rows = changed_rows(spark, client, "m", "touched", full_row_schema(("n",)))
+    ...     sorted(r.key for r in rows.frame().collect())
     [5, 8]
     """
     stored = weight_store.arrow_schema(schema)
@@ -154,4 +159,4 @@ def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_tabl
             client.close()
 
     shards = client.num_shards
-    return spark.range(0, shards, 1, numPartitions=shards).mapInArrow(export, schema)
+    return TaskRows(spark.range(0, shards, 1, numPartitions=shards), export, schema)

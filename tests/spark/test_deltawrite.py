@@ -46,7 +46,7 @@ def test_a_written_frame_reads_as_delta_writes_it_and_delta_verifies_and_extends
     frame = spark.createDataFrame([(k, [k / 4.0, -1.0]) for k in range(-3, 40)],
                                   "key long, value array<float>").repartition(3)
     ours, delta = str(tmp_path / "ours"), str(tmp_path / "delta")
-    deltawrite.write_new(frame, ours, frame.schema, user_metadata="first")
+    deltawrite.write_new(frame, ours, user_metadata="first")
     frame.write.format("delta").save(delta)
 
     def read(table, version=None):
@@ -74,9 +74,9 @@ def test_a_written_frame_reads_as_delta_writes_it_and_delta_verifies_and_extends
 def test_a_second_version_0_is_refused_and_leaves_the_first(local_spark, tmp_path):
     table = str(tmp_path / "t")
     first, second = (local_spark.range(*ends).selectExpr("id AS key") for ends in ((3,), (10, 20)))
-    deltawrite.write_new(first, table, first.schema)
+    deltawrite.write_new(first, table)
     with pytest.raises(FileExistsError, match="has a version 0 already.*nothing of this write was committed"):
-        deltawrite.write_new(second, table, second.schema)
+        deltawrite.write_new(second, table)
     assert rows(local_spark.read.format("delta").load(table)) == [(0,), (1,), (2,)]
     assert [n for n in os.listdir(os.path.join(table, "_delta_log")) if n.endswith(".tmp")] == []
 

@@ -1,9 +1,10 @@
 """Snapshots are transparent, and retention deletes what they compact.
 
 Reference: one stream over all N + M rows, no snapshot. The other stream
-trains N rows with a snapshot every 2 batches and retention 0 h, stops,
-and a new trainer (empty shards, so rebuilt from the snapshot and the log)
-trains the M more rows. One worker under BSP makes both deterministic: the
+trains N rows with a snapshot every 2 batches, stops, and a new trainer
+(empty shards, so rebuilt from the snapshot and the log) trains the M more
+rows, with retention 0 h: its snapshot compacts every batch, so the log is
+emptied and vacuumed. One worker under BSP makes both deterministic: the
 models must be equal.
 """
 
@@ -40,7 +41,7 @@ def _run(spark, source, root, **options) -> StreamingTrainer:
     return trainer
 
 
-@pytest.mark.stream  # eight micro-batches and two vacuums: make test-stream
+@pytest.mark.stream  # eight micro-batches and a vacuum: make test-stream
 def test_snapshot_restore_and_more_rows_equal_one_straight_run(local_spark, tmp_path):
     source = tmp_path / "all"
     for part in range(4):
@@ -52,7 +53,7 @@ def test_snapshot_restore_and_more_rows_equal_one_straight_run(local_spark, tmp_
         split = tmp_path / "split"
         for part in range(2):
             _write_part(local_spark, split, part)
-        _run(local_spark, split, tmp_path / "restored", snapshotEvery=2, retentionHours=0.0)
+        _run(local_spark, split, tmp_path / "restored", snapshotEvery=2)  # restored from this snapshot
         for part in range(2, 4):
             _write_part(local_spark, split, part)
         trainer = _run(local_spark, split, tmp_path / "restored", snapshotEvery=2, retentionHours=0.0)
