@@ -1,4 +1,4 @@
-"""New Delta tables on the local file system, written without Delta's writer: tasks write Parquet, the driver commits.
+"""Delta tables on the local file system written without Delta's writer: tasks write Parquet, the driver commits.
 
 Decision: a fit's weights go to a new Delta table of their own (its
 background export, :class:`spark_ps.ml.weights.BackgroundExport`). Through
@@ -7,22 +7,19 @@ writer, then a commit that rebuilds the new table's state to write its
 checksum: on ``local[2]`` 0.62-0.70 s for 3 rows in a warm application, and
 5.9-7.4 s for the first write of a fresh one (Delta's classes and code paths
 are loaded and compiled on first use, while the user's next job waits for the
-cores). Here each export task writes its shard's rows with pyarrow
-(:func:`write_part`) and returns one small row describing the file; the
-driver then writes version 0's commit and checksum (:func:`commit_new_table`;
-both in one call: :func:`write_new`),
-a few KB, as Delta itself would. What Delta reads back is a plain table of
-reader protocol 1, the same actions and checksum fields that Delta 4 writes.
+cores). Here each task writes its rows with pyarrow (:func:`write_part`) and
+returns one small row describing the file; the driver then commits the files
+(:mod:`spark_ps.spark.deltacommit`), a few KB, as Delta itself would.
 Measured (``bench.profile_fit --defaults``, a 60k-row model at 2^18, fresh
 applications, alternating with the old code): the export after the first fit
 took 0.55-0.64 s instead of 3.3-3.5 s, after the second 0.29-0.32 s instead of
-1.4-1.5 s.
-
-Only a *new* table on the *local* file system is written this way
-(:func:`new_local_table`; :func:`save_frame` picks the writer): the driver commits with an atomic
-put-if-absent (a hard link of a written file), which the local file
-system gives and object stores do not. Any other table (an existing one, an
-``hdfs://`` or ``s3a://`` path) goes through Delta's writer.
+1.4-1.5 s. The same path writes the streaming trainer's log and snapshots and
+a model's later saves (:func:`save_frame` picks the writer: a new local table,
+or an existing one that :func:`~spark_ps.spark.deltacommit.writable` accepts;
+anything else, an ``hdfs://`` or ``s3a://`` path say, goes through Delta's
+writer). Rows made in Python tasks (:class:`TaskRows`: a fit's weights, a
+micro-batch's changed rows, exported from the shards) are written by the
+tasks that make them, with no second pass through the JVM.
 
 Nothing is half-written: the data files come first and are invisible until
 the commit names them; a task attempt that failed leaves a file no commit
@@ -32,10 +29,8 @@ files of the attempts whose results reached the driver.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -45,10 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from spark_ps.spark import deltalog, hadoop
+from spark_ps.spark import hadoop
+from spark_ps.spark.deltacommit import commit_new_table, commit_next, table_defaults, writable
 
-__all__ = ["PART_SCHEMA", "TaskRows", "commit_new_table", "commit_next", "max_rows_per_file", "new_local_table",
-           "save_frame", "writable", "write_new", "write_part"]
+__all__ = ["PART_SCHEMA", "TaskRows", "max_rows_per_file", "new_local_table", "save_frame", "write_new", "write_part"]
 
 #: What a writing task returns for each file it wrote (the driver commits them): the file's name in the
 #: table's directory, its size in bytes, its rows, its modification time (ms since the epoch), and
@@ -56,16 +51,6 @@ __all__ = ["PART_SCHEMA", "TaskRows", "commit_new_table", "commit_next", "max_ro
 PART_SCHEMA = pa.schema([("name", pa.string()), ("size", pa.int64()), ("rows", pa.int64()),
                          ("modified_ms", pa.int64()), ("stats", pa.string())])
 
-_PROTOCOL = {"minReaderVersion": 1, "minWriterVersion": 2}
-#: Delta lists a version's files in its checksum while the table has at most this many (a Delta SQL setting).
-_CRC_FILES_THRESHOLD = "spark.databricks.delta.allFilesInCrc.thresholdNumFiles"
-#: How often an append retries on top of another writer's new version before it gives up.
-_APPEND_ATTEMPTS = 16
-#: Prefix of the session's default table properties (see :func:`table_defaults`).
-_DEFAULTS = "spark.databricks.delta.properties.defaults."
-#: Table properties that need no table feature and ask nothing of a writer but its checkpoints (:func:`writable`).
-_PLAIN_PROPERTIES = frozenset({"delta.checkpointInterval", "delta.logRetentionDuration",
-                               "delta.deletedFileRetentionDuration", "delta.checkpointRetentionDuration"})
 #: Delta writer options that change nothing when :func:`writable` holds (the schema is the table's already).
 _OPTIONS_KEPT = frozenset({"mergeSchema", "overwriteSchema"})
 
@@ -91,28 +76,6 @@ def new_local_table(spark, path: str) -> str | None:
     """
     local = hadoop.local_path(spark, path)
     return None if local is None or os.path.lexists(local) or table_defaults(spark) is None else local
-
-
-def table_defaults(spark) -> dict[str, str] | None:
-    """The table properties a new table takes from the session's defaults, as Delta's writer records them.
-
-    Delta copies each ``spark.databricks.delta.properties.defaults.<name>``
-    into a new table's configuration as ``delta.<name>``. Only the
-    properties of :data:`_PLAIN_PROPERTIES` are carried here (they need no
-    table feature, and a writer has nothing to do for them but checkpoint on
-    time, see :func:`writable`); with any other default set, None: Delta's
-    writer must create the table.
-
-    Examples
-    --------
-    >>> spark.conf.set("spark.databricks.delta.properties.defaults.checkpointInterval", "100")
-    >>> table_defaults(spark)
-    {'delta.checkpointInterval': '100'}
-    >>> spark.conf.unset("spark.databricks.delta.properties.defaults.checkpointInterval")
-    """
-    found = {f"delta.{key[len(_DEFAULTS):]}": value for key, value in spark.conf.getAll.items()
-             if key.startswith(_DEFAULTS)}
-    return found if set(found) <= _PLAIN_PROPERTIES else None
 
 
 class _Part:
@@ -185,32 +148,6 @@ def write_part(directory: str, batches: Iterable[pa.RecordBatch], max_rows: int 
         if part is not None:  # a failed read: the open file is closed and left to no commit
             part.writer.close()
     return pa.RecordBatch.from_pylist(done, schema=PART_SCHEMA)
-
-
-def _nullable(data_type: Any) -> Any:
-    """A Spark schema's JSON with every field and element nullable, as Delta records a written schema."""
-    if isinstance(data_type, dict):
-        data_type = {key: _nullable(value) for key, value in data_type.items()}
-        if "nullable" in data_type:
-            data_type["nullable"] = True
-        if "containsNull" in data_type:
-            data_type["containsNull"] = True
-        if "valueContainsNull" in data_type:
-            data_type["valueContainsNull"] = True
-    elif isinstance(data_type, list):
-        data_type = [_nullable(value) for value in data_type]
-    return data_type
-
-
-def _publish(directory: str, name: str, text: str) -> None:
-    """Write ``directory/name`` whole, only if it does not exist (FileExistsError): a hard link of a written file."""
-    staged = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    with open(staged, "x", encoding="utf-8") as out:
-        out.write(text)
-    try:
-        os.link(staged, os.path.join(directory, name))
-    finally:
-        os.unlink(staged)
 
 
 def max_rows_per_file(spark) -> int:
@@ -309,6 +246,7 @@ def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
     Examples
     --------
     >>> import os, tempfile
+    >>> from spark_ps.spark import deltalog
     >>> table = os.path.join(tempfile.mkdtemp(), "t")
     >>> for rows in (2, 3):
     ...     save_frame(spark.range(rows), table, "append")
@@ -335,223 +273,3 @@ def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
     writer.save(path)
 
 
-def commit_new_table(directory: str, schema_json: dict[str, Any], parts: list[dict[str, Any]],
-                     user_metadata: str | None = None, configuration: dict[str, str] | None = None) -> None:
-    """Commit version 0 of a new Delta table at local ``directory`` whose data files are ``parts``.
-
-    ``parts`` are :data:`PART_SCHEMA` rows (as dicts) of files already in
-    ``directory``; ``schema_json`` is the Spark schema's JSON
-    (``StructType.jsonValue()``). Writes ``_delta_log/<0>.json`` (commit info,
-    protocol, metadata and one ``add`` per file) with put-if-absent, then its
-    checksum ``<0>.crc``, as Delta 4 does after a commit. ``user_metadata``
-    goes into the commit info, where Delta's history shows it;
-    ``configuration`` are the table's properties (:func:`table_defaults`).
-
-    Raises
-    ------
-    FileExistsError
-        If the table has a version 0 already (nothing is changed).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pyspark.sql.types import StructType, StructField, LongType
-    >>> root = tempfile.mkdtemp()
-    >>> schema = pa.schema([("key", pa.int64())])
-    >>> part = write_part(root, [pa.record_batch([[7, 8]], schema=schema)]).to_pylist()
-    >>> spark_schema = StructType([StructField("key", LongType(), False)]).jsonValue()
-    >>> commit_new_table(root, spark_schema, part)
-    >>> sorted(r.key for r in spark.read.format("delta").load(root).collect())
-    [7, 8]
-    >>> commit_new_table(root, spark_schema, part)
-    Traceback (most recent call last):
-    ...
-    FileExistsError: ...
-    """
-    metadata = {"id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
-                "schemaString": _schema_string(schema_json), "partitionColumns": [],
-                "configuration": dict(configuration or {}),
-                "createdTime": int(time.time() * 1000)}
-    info, files = _commit_info("ErrorIfExists", parts, user_metadata), _adds(parts)
-    actions = [{"commitInfo": info}, {"metaData": metadata}, {"protocol": _PROTOCOL}] + [{"add": f} for f in files]
-    log = deltalog.log_dir(directory)
-    os.makedirs(log, exist_ok=True)
-    try:
-        _publish(log, deltalog.log_file(0), _lines(actions))
-    except FileExistsError:  # named: os.link's message names only the staged file
-        raise FileExistsError(f"{directory} has a version 0 already (another writer committed it while this "
-                              f"one wrote its {len(files)} files): nothing of this write was committed") from None
-    _publish_checksum(log, 0, info["txnId"], {"setTransactions": [], "domainMetadata": [], "metadata": metadata,
-                                              "protocol": _PROTOCOL}, files)
-
-
-def writable(spark, path: str, schema, mode: str) -> str | None:
-    """The local directory of the existing table ``path`` if :func:`commit_next` may write its next version.
-
-    It may when the table is on the local file system (put-if-absent, as
-    for :func:`new_local_table`), ``mode`` is ``append`` or ``overwrite``,
-    and the checksum of its newest version shows a plain table that this
-    module writes as Delta would: reader and writer protocol 1 and 2 (no
-    table features), no partition columns, no CHECK constraints, and the
-    Spark ``schema`` of the rows to write (Delta records every field
-    nullable: so does the comparison). To overwrite, the checksum must also
-    list the version's files (the commit removes them; Delta lists them for
-    small tables). The table's properties must be among those of
-    :data:`_PLAIN_PROPERTIES`, and the next version must not be one that
-    Delta checkpoints (every ``delta.checkpointInterval``-th, 10 by
-    default): Delta's writer commits that one and writes the checkpoint
-    after it, so that readers replay at most that many commit files. Any
-    other case returns None: Delta's writer then writes it, as it can evolve
-    a schema, keep constraints and list its files.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> table = os.path.join(tempfile.mkdtemp(), "t")
-    >>> frame = spark.range(2)
-    >>> writable(spark, table, frame.schema, "append") is None                           # no table yet
-    True
-    >>> save_frame(frame, table, "append")
-    >>> writable(spark, table, frame.schema, "append") == table
-    True
-    >>> writable(spark, table, frame.selectExpr("id AS key").schema, "append") is None    # another schema
-    True
-    """
-    local = hadoop.local_path(spark, path)
-    if mode not in ("append", "overwrite") or local is None:
-        return None
-    head = _head(spark, local)
-    if head is None or head[1] is None:
-        return None
-    version, checksum = head
-    metadata = checksum.get("metadata") or {}
-    properties = metadata.get("configuration") or {}
-    plain = (checksum.get("protocol") == _PROTOCOL and not metadata.get("partitionColumns")
-             and set(properties) <= _PLAIN_PROPERTIES
-             and (version + 1) % int(properties.get("delta.checkpointInterval", "10")) != 0
-             and metadata.get("schemaString") == _schema_string(schema.jsonValue()))
-    return local if plain and (mode == "append" or _listed(checksum)) else None
-
-
-def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str,
-                user_metadata: str | None = None) -> int:
-    """Commit ``parts`` as the next version of the table at local ``directory`` (:func:`writable`); return it.
-
-    ``mode`` ``append`` adds the files; ``overwrite`` also removes every file
-    of the version it reads. The commit is published put-if-absent; an
-    append that finds its version taken by another writer retries on top of
-    it (a blind append conflicts with nothing), an overwrite gives up. The
-    checksum of the new version is written when the one it reads exists, so
-    Delta's and :func:`~spark_ps.spark.deltalog.read_version`'s fast paths
-    keep working; its file list is kept while the table has at most
-    ``spark.databricks.delta.allFilesInCrc.thresholdNumFiles`` files, as
-    Delta does.
-
-    Raises
-    ------
-    FileExistsError
-        If another writer committed while this one overwrote (nothing of this
-        write was committed).
-    RuntimeError
-        If the version to write on no longer qualifies (:func:`writable`):
-        another writer changed the table meanwhile; nothing was committed.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> table = os.path.join(tempfile.mkdtemp(), "t")
-    >>> save_frame(spark.range(3), table, "append")
-    >>> parts = write_part(table, [pa.record_batch([[7]], names=["id"])]).to_pylist()
-    >>> commit_next(spark, table, parts, "overwrite", user_metadata="seven")
-    1
-    >>> spark.read.format("delta").load(table).collect(), deltalog.commit_info(spark, table, 1)["userMetadata"]
-    ([Row(id=7)], 'seven')
-    """
-    threshold = int(spark.conf.get(_CRC_FILES_THRESHOLD, "50"))
-    log = deltalog.log_dir(directory)
-    files = _adds(parts)
-    for _ in range(_APPEND_ATTEMPTS):
-        version, checksum = _head(spark, directory)
-        if mode == "overwrite" and (checksum is None or not _listed(checksum)):
-            raise RuntimeError(f"{directory}: version {version} does not list its files (another writer "
-                               "changed the table): cannot overwrite it; nothing of this write was committed")
-        removed = [{"path": f["path"], "deletionTimestamp": int(time.time() * 1000), "dataChange": True,
-                    "extendedFileMetadata": True, "partitionValues": {}, "size": f["size"]}
-                   for f in (checksum["allFiles"] if mode == "overwrite" else ())]
-        info = _commit_info(mode.capitalize(), parts, user_metadata, read_version=version, removed=removed)
-        actions = [{"commitInfo": info}] + [{"add": f} for f in files] + [{"remove": r} for r in removed]
-        try:
-            _publish(log, deltalog.log_file(version + 1), _lines(actions))
-        except FileExistsError:
-            if mode == "append":
-                continue  # another writer's version came first: append on top of it
-            raise FileExistsError(f"{directory}: another writer committed version {version + 1} while this one "
-                                  "overwrote the table: nothing of this write was committed") from None
-        if checksum is not None:
-            kept = [] if mode == "overwrite" else checksum.get("allFiles")
-            listed = kept is not None and len(kept) + len(files) <= threshold
-            _publish_checksum(log, version + 1, info["txnId"], checksum,
-                              files, base=None if mode == "overwrite" else checksum, listed=listed)
-        return version + 1
-    raise RuntimeError(f"{directory}: other writers took the next version {_APPEND_ATTEMPTS} times in a row; "
-                       "nothing of this append was committed")
-
-
-def _head(spark, directory: str) -> tuple[int, dict[str, Any] | None] | None:
-    """The newest version of the table at ``directory`` and its checksum (None if missing); None without a table."""
-    versions = deltalog.commit_versions(spark, directory)
-    return None if not versions else (versions[-1], deltalog.checksum(spark, directory, versions[-1]))
-
-
-def _listed(checksum: dict[str, Any]) -> bool:
-    """Whether a checksum lists all the files of its version."""
-    return checksum.get("allFiles") is not None and len(checksum["allFiles"]) == checksum.get("numFiles")
-
-
-def _schema_string(schema_json: dict[str, Any]) -> str:
-    """The ``schemaString`` Delta records for rows of Spark schema ``schema_json``."""
-    return json.dumps(_nullable(schema_json), separators=(",", ":"))
-
-
-def _adds(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``add`` actions of written files (:data:`PART_SCHEMA` rows)."""
-    return [{"path": part["name"], "partitionValues": {}, "size": part["size"], "modificationTime": part["modified_ms"],
-             "dataChange": True, "stats": part["stats"]} for part in parts]
-
-
-def _commit_info(mode: str, parts: list[dict[str, Any]], user_metadata: str | None, read_version: int | None = None,
-                 removed: list[dict[str, Any]] = ()) -> dict[str, Any]:
-    """The ``commitInfo`` of a write of ``parts`` in Delta's writer ``mode``, as Delta 4 records it."""
-    metrics = {"numFiles": str(len(parts))}
-    if removed:
-        metrics |= {"numRemovedFiles": str(len(removed)), "numRemovedBytes": str(sum(r["size"] for r in removed))}
-    metrics |= {"numOutputRows": str(sum(p["rows"] for p in parts)),
-                "numOutputBytes": str(sum(p["size"] for p in parts))}
-    return {"timestamp": int(time.time() * 1000), "operation": "WRITE",
-            "operationParameters": {"mode": mode, "partitionBy": "[]"},
-            **({"readVersion": read_version} if read_version is not None else {}),
-            "isolationLevel": "Serializable", "isBlindAppend": mode != "Overwrite", "operationMetrics": metrics,
-            **({"userMetadata": user_metadata} if user_metadata is not None else {}),
-            "engineInfo": f"spark-ps/{importlib.metadata.version('spark-ps')}", "txnId": str(uuid.uuid4())}
-
-
-def _lines(actions: list[dict[str, Any]]) -> str:
-    """A commit file's text: one JSON action per line."""
-    return "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions)
-
-
-def _publish_checksum(log: str, version: int, txn: str, table: dict[str, Any], files: list[dict[str, Any]],
-                      base: dict[str, Any] | None = None, listed: bool = True) -> None:
-    """Write ``<version>.crc``: ``table``'s metadata, protocol and transactions, ``base``'s files plus ``files``.
-
-    Delta's file-size histogram is left out (it is optional; Delta then
-    leaves it out of the checksums it derives from this one).
-    """
-    size = sum(f["size"] for f in files) + (base["tableSizeBytes"] if base else 0)
-    count = len(files) + (base["numFiles"] if base else 0)
-    checksum = {"txnId": txn, "tableSizeBytes": size, "numFiles": count, "numMetadata": 1, "numProtocol": 1,
-                "setTransactions": table.get("setTransactions", []), "domainMetadata": table.get("domainMetadata", []),
-                "metadata": table["metadata"], "protocol": table["protocol"]}
-    if listed:
-        checksum["allFiles"] = list((base or {}).get("allFiles", [])) + [{**f, "dataChange": False} for f in files]
-    _publish(log, deltalog.log_file(version, "crc"), json.dumps(checksum, separators=(",", ":")))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from spark_ps.ml import weights as weight_store
-from spark_ps.spark import deltalog, deltawrite
+from spark_ps.spark import deltacommit, deltalog, deltawrite
 from spark_ps.spark.context import PSContext
 
 #: Delta re-derives a table's state from its log before and after a commit and fails on any checksum mismatch.
@@ -87,7 +87,7 @@ def test_files_no_commit_names_are_not_part_of_the_table(local_spark, tmp_path):
     schema = pa.schema([("key", pa.int64())])
     deltawrite.write_part(table, [pa.record_batch([[99]], schema=schema)])        # a lost attempt's file
     kept = deltawrite.write_part(table, [pa.record_batch([[1, 2]], schema=schema)]).to_pylist()
-    deltawrite.commit_new_table(table, local_spark.createDataFrame([], "key long").schema.jsonValue(), kept)
+    deltacommit.commit_new_table(table, local_spark.createDataFrame([], "key long").schema.jsonValue(), kept)
     assert len([n for n in os.listdir(table) if n.endswith(".parquet")]) == 2
     assert rows(local_spark.read.format("delta").load(table)) == [(1,), (2,)]
     assert rows(deltalog.read_version(local_spark, table)) == [(1,), (2,)]
@@ -153,7 +153,7 @@ def test_racing_appends_all_land_once_each(local_spark, tmp_path):
     schema = pa.schema([("id", pa.int64())])
 
     def append(writer: int) -> list[int]:
-        return [deltawrite.commit_next(local_spark, table, deltawrite.write_part(
+        return [deltacommit.commit_next(local_spark, table, deltawrite.write_part(
             table, [pa.record_batch([[writer * 100 + i]], schema=schema)]).to_pylist(), "append") for i in range(8)]
 
     with ThreadPoolExecutor(3) as pool:
