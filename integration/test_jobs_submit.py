@@ -18,20 +18,37 @@ from pathlib import Path
 import pytest
 import rawctr
 from clusterkit import CLUSTER_MASTER
+from sparkkit import TEST_DRIVER_JAVA_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT_TIMEOUT = 300
 ROWS = 10_000
 
 
+def _shipped(key: str) -> str:
+    """The value of ``key`` in the shipped ``conf/spark-defaults.conf`` ("" if it sets none)."""
+    for line in (ROOT / "conf" / "spark-defaults.conf").read_text().splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0] == key:
+            return parts[1].strip()
+    return ""
+
+
 def spark_submit(job: str, *args: str) -> subprocess.CompletedProcess:
-    """``jobs/<job>.py --config conf/criteo.toml ARGS`` through spark-submit, as ``jobs/run_demo.sh`` runs jobs."""
+    """``jobs/<job>.py --config conf/criteo.toml ARGS`` through spark-submit, as ``jobs/run_demo.sh`` runs jobs.
+
+    The JVMs get the tests' JIT settings (``sparkkit.TEST_DRIVER_JAVA_OPTIONS``) on top of the shipped ones:
+    each of these applications lives for seconds on 10,000 rows, where C2's compiles are CPU never won back.
+    """
     python = sys.executable
+    driver_options = f"{_shipped('spark.driver.extraJavaOptions')} {TEST_DRIVER_JAVA_OPTIONS}".strip()
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
     command = [str(Path(python).parent / "spark-submit"), "--master", CLUSTER_MASTER,
                "--properties-file", str(ROOT / "conf" / "spark-defaults.conf"),
                "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.ps.python={python}",
                "--conf", f"spark.ps.pythonPath={ROOT}", "--conf", "spark.ui.showConsoleProgress=false",
+               "--conf", f"spark.driver.extraJavaOptions={driver_options}",
+               "--conf", f"spark.executor.extraJavaOptions={TEST_DRIVER_JAVA_OPTIONS}",
                str(ROOT / "jobs" / f"{job}.py"), "--config", str(ROOT / "conf" / "criteo.toml"), *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
 

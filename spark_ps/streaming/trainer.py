@@ -58,6 +58,7 @@ from spark_ps.ml.fitting import model_table_spec
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Schedule, TrainSpec
+from spark_ps.ml.versions import write_metadata_dir
 from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
 from spark_ps.spark.tasks import barrier_input, task_died, task_slots
@@ -395,9 +396,10 @@ class StreamingTrainer:
         if os.path.exists(os.path.join(self._path, "metadata")):
             return
         model = self._estimator._copyValues(self._estimator._model_class()())
-        DefaultParamsWriter.saveMetadata(model, self._path, spark, extraMetadata={
+        metadata = DefaultParamsWriter._get_metadata_to_save(model, spark, extraMetadata={
             "intercept": 0.0, "numRows": 0, "nnz": 0, "objectiveHistory": [], "numFeatures": 0,
             "weightsFormat": ONLINE_FORMAT, "interceptOffset": self._offset, "initialModel": self._initial})
+        write_metadata_dir(spark, self._path, json.loads(metadata))  # by the driver: no Spark job
 
     def _objective(self):
         """The estimator's objective, its intercept margin offset that of the model the stream started from."""
