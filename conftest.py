@@ -29,7 +29,9 @@ from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem, DoctestModule
-from sparkkit import TEST_DRIVER_JAVA_OPTIONS, stop_session  # tests/ is on pytest's pythonpath (pyproject.toml)
+
+# tests/ is on pytest's pythonpath (pyproject.toml)
+from sparkkit import TEST_DRIVER_JAVA_OPTIONS, TEST_SQL_CONF, stop_session
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -45,6 +47,7 @@ DOCTEST_SPARK_CONF = {
     "spark.default.parallelism": "2",
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.driver.extraJavaOptions": TEST_DRIVER_JAVA_OPTIONS,
+    **TEST_SQL_CONF,
 }
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 from kafkakit import spark_kafka_conf
-from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, new_session, stop_session
+from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, TEST_SQL_CONF, new_session, stop_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
 # and PySpark workers on this interpreter.
@@ -44,6 +44,7 @@ CLUSTER_CONF = {
     "spark.default.parallelism": "4",
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.driver.extraJavaOptions": TEST_DRIVER_JAVA_OPTIONS,
+    **TEST_SQL_CONF,
 }
 
 
