@@ -39,6 +39,13 @@ micro-batch at d=2^22) twelve times: 1.1 to 2.0 s a commit with the
 Every tenth commit Delta also writes a checkpoint of the log, which cost 2.4
 to 5.8 s; the store's tables checkpoint every :data:`CHECKPOINT_INTERVAL`
 commits instead (readers replay at most that many small commit files).
+On the local file system the commits are now written without Delta's writer
+(:mod:`spark_ps.spark.deltacommit`): the tasks that export a batch's changed
+rows from the shards write them to the log's files, and the driver commits
+them, Delta's writer taking every :data:`CHECKPOINT_INTERVAL`-th version to
+checkpoint it. A 50-row batch's commit took 0.27-0.42 s instead of
+0.70-0.83 s; at 100k rows a batch (d=2^22), a batch's latency less scoring
+and training fell from 1.22-1.43 s to 0.87 s (``bench.stream``).
 A writer does its Delta work in a session of its own
 (:attr:`ModelStore.session`, same SparkContext) that carries these settings,
 with ``max(1, defaultParallelism)`` snapshot partitions unless the user's
@@ -48,7 +55,10 @@ it wrote from the newest file of the Delta log rather than from
 
 A snapshot (``<modelPath>/snapshot``, a new Delta version each time) is the
 compacted state after a batch; recovery reads it and the log after it, and
-log rows older than the retained snapshots can be deleted and vacuumed.
+log rows older than the retained snapshots can be deleted and vacuumed. A
+trainer writes it from its shards, which hold exactly the committed state
+(0.28-0.35 s for a small model, against 2.1-5.7 s for the newest-row-per-key
+window over the snapshot and the log that :meth:`ModelStore.state` computes).
 Everything here is a Spark job run on the executors: the driver reads only
 commit metadata.
 """

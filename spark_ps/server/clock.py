@@ -68,6 +68,7 @@ class ClockTable:
         self.staleness = None if staleness is None else int(staleness)
         self._clocks = [0] * self.num_workers
         self._finished = [False] * self.num_workers
+        self._dropped = False
         self._changed = threading.Condition(threading.Lock())
 
     def __repr__(self) -> str:
@@ -165,14 +166,43 @@ class ClockTable:
         TimeoutError: worker 0 waited 0.01 s to enter clock 1, but ... unfinished workers [0, 1]
         """
         with self._changed:
-            if not self._changed.wait_for(lambda: self._may_run(clock), timeout):
+            if not self._changed.wait_for(lambda: self._dropped or self._may_run(clock), timeout):
                 raise self._timed_out(worker, clock, timeout)
+            if self._dropped:
+                raise KeyError(f"worker {worker} waited to enter clock {clock}, but the clock was dropped: its "
+                               "run was given up (a task of it failed), so this worker stops too")
 
     def _timed_out(self, worker: int, clock: int, timeout: float | None) -> TimeoutError:
         return TimeoutError(
             f"worker {worker} waited {timeout:g} s to enter clock {clock}, but it may run at most "
             f"{self.staleness} clock(s) ahead of the slowest unfinished worker; clocks {self._clocks}, "
             f"unfinished workers {[w for w, done in enumerate(self._finished) if not done]}")
+
+    def drop(self) -> None:
+        """Wake every waiter with ``KeyError``: the run the clock paces was given up. Idempotent.
+
+        A barrier stage's other tasks would otherwise wait out their timeout
+        after one of them failed; Spark frees their slots only when they end
+        (it kills a Python worker 2-4 s after its task was killed), and the
+        next barrier stage needs every slot.
+
+        Examples
+        --------
+        >>> import threading
+        >>> clock, errors = ClockTable(2, staleness=0), []
+        >>> def worker_0():
+        ...     try:
+        ...         clock.advance(0, timeout=60.0)
+        ...     except KeyError as exc:
+        ...         errors.append(exc)
+        >>> waiter = threading.Thread(target=worker_0); waiter.start()
+        >>> clock.drop(); waiter.join(timeout=10.0)
+        >>> "the clock was dropped" in str(errors[0])
+        True
+        """
+        with self._changed:
+            self._dropped = True
+            self._changed.notify_all()
 
     def finish(self, worker: int) -> None:
         """Mark ``worker`` as done: it no longer holds the others back. Idempotent.

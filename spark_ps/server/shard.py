@@ -341,6 +341,8 @@ class Shard:
 
     def _on_clock_drop(self, req: Frame) -> Frame:
         with self._lock:
-            self._clocks.pop(_require_str(req.meta, "clock"), None)
+            clock = self._clocks.pop(_require_str(req.meta, "clock"), None)
+        if clock is not None:
+            clock.drop()  # its waiters stop now, not at their timeout
         return Frame(Op.CLOCK_DROP)
 
