@@ -72,7 +72,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -415,9 +414,10 @@ def _tagged(rows, batch_id: int, writer: str | None):
 
     def tag(batches):  # in the tasks: two constant columns, no pass through the JVM
         for batch in make(batches):
-            yield pa.RecordBatch.from_arrays(
-                [*batch.columns, pa.array(np.full(batch.num_rows, batch_id, np.int64)),
-                 pa.array([writer] * batch.num_rows, pa.string())], names=[*batch.schema.names, BATCH_COL, WRITER_COL])
+            constants = [pa.repeat(pa.scalar(batch_id, pa.int64()), batch.num_rows),
+                         pa.repeat(pa.scalar(writer, pa.string()), batch.num_rows)]
+            yield pa.RecordBatch.from_arrays([*batch.columns, *constants],
+                                             names=[*batch.schema.names, BATCH_COL, WRITER_COL])
 
     fields = [*rows.schema.fields, StructField(BATCH_COL, LongType()), StructField(WRITER_COL, StringType())]
     return deltawrite.TaskRows(rows.source, tag, StructType(fields))

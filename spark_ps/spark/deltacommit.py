@@ -158,7 +158,7 @@ def writable(spark, path: str, schema, mode: str) -> str | None:
     """The local directory of the existing table ``path`` if :func:`commit_next` may write its next version.
 
     It may when the table is on the local file system (put-if-absent, as
-    for :func:`new_local_table`), ``mode`` is ``append`` or ``overwrite``,
+    for :func:`~spark_ps.spark.deltawrite.new_local_table`), ``mode`` is ``append`` or ``overwrite``,
     and the checksum of its newest version shows a plain table that this
     module writes as Delta would: reader and writer protocol 1 and 2 (no
     table features), no partition columns, no CHECK constraints, and the
@@ -191,29 +191,38 @@ def writable(spark, path: str, schema, mode: str) -> str | None:
     if mode not in ("append", "overwrite") or local is None:
         return None
     head = _head(spark, local)
-    if head is None or head[1] is None:
-        return None
-    version, checksum = head
+    return local if head is not None and _accepts(*head, schema, mode) else None
+
+
+def _accepts(version: int, checksum: dict[str, Any] | None, schema, mode: str) -> bool:
+    """Whether :func:`commit_next` may write rows of ``schema`` after ``version`` (see :func:`writable`)."""
+    if checksum is None:
+        return False
     metadata = checksum.get("metadata") or {}
     properties = metadata.get("configuration") or {}
     plain = (checksum.get("protocol") == _PROTOCOL and not metadata.get("partitionColumns")
              and set(properties) <= _PLAIN_PROPERTIES
              and (version + 1) % int(properties.get("delta.checkpointInterval", "10")) != 0
              and metadata.get("schemaString") == _schema_string(schema.jsonValue()))
-    return local if plain and (mode == "append" or _listed(checksum)) else None
+    return plain and (mode == "append" or _listed(checksum))
 
 
-def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str,
+def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str, schema,
                 user_metadata: str | None = None) -> int:
-    """Commit ``parts`` as the next version of the table at local ``directory`` (:func:`writable`); return it.
+    """Commit ``parts``, rows of Spark ``schema``, as the next version of the table at local ``directory``.
+
+    The table must be one that :func:`writable` accepts; it is checked again
+    here, on the version the commit is written after. Returns that version.
 
     ``mode`` ``append`` adds the files; ``overwrite`` also removes every file
     of the version it reads. The commit is published put-if-absent; an
     append that finds its version taken by another writer retries on top of
-    it (a blind append conflicts with nothing), an overwrite gives up. The
-    checksum of the new version is written when the one it reads exists, so
-    Delta's and :func:`~spark_ps.spark.deltalog.read_version`'s fast paths
-    keep working; its file list is kept while the table has at most
+    it (a blind append conflicts with nothing) unless that writer changed
+    the table's metadata or protocol; an overwrite gives up. The checksum of
+    the new version is derived from the one it reads (none if that version
+    has none yet), so Delta's and
+    :func:`~spark_ps.spark.deltalog.read_version`'s fast paths keep working;
+    its file list is kept while the table has at most
     ``spark.databricks.delta.allFilesInCrc.thresholdNumFiles`` files, as
     Delta does.
 
@@ -223,8 +232,8 @@ def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str,
         If another writer committed while this one overwrote (nothing of this
         write was committed).
     RuntimeError
-        If the version to write on no longer qualifies (:func:`writable`):
-        another writer changed the table meanwhile; nothing was committed.
+        If the table no longer qualifies (:func:`writable`): another writer
+        changed it meanwhile; nothing was committed.
 
     Examples
     --------
@@ -234,7 +243,7 @@ def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str,
     >>> table = os.path.join(tempfile.mkdtemp(), "t")
     >>> save_frame(spark.range(3), table, "append")
     >>> parts = write_part(table, [pa.record_batch([[7]], names=["id"])]).to_pylist()
-    >>> commit_next(spark, table, parts, "overwrite", user_metadata="seven")
+    >>> commit_next(spark, table, parts, "overwrite", spark.range(0).schema, user_metadata="seven")
     1
     >>> spark.read.format("delta").load(table).collect(), deltalog.commit_info(spark, table, 1)["userMetadata"]
     ([Row(id=7)], 'seven')
@@ -242,11 +251,13 @@ def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str,
     threshold = int(spark.conf.get(_CRC_FILES_THRESHOLD, "50"))
     log = deltalog.log_dir(directory)
     files = _adds(parts)
+    first, checksum = _head(spark, directory)
+    version = first
+    if not _accepts(version, checksum, schema, mode):
+        raise RuntimeError(f"{directory}: version {version} is not one this module may {mode} to (see writable(); "
+                           "another writer changed the table since it was found writable); nothing of this write "
+                           "was committed")
     for _ in range(_APPEND_ATTEMPTS):
-        version, checksum = _head(spark, directory)
-        if mode == "overwrite" and (checksum is None or not _listed(checksum)):
-            raise RuntimeError(f"{directory}: version {version} does not list its files (another writer "
-                               "changed the table): cannot overwrite it; nothing of this write was committed")
         removed = [{"path": f["path"], "deletionTimestamp": int(time.time() * 1000), "dataChange": True,
                     "extendedFileMetadata": True, "partitionValues": {}, "size": f["size"]}
                    for f in (checksum["allFiles"] if mode == "overwrite" else ())]
@@ -255,11 +266,15 @@ def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str,
         try:
             _publish(log, deltalog.log_file(version + 1), _lines(actions))
         except FileExistsError:
-            if mode == "append":
-                continue  # another writer's version came first: append on top of it
-            raise FileExistsError(f"{directory}: another writer committed version {version + 1} while this one "
-                                  "overwrote the table: nothing of this write was committed") from None
-        if checksum is not None:
+            if mode == "overwrite":
+                raise FileExistsError(f"{directory}: another writer committed version {version + 1} while this one "
+                                      "overwrote the table: nothing of this write was committed") from None
+            version, checksum = _head(spark, directory)  # another writer's version came first: append on top
+            if _changes_table(spark, log, first, version):
+                raise RuntimeError(f"{directory}: another writer changed the table's schema or protocol after "
+                                   f"version {first}; nothing of this append was committed") from None
+            continue
+        if checksum is not None:  # the version appended on may not have its checksum yet: then none
             kept = [] if mode == "overwrite" else checksum.get("allFiles")
             listed = kept is not None and len(kept) + len(files) <= threshold
             _publish_checksum(log, version + 1, info["txnId"], checksum,
@@ -273,6 +288,15 @@ def _head(spark, directory: str) -> tuple[int, dict[str, Any] | None] | None:
     """The newest version of the table at ``directory`` and its checksum (None if missing); None without a table."""
     versions = deltalog.commit_versions(spark, directory)
     return None if not versions else (versions[-1], deltalog.checksum(spark, directory, versions[-1]))
+
+
+def _changes_table(spark, log: str, since: int, up_to: int) -> bool:
+    """Whether a commit after ``since`` up to ``up_to`` in ``log`` changes the table's metadata or protocol."""
+    for version in range(since + 1, up_to + 1):
+        for line in hadoop.read_text(spark, log, deltalog.log_file(version)).splitlines():
+            if line.strip() and ({"metaData", "protocol"} & json.loads(line).keys()):
+                return True
+    return False
 
 
 def _listed(checksum: dict[str, Any]) -> bool:

@@ -264,7 +264,7 @@ def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
         return
     local = writable(spark, path, rows.schema, mode) if set(options or {}) <= _OPTIONS_KEPT else None
     if local is not None:
-        commit_next(spark, local, _write_files(rows, local), mode, user_metadata=user_metadata)
+        commit_next(spark, local, _write_files(rows, local), mode, rows.schema, user_metadata=user_metadata)
         return
     frame = rows.frame() if isinstance(frame, TaskRows) else frame
     writer = frame.write.format("delta").mode(mode).options(**(options or {}))

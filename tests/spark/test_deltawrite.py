@@ -148,19 +148,36 @@ def test_appends_and_overwrites_committed_here_replay_as_delta_writes_them(verif
 
 def test_racing_appends_all_land_once_each(local_spark, tmp_path):
     """Writers that take the same next version: the loser appends on top, so every batch is committed once."""
-    table = str(tmp_path / "t")
-    deltawrite.save_frame(local_spark.range(0), table, "append")
+    table, key = str(tmp_path / "t"), "spark.databricks.delta.properties.defaults.checkpointInterval"
+    local_spark.conf.set(key, "100")  # no version of the race is one that Delta's writer must take
+    try:
+        deltawrite.save_frame(local_spark.range(0), table, "append")
+    finally:
+        local_spark.conf.unset(key)
     schema = pa.schema([("id", pa.int64())])
 
     def append(writer: int) -> list[int]:
         return [deltacommit.commit_next(local_spark, table, deltawrite.write_part(
-            table, [pa.record_batch([[writer * 100 + i]], schema=schema)]).to_pylist(), "append") for i in range(8)]
+            table, [pa.record_batch([[writer * 100 + i]], schema=schema)]).to_pylist(), "append",
+            local_spark.range(0).schema) for i in range(8)]
 
     with ThreadPoolExecutor(3) as pool:
         versions = [v for got in pool.map(append, range(3)) for v in got]
     assert sorted(versions) == list(range(1, 25))
     assert rows(local_spark.read.format("delta").load(table)) == sorted((w * 100 + i,) for w in range(3)
                                                                            for i in range(8))
+
+
+def test_an_append_after_another_writer_changed_the_schema_commits_nothing(local_spark, tmp_path):
+    table = str(tmp_path / "t")
+    deltawrite.save_frame(local_spark.range(2), table, "append")
+    parts = deltawrite.write_part(table, [pa.record_batch([[5]], names=["id"])]).to_pylist()
+    local_spark.range(1).selectExpr("'x' AS name").write.format("delta").mode("overwrite") \
+        .option("overwriteSchema", "true").save(table)        # while those files were written
+    with pytest.raises(RuntimeError, match="nothing of this write was committed"):
+        deltacommit.commit_next(local_spark, table, parts, "append", local_spark.range(0).schema)
+    assert deltalog.commit_versions(local_spark, table) == [0, 1]
+    assert rows(local_spark.read.format("delta").load(table)) == [("x",)]
 
 
 def test_delta_commits_and_checkpoints_every_interval_th_version(local_spark, tmp_path):
