@@ -410,7 +410,7 @@ def _tagged(rows, batch_id: int, writer: str | None):
     if not isinstance(rows, deltawrite.TaskRows):
         return (rows.withColumn(BATCH_COL, F.lit(int(batch_id)).cast("long"))
                 .withColumn(WRITER_COL, F.lit(writer).cast("string")))
-    make = rows.make
+    make = rows.task
 
     def tag(batches):  # in the tasks: two constant columns, no pass through the JVM
         for batch in make(batches):

@@ -167,7 +167,8 @@ class TaskRows:
 
     The writers of this module write them from the tasks that make them,
     with no second pass through the JVM; Delta's writer gets :meth:`frame`.
-    A DataFrame is written as itself wherever a ``TaskRows`` is accepted.
+    ``make`` None: the rows are ``source``'s own (a DataFrame is written as
+    such wherever a ``TaskRows`` is accepted).
 
     Examples
     --------
@@ -181,19 +182,31 @@ class TaskRows:
 
     #: The DataFrame whose partitions the tasks read.
     source: Any
-    #: What a task makes of its partition's Arrow batches.
-    make: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    #: What a task makes of its partition's Arrow batches (None: the batches themselves).
+    make: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]] | None
     #: The rows' Spark schema (``StructType``).
     schema: Any
 
+    @property
+    def task(self) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+        """What a task makes of its partition's Arrow batches: ``make``, or the batches themselves.
+
+        A plain function, which Spark pickles into the tasks (this object holds a DataFrame: it would not).
+        """
+        return _same if self.make is None else self.make
+
     def frame(self):
-        """The rows as a DataFrame."""
-        return self.source.mapInArrow(self.make, self.schema)
+        """The rows as a DataFrame (``source`` itself when the tasks make nothing of their own)."""
+        return self.source if self.make is None else self.source.mapInArrow(self.make, self.schema)
+
+
+def _same(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    return batches
 
 
 def _task_rows(rows) -> TaskRows:
-    """``rows`` as a :class:`TaskRows` (a DataFrame's tasks make its own batches)."""
-    return rows if isinstance(rows, TaskRows) else TaskRows(rows, lambda batches: batches, rows.schema)
+    """``rows`` as a :class:`TaskRows` (a DataFrame's rows are its own)."""
+    return rows if isinstance(rows, TaskRows) else TaskRows(rows, None, rows.schema)
 
 
 def write_new(rows, directory: str, user_metadata: str | None = None) -> None:
@@ -223,7 +236,7 @@ def _write_files(rows: TaskRows, directory: str) -> list[dict[str, Any]]:
     """One Spark job: each task writes the rows it makes (:func:`write_part`); their :data:`PART_SCHEMA` rows."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    max_rows, make = max_rows_per_file(rows.source.sparkSession), rows.make
+    max_rows, make = max_rows_per_file(rows.source.sparkSession), rows.task
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield write_part(directory, make(batches), max_rows)
@@ -266,8 +279,7 @@ def save_frame(frame, path: str, mode: str, user_metadata: str | None = None,
     if local is not None:
         commit_next(spark, local, _write_files(rows, local), mode, rows.schema, user_metadata=user_metadata)
         return
-    frame = rows.frame() if isinstance(frame, TaskRows) else frame
-    writer = frame.write.format("delta").mode(mode).options(**(options or {}))
+    writer = rows.frame().write.format("delta").mode(mode).options(**(options or {}))
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
     writer.save(path)
