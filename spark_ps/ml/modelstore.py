@@ -78,7 +78,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from spark_ps.spark import deltawrite, hadoop
-from spark_ps.spark.deltalog import log_dir, read_version
+from spark_ps.spark.deltalog import commit_info, commit_versions, log_dir, read_version
 
 __all__ = ["Commit", "ModelStore"]
 
@@ -202,17 +202,20 @@ class ModelStore:
         return int(rows[0])
 
     def latest_snapshot(self, up_to_version: int | None = None) -> tuple[int, int] | None:
-        """``(snapshot Delta version, log version it compacts)`` of the newest snapshot at or before a log version."""
-        if not self._exists(self.snapshot_path):
-            return None
-        rows = (self._history(self.snapshot_path).where(F.col("userMetadata").isNotNull())
-                .select("version", "userMetadata").collect())
+        """``(snapshot Delta version, log version it compacts)`` of the newest snapshot at or before a log version.
+
+        Read from the snapshot table's commit files (a few ms each), not its
+        ``history()`` (a Spark job of 0.2-0.3 s on ``local[2]``).
+        """
         best = None
-        for row in rows:
-            log_version = int(json.loads(row["userMetadata"])["logVersion"])
+        for version in commit_versions(self.spark, self.snapshot_path):
+            user_metadata = commit_info(self.spark, self.snapshot_path, version).get("userMetadata")
+            if user_metadata is None:  # not a snapshot's commit (a vacuum's, say)
+                continue
+            log_version = int(json.loads(user_metadata)["logVersion"])
             if up_to_version is None or log_version <= up_to_version:
                 if best is None or log_version > best[1]:
-                    best = (int(row["version"]), log_version)
+                    best = (version, log_version)
         return best
 
     def state(self, version: int | None = None, keys: DataFrame | None = None) -> DataFrame | None:
