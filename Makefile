@@ -2,7 +2,10 @@
 #
 #   make build     venv + plugin jar + Delta jars
 #   make kafka     spark-sql-kafka jars for Spark, and a Kafka broker's jars for the Kafka integration test
-#   make test      build, then the fast tests, the local-cluster integration tests and the docstring examples
+#   make test      build + kafka, then the fast tests, the docstring examples, the local-cluster integration
+#                  tests, the whole-stream tests and the spark-submit jobs (all but the `slow` marker)
+#   make test-stream  the whole-stream tests only (marker `stream`)
+#   make test-slow the end-to-end tests kept out of make test for its ten minutes (marker `slow`)
 #   make demo      build, then jobs/run_demo.sh: the train, predict and evaluate jobs on a9a (conf/a9a.toml)
 #   make stream-demo  build, then jobs/stream_demo.py: streaming training killed and resumed (Delta, local[2])
 #   make smoke     build, then the push/pull smoke job on local-cluster[2,1,1024]
@@ -44,7 +47,7 @@ DELTA_STAMP := $(JARS_DIR)/.delta-$(DELTA_VERSION)
 # The installed pyspark's version (empty until the venv exists; read by recipes only).
 INSTALLED_SPARK = $(shell $(VPY) -c 'import pyspark; print(pyspark.__version__)')
 
-.PHONY: venv plugin jars kafka build lint test test-stream demo smoke stream-demo bench-ps bench bench-sweeps bench-raw bench-stream clean distclean
+.PHONY: venv plugin jars kafka build lint test test-stream test-slow demo smoke stream-demo bench-ps bench bench-sweeps bench-raw bench-stream clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -140,22 +143,23 @@ LINT_PATHS := spark_ps tests integration jobs bench conftest.py
 lint: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
 
-test: build lint
-	rc=0; $(VPY) -m pytest tests spark_ps integration -x -q -m "not stream and not slow" || rc=$$?; \
+# One pytest process: the Kafka test needs spark-sql-kafka on the driver JVM's classpath, which the process's
+# first session fixes (sparkkit.new_session puts the jars on every session).
+PYTEST = rc=0; $(VPY) -m pytest -x -q $(1) || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
-# Streaming fault tests: drivers in their own processes, SIGKILLed and restarted (several minutes),
-# the slower streaming tests of tests/ (marked stream too), and the slow end-to-end tests of batch
-# fits (marked slow: a SIGKILLed training task, a fresh session loading saved models). The Kafka test runs in a process of
-# its own: spark-sql-kafka must be on the driver JVM's classpath when that JVM starts (spark.jars is
-# read at launch), and in one process with the others the JVM starts with the first, jar-less session.
+test: build kafka lint
+	$(call PYTEST,tests spark_ps integration -m "not slow")
+
+# The whole-stream tests alone (also in make test), e.g. while working on spark_ps/streaming.
 test-stream: build kafka
-	rc=0; $(VPY) -m pytest tests integration -x -q -m "stream or slow" --ignore=integration/test_stream_kafka.py \
-		|| rc=$$?; \
-	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
-	[ "$$rc" -ne 0 ] && exit "$$rc"; \
-	$(VPY) -m pytest integration/test_stream_kafka.py -x -q -m stream
+	$(call PYTEST,tests integration -m stream)
+
+# The end-to-end tests kept out of make test for its ten minutes: a SIGKILLed training task, a fresh session
+# loading saved models, FM parity with MLlib (two MLlib FM fits, ~80 s), two covered by faster tests.
+test-slow: build
+	$(call PYTEST,tests integration -m slow)
 
 demo: build
 	bash jobs/run_demo.sh

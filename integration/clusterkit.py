@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import psutil
-from kafkakit import spark_kafka_conf
 from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, TEST_SQL_CONF, new_session, stop_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
@@ -74,10 +73,9 @@ def shared_cluster_session(*, failures=lambda: 0):
     """The shared ``local-cluster[2,1,1024]`` session of ``integration/``, its 2 sidecars registered.
 
     Its executors' logs are kept when it stops if a test failed while it ran
-    (``failures`` counts the failed tests). spark-sql-kafka and its jars
-    (``make kafka``) are on its classpath when they exist (``kafkakit.spark_kafka_conf``).
+    (``failures`` counts the failed tests).
     """
-    return SHARED.get("cluster", lambda: _new_cluster_session("spark-ps-integration", conf=spark_kafka_conf()),
+    return SHARED.get("cluster", lambda: _new_cluster_session("spark-ps-integration"),
                       lambda spark, app_id, failed: stop_cluster_session(spark, app_id, keep_logs=failed),
                       failures=failures)
 

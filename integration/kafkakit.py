@@ -7,7 +7,7 @@ JVM of the test process. Nothing is mocked: Spark's Kafka source and sink
 talk to it over TCP on 127.0.0.1. Its classpath is never Spark's (Kafka's
 Scala, Jackson and kafka-clients versions differ from Spark's); Spark gets
 only spark-sql-kafka and the dependencies pyspark does not ship
-(``spark_ps/jars/kafka/``, :func:`spark_kafka_jars`).
+(``spark_ps/jars/kafka/``, ``sparkkit.spark_kafka_jars``: every test session has them).
 
 Start-up: ``StorageTool format`` on a fresh log directory (the class is
 ``kafka.tools.StorageTool`` up to Kafka 4.1, ``org.apache.kafka.tools.StorageTool``
@@ -51,8 +51,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: ``make kafka``: the broker's runtime classpath (never put on Spark's).
 BROKER_JARS_DIR = ROOT / "build" / "kafka-broker"
-#: ``make kafka``: spark-sql-kafka and the jars it needs that pyspark does not ship.
-SPARK_KAFKA_JARS_DIR = ROOT / "spark_ps" / "jars" / "kafka"
 
 _STORAGE_TOOLS = {"kafka/tools/StorageTool.class": "kafka.tools.StorageTool",
                   "org/apache/kafka/tools/StorageTool.class": "org.apache.kafka.tools.StorageTool"}
@@ -96,38 +94,6 @@ class BrokerSettings:
 
 #: The settings the tests use.
 DEFAULT_SETTINGS = BrokerSettings()
-
-
-def spark_kafka_jars() -> list[Path]:
-    """The jars Spark needs for ``format("kafka")``, or ``[]`` if ``make kafka`` has not fetched them.
-
-    Only jars for the installed pyspark count: a directory left from another
-    Spark version gives ``[]``.
-
-    Examples
-    --------
-    >>> [p.name for p in spark_kafka_jars()]                       # doctest: +SKIP
-    ['commons-pool2-2.12.0.jar', 'kafka-clients-3.9.1.jar', 'spark-sql-kafka-0-10_2.13-4.0.1.jar', ...]
-    """
-    import pyspark
-
-    if not (SPARK_KAFKA_JARS_DIR / f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar").is_file():
-        return []
-    return sorted(SPARK_KAFKA_JARS_DIR.glob("*.jar"))
-
-
-def spark_kafka_conf() -> dict[str, str]:
-    """``{"spark.jars": ...}`` with :func:`spark_kafka_jars`, or ``{}`` when they are absent.
-
-    ``configure_spark_with_ps`` appends its own jars to this ``spark.jars``.
-
-    Examples
-    --------
-    >>> sorted(spark_kafka_conf())                                 # doctest: +SKIP
-    ['spark.jars']
-    """
-    jars = spark_kafka_jars()
-    return {"spark.jars": ",".join(str(p) for p in jars)} if jars else {}
 
 
 def free_port() -> int:

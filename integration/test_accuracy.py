@@ -33,7 +33,7 @@ fits of each test run side by side from driver threads: each is a chain of
 executors busy. Ours run after them, one at a time: a fit is a barrier stage
 that needs every task slot at once.
 
-The FM test is ``slow`` (``make test-stream``): MLlib's two FM fits took 78 s
+The FM test is ``slow`` (``make test-slow``): MLlib's two FM fits took 78 s
 and 97 s of the fixture's 120 s (their 100 AdamW passes over a dense
 133k x 8 factor matrix on iPinYou), and the LR parity that issue 12 asks in
 ``make test`` needs only the three LR fits (about 50 s side by side).

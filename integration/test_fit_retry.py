@@ -61,7 +61,7 @@ def _kill_while_training(spark, before: set[str], stop: threading.Event, killed:
             stop.wait(0.05)  # a poll of the shards, not synchronisation: the fit does not wait for it
 
 
-@pytest.mark.slow  # three fits and a killed worker, ~15 s: make test-stream keeps make test under ten minutes
+@pytest.mark.slow  # three fits and a killed worker, ~15 s: make test-slow keeps make test under ten minutes
 def test_a_killed_training_task_makes_the_fit_start_over_and_match_a_clean_fit(cluster_spark, caplog):
     df = _data(cluster_spark)
     est = LogisticRegression(numWorkers=1, syncMode="bsp", batchSize=16, numEpochs=4)

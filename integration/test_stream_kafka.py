@@ -35,10 +35,11 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from kafkakit import kafka_broker, spark_kafka_jars
+from kafkakit import kafka_broker
 from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
+from sparkkit import spark_kafka_jars
 
 from spark_ps.ml.classification import LogisticRegression, LogisticRegressionModel
 from spark_ps.ml.csrcolumns import VECTOR_ARROW_TYPE
@@ -111,7 +112,7 @@ def _weights(path) -> tuple[float, np.ndarray]:
     return model.intercept, model.coefficients.toArray()
 
 
-@pytest.mark.stream  # a broker JVM and two streams: make test-stream
+@pytest.mark.stream  # a broker JVM and two streams
 def test_trains_from_a_real_kafka_broker_every_event_once(cluster_spark, tmp_path):
     if not spark_kafka_jars():
         pytest.fail("spark-sql-kafka jars missing for the installed pyspark: run `make kafka`")

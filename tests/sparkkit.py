@@ -28,6 +28,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -57,6 +58,9 @@ TEST_CONF = {
 }
 
 LOCAL_MASTER = "local[2]"
+
+#: ``make kafka``: spark-sql-kafka and the jars it needs that pyspark does not ship.
+SPARK_KAFKA_JARS_DIR = Path(__file__).resolve().parent.parent / "spark_ps" / "jars" / "kafka"
 
 
 @dataclass
@@ -135,14 +139,36 @@ def require_no_spark_context() -> None:
                            "a test that starts its own session must stop it when done")
 
 
+def spark_kafka_jars() -> list[Path]:
+    """The jars Spark needs for ``format("kafka")``, or ``[]`` if ``make kafka`` has not fetched them.
+
+    Only jars for the installed pyspark count: a directory left from another
+    Spark version gives ``[]``.
+    """
+    import pyspark
+
+    if not (SPARK_KAFKA_JARS_DIR / f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar").is_file():
+        return []
+    return sorted(SPARK_KAFKA_JARS_DIR.glob("*.jar"))
+
+
 def new_session(master: str, app_name: str, conf: dict[str, str], **ps_options):
-    """A SparkSession with the spark-ps plugin and Delta; refuses while any SparkContext is alive."""
+    """A SparkSession with the spark-ps plugin and Delta; refuses while any SparkContext is alive.
+
+    Every session carries :func:`spark_kafka_jars` on ``spark.jars``
+    (``configure_spark_with_ps`` appends its own): the driver JVM's classpath
+    is fixed by the first session of the process, whichever test starts it,
+    and the Kafka test runs in the same process as the rest.
+    """
     from pyspark.sql import SparkSession
 
     from spark_ps.spark.session import configure_spark_with_ps
 
     require_no_spark_context()
     builder = SparkSession.builder.master(master).appName(app_name)
+    jars = spark_kafka_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(str(p) for p in jars))
     for key, value in conf.items():
         builder = builder.config(key, value)
     return configure_spark_with_ps(builder, **ps_options).getOrCreate()

@@ -2,8 +2,7 @@
 
 train -> predict -> evaluate, versions listed and loaded, a failed job, and
 one ``error:`` line per bad input. The same jobs through spark-submit on
-``local-cluster[2,1,1024]`` are ``integration/test_jobs_submit.py`` (a
-spark-submit costs 20-30 s of JVM start-up: ``make test-stream``).
+``local-cluster[2,1,1024]`` are ``integration/test_jobs_submit.py``.
 
 Independent checks: predict's scores are compared with the saved model's
 own ``transform`` of the same hashed rows, and their AUC is computed here

@@ -216,7 +216,7 @@ def test_pipeline_and_pipeline_model_save_and_load(frames, pipeline_saved):
     _assert_same_predictions(_predictions(loaded, frames[True]), _predictions(fitted, frames[True]))
 
 
-@pytest.mark.slow  # a Spark application of its own, ~31 s: make test-stream keeps make test under ten minutes
+@pytest.mark.slow  # a Spark application of its own, ~31 s: make test-slow keeps make test under ten minutes
 def test_load_and_score_in_a_fresh_session_without_parameter_server(spark, models, saved, frames, pipeline_saved,
                                                                       tmp_path):
     """A session with Delta only (no plugin, no shards) loads each saved model and scores like this one."""

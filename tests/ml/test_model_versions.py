@@ -177,7 +177,7 @@ def test_a_refused_lineage_writes_nothing(fitted, two_versions):
     assert [r.version for r in history(two_versions).collect()] == [0, 1]
 
 
-@pytest.mark.slow  # 7-8 s for a layout of before 2026-12-01: make test-stream keeps make test under ten minutes
+@pytest.mark.slow  # 7-8 s for a layout of before 2026-12-01: make test-slow keeps make test under ten minutes
 def test_a_path_saved_before_versions_were_recorded_loads_its_newest_version(spark, train, fitted, tmp_path):
     """The layout of earlier releases: weights commits without a record, the Params in metadata/ only."""
     _, df = train

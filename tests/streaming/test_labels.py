@@ -61,7 +61,7 @@ def _ten_minutes_on(spark, imps, clicks, extra_clicks=()) -> None:
     _append(spark, clicks, [*extra_clicks, (999, _at(600))], CLICKS)
 
 
-@pytest.mark.stream  # whole streams: make test-stream keeps make test under ten minutes
+@pytest.mark.stream  # whole streams
 def test_impressions_are_labelled_once_by_their_clicks_when_the_watermark_passes(spark, tmp_path):
     imps, clicks = tmp_path / "impressions", tmp_path / "clicks"
     _first_minute(spark, imps, clicks)
@@ -89,7 +89,7 @@ def test_impressions_are_labelled_once_by_their_clicks_when_the_watermark_passes
     assert labels == [(1, 1.0), (2, 0.0), (3, 1.0), (4, 0.0), (5, 0.0), (6, 0.0), (7, 0.0)]
 
 
-@pytest.mark.stream  # two trainer micro-batches on a stateful stream: ~15 s on a loaded 2-core host
+@pytest.mark.stream  # two trainer micro-batches on a stateful stream
 def test_a_streaming_trainer_learns_from_the_joined_stream(spark, tmp_path):
     imps, clicks = tmp_path / "impressions", tmp_path / "clicks"
     _first_minute(spark, imps, clicks)

@@ -112,7 +112,7 @@ def same(a, b):
     return a == b
 
 
-@pytest.mark.stream  # three micro-batches and two queries: make test-stream (the rules are in test_quarantine_rules)
+@pytest.mark.stream  # three micro-batches and two queries (the rules are in test_quarantine_rules)
 def test_each_kind_of_bad_row_is_quarantined_and_the_model_learns_only_the_good_ones(spark, tmp_path):
     good = good_rows()
     source = str(tmp_path / "events")

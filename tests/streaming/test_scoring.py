@@ -61,7 +61,7 @@ def _scores(rows) -> np.ndarray:
     return np.array([r.probability[1] if "probability" in r else r.prediction for r in rows])
 
 
-@pytest.mark.stream  # two trainer commits and two scoring queries: make test-stream
+@pytest.mark.stream  # two trainer commits and two scoring queries
 def test_predictions_switch_to_each_newly_committed_version(spark, tmp_path):
     train_dir, score_dir, model = tmp_path / "train", tmp_path / "score", str(tmp_path / "model")
     _append(spark, train_dir, _rows(200, flip=False, seed=1))

@@ -40,7 +40,7 @@ def _start(spark, source, root):
     return trainer, trainer.start(events, checkpointLocation=str(root / "ckpt"))
 
 
-@pytest.mark.stream  # six micro-batches and a sidecar restart: make test-stream
+@pytest.mark.stream  # six micro-batches and a sidecar restart
 def test_no_batch_lost_or_doubled_when_a_sidecar_dies(local_spark, tmp_path):
     source = tmp_path / "events"
     total = sum(_write_part(local_spark, source, part) for part in range(FILES))

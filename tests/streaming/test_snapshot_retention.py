@@ -41,7 +41,7 @@ def _run(spark, source, root, **options) -> StreamingTrainer:
     return trainer
 
 
-@pytest.mark.stream  # eight micro-batches and a vacuum, ~30 s: make test-stream keeps make test under ten minutes
+@pytest.mark.stream  # eight micro-batches and a vacuum
 def test_snapshot_restore_and_more_rows_equal_one_straight_run(local_spark, tmp_path):
     source = tmp_path / "all"
     for part in range(4):

@@ -4,7 +4,7 @@ The expected rows per micro-batch are the test's own appends to the source
 (one Delta version of one file each, read one file per trigger), not
 anything the trainer reports; the model's commits must match them batch by
 batch. Stopping and restarting the job: ``integration/test_stream_job_restart.py``
-(``make test-stream``) and ``make stream-demo``.
+and ``make stream-demo``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _batches(spark, model) -> list[tuple[int, int]]:
     return [(c.batch_id, c.metadata["rows"]) for c in ModelStore(spark, model).commits()]
 
 
-@pytest.mark.stream  # a whole job run: make test-stream
+@pytest.mark.stream  # a whole job run
 def test_until_idle_commits_one_batch_per_append(spark, tmp_path, capsys):
     source, model, ckpt = (str(tmp_path / name) for name in ("events", "model", "ckpt"))
     for i, n in enumerate([40, 25]):

@@ -49,7 +49,7 @@ def _stream_once(spark, estimator, data_dir, root, initial):
     return trainer
 
 
-@pytest.mark.stream  # whole streams: make test-stream keeps make test under ten minutes
+@pytest.mark.stream  # whole streams
 def test_first_batch_applies_what_a_further_epoch_would(local_spark, data_dir, tmp_path):
     data = local_spark.read.parquet(data_dir)
     assert data.rdd.getNumPartitions() == 1
@@ -72,7 +72,7 @@ def test_first_batch_applies_what_a_further_epoch_would(local_spark, data_dir, t
                                   ours)
 
 
-@pytest.mark.stream  # whole streams: make test-stream keeps make test under ten minutes
+@pytest.mark.stream  # whole streams
 def test_refuses_a_model_it_cannot_continue(local_spark, data_dir, tmp_path):
     data = local_spark.read.parquet(data_dir)
     LogisticRegression(numEpochs=1, **PARAMS).fit(data).save(str(tmp_path / "lr"))
