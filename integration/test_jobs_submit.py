@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import rawctr
 from clusterkit import CLUSTER_MASTER
 from sparkkit import TEST_DRIVER_JAVA_OPTIONS
@@ -33,8 +34,10 @@ def _shipped(key: str) -> str:
     return ""
 
 
-def spark_submit(job: str, *args: str) -> subprocess.CompletedProcess:
-    """``jobs/<job>.py --config conf/criteo.toml ARGS`` through spark-submit, as ``jobs/run_demo.sh`` runs jobs.
+def spark_submit(job: str, *args: str) -> subprocess.Popen:
+    """``jobs/<job>.py --config conf/criteo.toml ARGS`` started through spark-submit, as ``jobs/run_demo.sh`` runs jobs.
+
+    :func:`finished` waits for it.
 
     The JVMs get the tests' JIT settings (``sparkkit.TEST_DRIVER_JAVA_OPTIONS``) on top of the shipped ones:
     each of these applications lives for seconds on 10,000 rows, where C2's compiles are CPU never won back.
@@ -49,14 +52,26 @@ def spark_submit(job: str, *args: str) -> subprocess.CompletedProcess:
                "--conf", f"spark.driver.extraJavaOptions={driver_options}",
                "--conf", f"spark.executor.extraJavaOptions={TEST_DRIVER_JAVA_OPTIONS}",
                str(ROOT / "jobs" / f"{job}.py"), "--config", str(ROOT / "conf" / "criteo.toml"), *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(job: subprocess.Popen) -> subprocess.CompletedProcess:
+    """Wait (at most ``SUBMIT_TIMEOUT``) for a :func:`spark_submit` to end; its exit code and output."""
+    try:
+        out, err = job.communicate(timeout=SUBMIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        job.kill()  # spark-submit's JVM; local-cluster's workers and our sidecars end with it
+        out, err = job.communicate()
+        script = next(arg for arg in job.args if arg.endswith(".py"))
+        pytest.fail(f"{script} still running after {SUBMIT_TIMEOUT} s; stderr ends:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(job.args, job.returncode, out, err)
 
 
 def test_train_predict_evaluate_through_spark_submit(tmp_path):
     day1 = rawctr.write_tsv(str(tmp_path / "day1.tsv"), ROWS, seed=1)
     day2 = rawctr.write_tsv(str(tmp_path / "day2.tsv"), ROWS // 4, seed=2)
     model = f"--model.path={tmp_path / 'ctr_lr'}"
-    trained = spark_submit("train", f"--input.path={day1}", model)
+    trained = finished(spark_submit("train", f"--input.path={day1}", model))
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "train: modelPath=" in trained.stdout and "version=0" in trained.stdout
     # Our progress lines, not Spark's log (conf/log4j2.properties): conversion, epochs, export, with rows/s.
@@ -65,10 +80,12 @@ def test_train_predict_evaluate_through_spark_submit(tmp_path):
     assert any(" converted " in line for line in progress) and any(" epoch 1/" in line for line in progress)
     assert any(line.split(" ", 1)[1].startswith("saved ") for line in progress), trained.stdout[-3000:]
     assert " INFO " not in trained.stderr, trained.stderr[-3000:]
-    scored = spark_submit("predict", f"--input.path={day2}", f"--output.path={tmp_path / 'scores'}", model)
+    # predict and evaluate read the same saved version and write apart: side by side, as a scheduler may run them.
+    predict = spark_submit("predict", f"--input.path={day2}", f"--output.path={tmp_path / 'scores'}", model)
+    evaluate = spark_submit("evaluate", f"--input.path={day2}", f"--output.path={tmp_path / 'report'}", model)
+    scored, evaluated = finished(predict), finished(evaluate)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert f"rowsWithThisVersion={ROWS // 4}" in scored.stdout
-    evaluated = spark_submit("evaluate", f"--input.path={day2}", f"--output.path={tmp_path / 'report'}", model)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert report["version"] == 0 and report["rows"] == ROWS // 4 and report["auc"] > 0.7

@@ -323,14 +323,16 @@ class PSClient(PushOps, ClockOps):
 
     # --- export / import -----------------------------------------------------
     def export(self, table: str, *, shards: Iterable[int] | None = None, keys: Any = None,
-               max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+               keys_of: str | None = None, max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
         """Stream the rows (and optimizer state) of ``table`` as Arrow batches, shard by shard.
 
         Each shard streams over its own fresh connection, so the caller may
         keep using this client while it consumes the iterator. With ``keys``,
         only the stored rows of those keys (any order, repeats allowed) are
         exported, each from its own shard; keys never pushed have no row.
-        ``shards`` limits the export to some shards, ``max_rows`` caps a batch.
+        With ``keys_of``, the rows of the keys that table holds on each shard
+        (the marks of :meth:`push`'s ``mark``), ascending. ``shards`` limits
+        the export to some shards, ``max_rows`` caps a batch.
 
         Examples
         --------
@@ -340,6 +342,8 @@ class PSClient(PushOps, ClockOps):
         ...     [b.num_rows for b in client.export("w")], [b.num_rows for b in client.export("w", keys=[8, 99])]
         ([2], [1])
         """
+        if keys is not None and keys_of is not None:
+            raise ValueError(f"export of table {table!r}: give keys or keys_of, not both")
         if keys is not None:
             uniq = np.unique(as_keys(keys))
             slices = slice_keys(uniq, self.num_shards)
@@ -348,8 +352,8 @@ class PSClient(PushOps, ClockOps):
             if keys is not None and parts[shard].size == 0:
                 continue
             conn = self._new_connection(shard)
-            request = Frame(Op.EXPORT, {"table": table, "max_rows": max_rows},
-                            [] if keys is None else [parts[shard]])
+            meta = {"table": table, "max_rows": max_rows, **({} if keys_of is None else {"keys_of": keys_of})}
+            request = Frame(Op.EXPORT, meta, [] if keys is None else [parts[shard]])
             try:
                 for frame in conn.stream(request):
                     yield from arrow_batches(frame.arrays[0])

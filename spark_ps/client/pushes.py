@@ -113,7 +113,8 @@ class PushOps:
         self._push_client = os.urandom(8).hex()
         self._push_ids = itertools.count()
 
-    def push(self, table: str, keys: Any, values: Any, *, request_id: int | None = None) -> None:
+    def push(self, table: str, keys: Any, values: Any, *, request_id: int | None = None,
+             mark: str | None = None) -> None:
         """Send ``values`` for ``keys`` to the table's server-side optimizer, exactly once.
 
         ``values`` is ``(n, width)`` (or ``(n,)`` for width 1). What the
@@ -124,7 +125,10 @@ class PushOps:
         a bad push. ``request_id`` is for a retry only: the ``request_id``
         attribute of the error of a push from this client (a
         :class:`~spark_ps.errors.PushError`, or one shard's error), whose push
-        is then completed where it was not applied.
+        is then completed where it was not applied. ``mark`` names a width-1
+        table whose row of every pushed key each shard increments in the same
+        apply (:mod:`spark_ps.server.shard`, "Marks"); :meth:`export` with
+        ``keys_of`` reads them back as the rows they changed.
 
         Examples
         --------
@@ -137,10 +141,10 @@ class PushOps:
         ...     client.pull("w", [4, 5]).ravel().tolist()
         [-3.0, 1.0]
         """
-        self._push(table, keys, values, None, request_id)
+        self._push(table, keys, values, None, request_id, mark)
 
     def push_and_advance(self, table: str, keys: Any, values: Any, clock: str, worker: int,
-                         timeout: float = 600.0, *, request_id: int | None = None) -> int:
+                         timeout: float = 600.0, *, request_id: int | None = None, mark: str | None = None) -> int:
         """:meth:`push`, then :meth:`clock_advance` for ``worker``, in as few round trips as possible.
 
         The tick rides on the push to the clock's shard, which is sent after
@@ -149,7 +153,7 @@ class PushOps:
         That shard applies its part with the tick or neither. Returns the
         worker's new clock. If waiting for the slowest worker times out, the
         push and the tick stay applied (the error says so); a retry with the
-        error's ``request_id`` only waits again.
+        error's ``request_id`` only waits again. ``mark`` as in :meth:`push`.
 
         Examples
         --------
@@ -162,10 +166,10 @@ class PushOps:
         (1, [2.0])
         """
         tick = {"clock": clock, "worker": int(worker), "timeout": float(timeout)}
-        return self._push(table, keys, values, tick, request_id)
+        return self._push(table, keys, values, tick, request_id, mark)
 
     def _push(self, table: str, keys: Any, values: Any, tick: dict[str, Any] | None,
-              request_id: int | None) -> int | None:
+              request_id: int | None, mark: str | None = None) -> int | None:
         keys, values = prepared(table, keys, values)
         rid = next(self._push_ids) if request_id is None else int(request_id)
         if self.num_shards == 1:
@@ -177,7 +181,7 @@ class PushOps:
         clock_shard = CLOCK_SHARD if tick is not None else None  # pushed last, with the tick
         if clock_shard is not None and clock_shard not in parts:  # a tick with no keys there: an empty push
             parts[clock_shard] = (keys[:0], values[:0])
-        meta = {"table": table}
+        meta = {"table": table, **({} if mark is None else {"mark": mark})}
         first = [s for s in parts if s != clock_shard]
         done = self._map_shards(lambda s: self._push_part(s, *parts[s], meta, rid, None), first)
         if clock_shard is not None and all(p.error is None for p in done):

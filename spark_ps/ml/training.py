@@ -261,6 +261,9 @@ class TrainSpec:
     schedule: Schedule
     timeout: float
     binary_labels: bool = True
+    #: A width-1 table on the shards whose rows mark every key the tasks push (``PSClient.push``'s ``mark``):
+    #: a streaming micro-batch's changed rows. None for a batch fit.
+    mark: str | None = None
 
     @property
     def table(self) -> str:
@@ -407,9 +410,10 @@ def run_epochs(batches: list[MiniBatch], spec: TrainSpec, client: PSClient, work
                 grads[0, :] = 0.0
                 grads[0, 0] = g_bias
             if spec.clock is None:
-                client.push(spec.table, batch.keys, grads)
+                client.push(spec.table, batch.keys, grads, mark=spec.mark)
             else:
-                client.push_and_advance(spec.table, batch.keys, grads, spec.clock, worker, timeout=spec.timeout)
+                client.push_and_advance(spec.table, batch.keys, grads, spec.clock, worker, timeout=spec.timeout,
+                                        mark=spec.mark)
             loss_sum += loss
             weight_sum += batch.weight_sum
         if spec.clock is not None:

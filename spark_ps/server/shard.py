@@ -4,6 +4,16 @@
 request :class:`~spark_ps.wire.protocol.Frame` into reply frames. Keeping it free of
 I/O lets the benchmark call the very same code in-process (the no-network
 floor) and lets tests drive it without a server.
+
+Marks. A push may name a ``mark`` table (width 1, ``delta``): the shard adds
+1 to the mark row of every key it pushes, in the same exactly-once apply as
+the push. An export may ask for ``keys_of`` a table: the rows of the keys
+that table holds on this shard. Together they let a streaming micro-batch
+export exactly the rows it changed. The first version had each training task
+take ``np.unique`` of its mini-batches' keys and push them as marks, and the
+export task fetch the marks, sort them with ``np.unique`` and send them back:
+two sorts of ~10^6 keys (0.11 s of task CPU in a 100k-row batch at 2^22,
+py-spy) and three transfers of them, on the path of every batch.
 """
 
 from __future__ import annotations
@@ -250,6 +260,7 @@ class Shard:
         values = req.arrays[1]
         if values.dtype != np.float32:
             raise TypeError(f"push values must be float32, got {values.dtype}")
+        marks = self._mark_table(req.meta, table)
         # A push may carry the pusher's clock tick: one round trip per
         # mini-batch instead of two. The tick is checked in full before the
         # push, and applied right after it: both or neither (a refused tick
@@ -261,6 +272,8 @@ class Shard:
 
         def apply() -> dict[str, Any]:
             table.push(keys, values)
+            if marks is not None:
+                marks.push(keys, np.ones((keys.shape[0], 1), np.float32))
             return {} if clock is None else {"clock": clock.tick(worker)}
 
         meta = self._pushes.run(ident, apply)
@@ -280,9 +293,23 @@ class Shard:
         # Batches fit in a reply: a row is its key and, at most, its weights and three optimizer states.
         max_rows = max(1, min(max_rows, self.settings.max_reply_bytes // (8 + 16 * table.width)))
         keys = _sorted_unique_keys(req.arrays, "export") if req.arrays else None  # else the whole table
+        if "keys_of" in req.meta:
+            if keys is not None:
+                raise ValueError(f"export of table {table.name!r}: give keys or keys_of, not both")
+            keys = self.table(_require_str(req.meta, "keys_of")).sorted_keys()
         for batch in table.export_batches(max_rows=max_rows, keys=keys):
             yield Frame(Op.EXPORT, {"more": True}, [arrow_payload(batch)])
         yield Frame(Op.EXPORT, {"more": False})
+
+    def _mark_table(self, meta: dict[str, Any], pushed: Table) -> Table | None:
+        """The push's ``mark`` table, checked before anything is applied; None when it names none."""
+        if "mark" not in meta:
+            return None
+        marks = self.table(_require_str(meta, "mark"))
+        if marks.width != 1 or marks is pushed:
+            raise ValueError(f"push to table {pushed.name!r}: its mark table {marks.name!r} must be another table "
+                             f"of width 1, got width {marks.width}; nothing was pushed")
+        return marks
 
     def _on_import(self, req: Frame) -> Frame:
         table = self.table(_require_str(req.meta, "table"))

@@ -159,6 +159,24 @@ class ArrowCheckpoints(InputChecks):
         }
         return pa.schema(fields, metadata=metadata)
 
+    def sorted_keys(self) -> np.ndarray:
+        """The keys this table holds, ascending (a copy): e.g. the marks of a push's ``mark`` table.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spark_ps.server.optim import make_optimizer
+        >>> from spark_ps.server.table import Table
+        >>> table = Table("m", 1, make_optimizer("delta"))
+        >>> table.push(np.array([9, -4, 2]), np.ones((3, 1), np.float32))
+        >>> table.sorted_keys().tolist()
+        [-4, 2, 9]
+        """
+        with self._lock:
+            keys = self._index.keys()  # a new array
+        keys.sort()
+        return keys
+
     def export_batches(self, max_rows: int = 65536, keys: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
         """Stream every row (or the stored rows of ``keys``), with its optimizer state, as Arrow record batches.
 

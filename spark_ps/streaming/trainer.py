@@ -321,9 +321,9 @@ class StreamingTrainer:
         est = self._estimator
         result = _StageResult(ProgressiveStats(est._binary_labels))
         client = ps.client(timeout=est.getPsTimeout())
-        spec = self._train_spec(client, batch_id, workers)
+        spec = self._train_spec(client, batch_id, workers, changed)
         try:
-            fn = make_stream_train_fn(spec, rules, changed)
+            fn = make_stream_train_fn(spec, rules)
             for task in data.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
                 result.add(task, est._binary_labels)
         finally:
@@ -372,7 +372,7 @@ class StreamingTrainer:
         est = self._estimator
         return weight_store.full_row_schema(STATE_NAMES[est.getOptimizer()])
 
-    def _train_spec(self, client, batch_id: int, workers: int) -> TrainSpec:
+    def _train_spec(self, client, batch_id: int, workers: int, changed: str) -> TrainSpec:
         est = self._estimator
         run = f"{self._table}_{batch_id}_{uuid.uuid4().hex[:6]}"
         mode = est.getSyncMode()
@@ -385,7 +385,7 @@ class StreamingTrainer:
                          num_workers=workers, objective=self._objective(), features_col=est.getFeaturesCol(),
                          label_col=est.getLabelCol(), weight_col=est._weight_col(),
                          fit_intercept=est.getFitIntercept(), schedule=Schedule(est.getBatchSize(), epochs=1),
-                         timeout=est.getPsTimeout(), binary_labels=est._binary_labels)
+                         timeout=est.getPsTimeout(), binary_labels=est._binary_labels, mark=changed)
         for group in (spec.epochs, spec.rendezvous):
             group.create(client)
         if clock is not None:

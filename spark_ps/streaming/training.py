@@ -12,12 +12,14 @@ The task reads its partition through the quarantine's rules
 (:func:`~spark_ps.streaming.quarantine.clean_batches`): bad rows are dropped
 and counted by reason, never trained on. The same stage scores the batch
 before training on it (progressive validation,
-:mod:`spark_ps.streaming.progressive`) and, at its end, marks
-the keys it trained on the shards. After it, :func:`changed_rows` is a
-DataFrame whose tasks, one per shard, export the full rows (weights and
-optimizer state) of the marked keys: what the model store commits. The
-first version re-read the batch to find its keys and removed the keys seen
-by two tasks with a shuffle; the marks make both unnecessary.
+:mod:`spark_ps.streaming.progressive`). Its pushes name a mark table: each
+shard marks the keys it updates, in the same apply as the update
+(:mod:`spark_ps.server.shard`, "Marks"). After it, :func:`changed_rows`
+exports, one task per shard, the full rows (weights and optimizer state) of
+the marked keys: what the model store commits. The first version re-read the
+batch to find its keys and removed the keys seen by two tasks with a
+shuffle; the second pushed each task's keys as marks after training, and
+sorted them twice; marking on the shards makes all of that unnecessary.
 
 The tasks meet, after scoring and before training, at a barrier on the
 shards (:class:`~spark_ps.client.collectives.Barrier`), not at Spark's
@@ -83,13 +85,13 @@ def score_before_training(planned: list[MiniBatch], spec: TrainSpec, client: PSC
                                None if weights[0] is None else np.concatenate(weights), spec.binary_labels)
 
 
-def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table: str):
+def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules):
     """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table).
 
     Each task drops and counts the rows ``rules`` refuse, scores the others,
-    meets the other tasks, trains, and then marks the keys it trained in
-    ``changed_table`` (a ``delta`` table of width 1): the shards then know
-    which rows the batch changed, each key on its own shard.
+    meets the other tasks, and trains; its pushes mark their keys in
+    ``spec.mark`` (a ``delta`` table of width 1), so the shards know which
+    rows the batch changed, each key on its own shard.
     """
 
     def train(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -107,9 +109,6 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table:
             score_seconds = time.perf_counter() - start
             spec.rendezvous.wait(client, worker, timeout=spec.timeout)  # every worker has scored: train
             stats = run_epochs(planned, spec, client, worker)
-            if planned:
-                keys = np.unique(np.concatenate([b.keys for b in planned]))
-                client.push(changed_table, keys, np.ones((len(keys), 1), np.float32))
         finally:
             client.close()
         loss = sum(s["loss_sum"] for s in stats)
@@ -123,7 +122,7 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, changed_table:
 
 def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_table: str,
                  schema: StructType) -> TaskRows:
-    """The full rows of ``table`` whose keys the training tasks marked in ``changed_table``; one task per shard.
+    """The full rows of ``table`` whose keys the training pushes marked in ``changed_table``; one task per shard.
 
     Returned as :class:`~spark_ps.spark.deltawrite.TaskRows`: the tasks that
     export the rows from the shards write them to the model's log too.
@@ -139,7 +138,7 @@ def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_tabl
     >>> with PSContext.get(spark) as ps, ps.client() as client:
     ...     _ = ps.create_table("m", width=1, optimizer="adagrad", lr=0.5)
     ...     _ = ps.create_table("touched", width=1, optimizer="delta")
-    ...     client.push("m", [3, 5, 8], [1.0, 1.0, 1.0]); client.push("touched", [5, 8], [1.0, 1.0])
+    ...     client.push("m", [3], [1.0]); client.push("m", [5, 8], [1.0, 1.0], mark="touched")
     ...     rows = changed_rows(spark, client, "m", "touched", full_row_schema(("n",)))
     ...     sorted(r.key for r in rows.frame().collect())
     [5, 8]
@@ -150,11 +149,8 @@ def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_tabl
         try:
             for batch in batches:
                 for shard in batch.column("id").to_numpy().tolist():
-                    marks = [b.column("key").to_numpy() for b in client.export(changed_table, shards=[shard])]
-                    keys = np.concatenate(marks) if marks else np.zeros(0, np.int64)
-                    if len(keys):
-                        for rows in client.export(table, keys=keys):
-                            yield weight_store.stored_rows(rows, stored, nonzero_only=False)
+                    for rows in client.export(table, shards=[shard], keys_of=changed_table):
+                        yield weight_store.stored_rows(rows, stored, nonzero_only=False)
         finally:
             client.close()
 
