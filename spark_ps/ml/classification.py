@@ -164,7 +164,7 @@ class LogisticRegression(_PSEstimator, _LogisticRegressionPSParams):
     iPinYou and synthetic CTR data: :class:`~spark_ps.ml.training.Schedule`):
 
     * ``batchSize=0`` takes about 32 mini-batches per worker and pass, 256 to
-      4,096 rows each; ``numEpochs=0`` passes over the data until about
+      8,192 rows each; ``numEpochs=0`` passes over the data until about
       800,000 rows have been visited, 1 to 20 passes (2 for 400,000 rows).
       ``maxIter`` caps the passes, and ``tol`` (MLlib's, 1e-6) ends them once
       a pass improves the progressive loss by less than that fraction, or
