@@ -190,13 +190,15 @@ def floor_seconds(lines: list[str]) -> float | None:
 
     Issue 12's floor is one Spark->Arrow conversion of the partitions plus the
     epochs' compute; the tasks log the first (with batch planning, which is
-    small) and every epoch's mean task time. None when a line is missing.
+    small) and every epoch's mean task time (its line may end with an ETA).
+    None when a line is missing.
 
-    >>> floor_seconds(["x epoch 1/3: loss 0.5, 100 rows/s (0.40 s)", "x epoch 2/3: loss 0.4, 100 rows/s (0.25 s)",
+    >>> floor_seconds(["x epoch 1/3: loss 0.5, 100 rows/s (0.40 s)",
+    ...                "x epoch 2/3: loss 0.4, 100 rows/s (0.25 s), ETA 0.3 s at most",
     ...                "x: trained 9 rows in 3.0 s (Arrow to CSR and batch planning 1.10 s), exporting t to p"])
     1.75
     """
-    epochs = [float(m.group(1)) for line in lines if (m := re.search(r" epoch \d+/\d+: .*\(([\d.]+) s\)$", line))]
+    epochs = [float(m.group(1)) for line in lines if (m := re.search(r" epoch \d+/\d+: [^(]*\(([\d.]+) s\)", line))]
     load = [float(m.group(1)) for line in lines if (m := re.search(r"Arrow to CSR and batch planning ([\d.]+) s", line))]
     return round(load[0] + sum(epochs), 6) if epochs and load else None
 
