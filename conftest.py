@@ -31,24 +31,15 @@ import pytest
 from _pytest.doctest import DoctestItem, DoctestModule
 
 # tests/ is on pytest's pythonpath (pyproject.toml)
-from sparkkit import TEST_DRIVER_JAVA_OPTIONS, TEST_SQL_CONF, stop_session
+from sparkkit import TEST_CONF, new_session, stop_session
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 PACKAGE = Path(__file__).resolve().parent / "spark_ps"
 
-#: Settings of the examples' own session: small shuffles on a 2-core machine, no UI.
-DOCTEST_SPARK_CONF = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.sql.shuffle.partitions": "2",
-    "spark.default.parallelism": "2",
-    "spark.databricks.delta.snapshotPartitions": "2",
-    "spark.driver.extraJavaOptions": TEST_DRIVER_JAVA_OPTIONS,
-    **TEST_SQL_CONF,
-}
+#: Settings of the examples' own session: the tests' (small shuffles on a 2-core machine, no UI), no progress bars.
+DOCTEST_SPARK_CONF = {**TEST_CONF, "spark.ui.showConsoleProgress": "false"}
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -98,13 +89,10 @@ class _DoctestSpark:
                                    f"{active.appName!r}) is running; the docstring examples need the plugin")
             self.session = session
             return session
-        from spark_ps.spark.session import configure_spark_with_ps
-
         self.warehouse = tempfile.mkdtemp(prefix="spark-ps-doctest-")
-        builder = SparkSession.builder.master("local[2]").appName("spark-ps-doctests")
-        for key, value in {**DOCTEST_SPARK_CONF, "spark.sql.warehouse.dir": self.warehouse}.items():
-            builder = builder.config(key, value)
-        self.session = configure_spark_with_ps(builder).getOrCreate()
+        # sparkkit's session builder, as every test session: the same jars whichever session starts the JVM.
+        self.session = new_session("local[2]", "spark-ps-doctests",
+                                   {**DOCTEST_SPARK_CONF, "spark.sql.warehouse.dir": self.warehouse})
         self.owned = True
         return self.session
 

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import psutil
-from sparkkit import SHARED, TEST_DRIVER_JAVA_OPTIONS, TEST_SQL_CONF, new_session, stop_session
+from sparkkit import SHARED, TEST_CONF, new_session, stop_session
 
 # Read by the JVM when it starts, so set before any session: loopback only,
 # and PySpark workers on this interpreter.
@@ -36,15 +36,8 @@ CLUSTER_EXECUTORS = 2
 SESSION_TIMEOUT = 120.0
 EXIT_TIMEOUT = 30.0
 
-CLUSTER_CONF = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.sql.shuffle.partitions": "4",
-    "spark.default.parallelism": "4",
-    "spark.databricks.delta.snapshotPartitions": "2",
-    "spark.driver.extraJavaOptions": TEST_DRIVER_JAVA_OPTIONS,
-    **TEST_SQL_CONF,
-}
+#: The tests' settings (sparkkit.TEST_CONF), with a shuffle partition and a task per core of the two executors.
+CLUSTER_CONF = {**TEST_CONF, "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4"}
 
 
 def start_cluster_session(app_name: str, master: str = CLUSTER_MASTER, conf: dict[str, str] | None = None,
