@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 import rawctr
 from clusterkit import CLUSTER_MASTER
-from sparkkit import TEST_DRIVER_JAVA_OPTIONS
+from sparkkit import TEST_CONF, TEST_DRIVER_JAVA_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT_TIMEOUT = 300
+#: Keys the shipped conf sets that the tests' settings must not override (the driver's options are merged above).
+SHIPPED_KEYS = frozenset({"spark.driver.host", "spark.driver.extraJavaOptions"})
 ROWS = 10_000
 
 
@@ -51,6 +53,8 @@ def spark_submit(job: str, *args: str) -> subprocess.Popen:
                "--conf", f"spark.ps.pythonPath={ROOT}", "--conf", "spark.ui.showConsoleProgress=false",
                "--conf", f"spark.driver.extraJavaOptions={driver_options}",
                "--conf", f"spark.executor.extraJavaOptions={TEST_DRIVER_JAVA_OPTIONS}",
+               *(arg for key, value in TEST_CONF.items() if key not in SHIPPED_KEYS
+                 for arg in ("--conf", f"{key}={value}")),
                str(ROOT / "jobs" / f"{job}.py"), "--config", str(ROOT / "conf" / "criteo.toml"), *args]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

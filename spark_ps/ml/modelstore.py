@@ -72,20 +72,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import StructType
 
+from spark_ps.ml.logfiles import BATCH_COL, WRITER_COL, LogFiles, tag, tagged_schema
 from spark_ps.spark import deltawrite, hadoop
+from spark_ps.spark.deltacommit import commit_next, writable
 from spark_ps.spark.deltalog import commit_info, commit_versions, log_dir, read_version
 
 __all__ = ["Commit", "ModelStore"]
 
-#: Column of the log holding the batch that wrote the row.
-BATCH_COL = "batch"
-#: Column of the log holding the id of the writer (:attr:`ModelStore.writer_id`) that committed the row.
-WRITER_COL = "writer"
 #: Commits between two checkpoints of the store's Delta tables (Delta's default, 10, put one 2.4-5.8 s
 #: checkpoint in every tenth micro-batch).
 CHECKPOINT_INTERVAL = 100
@@ -253,11 +250,26 @@ class ModelStore:
                 .drop("_rank", BATCH_COL, WRITER_COL))
 
     # --- writing ---------------------------------------------------------------
+    def log_files(self, batch_id: int, schema: StructType) -> LogFiles | None:
+        """Where batch ``batch_id``'s tasks may write its rows of ``schema`` to the log themselves; None if not.
+
+        None when the log's next version is not one the driver commits
+        directly (:func:`~spark_ps.spark.deltacommit.writable`: no log yet, a
+        remote file system, a version Delta checkpoints): :meth:`commit` then
+        takes the rows.
+        """
+        tagged = tagged_schema(schema)
+        local = writable(self.session, self.log_path, tagged, "append")
+        return None if local is None else LogFiles(local, tagged, int(batch_id), self.writer_id,
+                                                   deltawrite.max_rows_per_file(self.session))
+
     def commit(self, rows, batch_id: int, metadata: dict[str, Any]) -> int:
         """Append a batch's changed rows and metadata in one Delta commit, fenced by ``batch_id``; return its version.
 
         ``rows``: a DataFrame or :class:`~spark_ps.spark.deltawrite.TaskRows`,
-        built in :attr:`session`: Delta writes through the rows' session.
+        built in :attr:`session` (Delta writes through the rows' session), or
+        the :class:`~spark_ps.ml.logfiles.LogFiles` of :meth:`log_files` with
+        the files the batch's tasks wrote.
 
         Raises
         ------
@@ -290,9 +302,15 @@ class ModelStore:
     def _append(self, rows: DataFrame, batch_id: int, metadata: dict[str, Any],
                 since: int) -> tuple[Commit, list[Commit]]:
         """Append ``rows`` as batch ``batch_id`` in one Delta commit; return it and the commits after ``since``."""
-        meta = {"batchId": int(batch_id), "writer": self.writer_id, **metadata}
-        deltawrite.save_frame(_tagged(rows, batch_id, self.writer_id), self.log_path, "append",
-                              user_metadata=json.dumps(meta, sort_keys=True), options={"mergeSchema": "true"})
+        meta = json.dumps({"batchId": int(batch_id), "writer": self.writer_id, **metadata}, sort_keys=True)
+        if isinstance(rows, LogFiles):
+            if (rows.batch_id, rows.writer) != (int(batch_id), self.writer_id):
+                raise ValueError(f"{self.path}: files of batch {rows.batch_id} by writer {rows.writer} cannot be "
+                                 f"committed as batch {batch_id} by writer {self.writer_id}")
+            commit_next(self.session, rows.directory, list(rows.files), "append", rows.schema, user_metadata=meta)
+        else:
+            deltawrite.save_frame(_tagged(rows, batch_id, self.writer_id), self.log_path, "append",
+                                  user_metadata=meta, options={"mergeSchema": "true"})
         after = self._commits_after(since)
         mine = next(c for c in after if c.writer == self.writer_id and c.batch_id == batch_id)
         if self._writer and self._commits is not None:
@@ -415,15 +433,11 @@ def _tagged(rows, batch_id: int, writer: str | None):
                 .withColumn(WRITER_COL, F.lit(writer).cast("string")))
     make = rows.task
 
-    def tag(batches):  # in the tasks: two constant columns, no pass through the JVM
+    def tagged(batches):  # in the tasks: two constant columns, no pass through the JVM
         for batch in make(batches):
-            constants = [pa.repeat(pa.scalar(batch_id, pa.int64()), batch.num_rows),
-                         pa.repeat(pa.scalar(writer, pa.string()), batch.num_rows)]
-            yield pa.RecordBatch.from_arrays([*batch.columns, *constants],
-                                             names=[*batch.schema.names, BATCH_COL, WRITER_COL])
+            yield tag(batch, batch_id, writer)
 
-    fields = [*rows.schema.fields, StructField(BATCH_COL, LongType()), StructField(WRITER_COL, StringType())]
-    return deltawrite.TaskRows(rows.source, tag, StructType(fields))
+    return deltawrite.TaskRows(rows.source, tagged, tagged_schema(rows.schema))
 
 
 def _first_of_each(commits: list[Commit]) -> tuple[list[Commit], list[Commit]]:

@@ -285,14 +285,16 @@ class StreamingTrainer:
         changed = f"changed_{self._table}_{batch_id}_{uuid.uuid4().hex[:6]}"
         ps.create_table(changed, width=1, optimizer="delta")
         try:
-            result = self._train(ps, data, batch_id, workers, rules, changed)
+            log_files = store.log_files(batch_id, self._schema())  # None: the rows are exported after the stage
+            result = self._train(ps, data, batch_id, workers, rules, changed, log_files)
             train_seconds = time.perf_counter() - start
             if result.quarantined:  # read the batch again, only now that it had bad rows
                 write_quarantine(split(data, rules)[1], quarantine_path(self._path), batch_id, store.app_id)
                 log.warning("batch %d: %d rows quarantined %s", batch_id, result.quarantined, result.reasons)
             metrics = result.scores.metrics() if result.rows else {}
             with ps.client() as client:
-                rows = changed_rows(store.session, client, self._table, changed, self._schema())
+                rows = (log_files.with_files(result.files) if log_files is not None
+                        else changed_rows(store.session, client, self._table, changed, self._schema()))
                 new_version = store.commit(rows, batch_id, {
                     "rows": result.rows, "scoredByVersion": last.version if last is not None else None,
                     "trainSeconds": train_seconds, "scoreSeconds": result.score_seconds,
@@ -316,14 +318,15 @@ class StreamingTrainer:
                          "than %g h vacuumed", batch_id, new_version, deleted, self._retention)
 
     def _train(self, ps: PSContext, data: DataFrame, batch_id: int, workers: int, rules: QuarantineRules,
-               changed: str) -> _StageResult:
-        """One barrier stage: drop bad rows, score the batch (progressive validation), train on it; the sums."""
+               changed: str, log_files) -> _StageResult:
+        """One barrier stage: drop bad rows, score the batch (progressive validation), train on it, write its
+        changed rows to ``log_files`` (if not None); the sums."""
         est = self._estimator
         result = _StageResult(ProgressiveStats(est._binary_labels))
         client = ps.client(timeout=est.getPsTimeout())
         spec = self._train_spec(client, batch_id, workers, changed)
         try:
-            fn = make_stream_train_fn(spec, rules)
+            fn = make_stream_train_fn(spec, rules, log_files, self._schema())
             for task in data.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
                 result.add(task, est._binary_labels)
         finally:
@@ -414,10 +417,12 @@ class _StageResult:
     rows: int = 0
     score_seconds: float = 0.0
     dropped: list[int] = dataclasses.field(default_factory=lambda: [0] * len(REASONS))
+    files: list[dict] = dataclasses.field(default_factory=list)
 
     def add(self, task, binary_labels: bool) -> None:
         self.scores = self.scores + ProgressiveStats.from_row(task, binary_labels)
         self.rows += int(task["rows"])
+        self.files += json.loads(task["files"])
         self.score_seconds = max(self.score_seconds, task["score_seconds"])
         self.dropped = [a + int(b) for a, b in zip(self.dropped, task["quarantined"])]
 

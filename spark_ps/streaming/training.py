@@ -14,12 +14,16 @@ and counted by reason, never trained on. The same stage scores the batch
 before training on it (progressive validation,
 :mod:`spark_ps.streaming.progressive`). Its pushes name a mark table: each
 shard marks the keys it updates, in the same apply as the update
-(:mod:`spark_ps.server.shard`, "Marks"). After it, :func:`changed_rows`
-exports, one task per shard, the full rows (weights and optimizer state) of
-the marked keys: what the model store commits. The first version re-read the
-batch to find its keys and removed the keys seen by two tasks with a
-shuffle; the second pushed each task's keys as marks after training, and
-sorted them twice; marking on the shards makes all of that unnecessary.
+(:mod:`spark_ps.server.shard`, "Marks"). Once every task has pushed, the
+tasks meet again and each exports, from its share of the shards, the full
+rows (weights and optimizer state) of the marked keys, and writes them to
+the model's log (:class:`~spark_ps.ml.logfiles.LogFiles`): the files the
+model store commits. Where the driver cannot commit the log's next version
+itself, :func:`changed_rows` exports the same rows after the stage, one
+task per shard, for Delta's writer. The first version re-read the batch to
+find its keys and removed the keys seen by two tasks with a shuffle; the
+second pushed each task's keys as marks after training, and sorted them
+twice; marking on the shards makes all of that unnecessary.
 
 The tasks meet, after scoring and before training, at a barrier on the
 shards (:class:`~spark_ps.client.collectives.Barrier`), not at Spark's
@@ -32,8 +36,9 @@ slot would wait out its timeout.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +47,7 @@ from pyspark.sql.types import StructType
 
 from spark_ps.client.client import PSClient
 from spark_ps.ml import weights as weight_store
+from spark_ps.ml.logfiles import LogFiles
 from spark_ps.ml.training import (
     MiniBatch,
     TrainSpec,
@@ -56,17 +62,17 @@ from spark_ps.streaming.quarantine import REASONS, QuarantineRules, clean_batche
 __all__ = ["TASK_RESULT_DDL", "changed_rows", "make_stream_train_fn", "score_before_training"]
 
 
-#: One row per training task: rows trained, rows dropped per reason (:data:`REASONS`), its training loss,
-#: its scores' stats (:class:`ProgressiveStats`).
-TASK_RESULT_SCHEMA = pa.schema([("rows", pa.int64()), ("quarantined", pa.list_(pa.int64())),
+#: One row per training task: rows trained, rows dropped per reason (:data:`REASONS`), the log files it wrote
+#: (JSON, :meth:`LogFiles.write`), its training loss, its scores' stats (:class:`ProgressiveStats`).
+TASK_RESULT_SCHEMA = pa.schema([("rows", pa.int64()), ("files", pa.string()), ("quarantined", pa.list_(pa.int64())),
                                 ("loss_sum", pa.float64()), ("weight_sum", pa.float64()),
                                 ("score_seconds", pa.float64()), ("score_weight", pa.float64()),
                                 ("score_loss", pa.float64()), ("label_sum", pa.float64()),
                                 ("label_square_sum", pa.float64()), ("positives", pa.list_(pa.float64())),
                                 ("negatives", pa.list_(pa.float64()))])
 #: The same, as the Spark DDL of ``mapInArrow``.
-TASK_RESULT_DDL = ("rows long, quarantined array<long>, loss_sum double, weight_sum double, score_seconds double, "
-                   "score_weight double, "
+TASK_RESULT_DDL = ("rows long, files string, quarantined array<long>, loss_sum double, weight_sum double, "
+                   "score_seconds double, score_weight double, "
                    "score_loss double, label_sum double, label_square_sum double, positives array<double>, "
                    "negatives array<double>")
 
@@ -85,14 +91,19 @@ def score_before_training(planned: list[MiniBatch], spec: TrainSpec, client: PSC
                                None if weights[0] is None else np.concatenate(weights), spec.binary_labels)
 
 
-def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules):
+def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles | None = None,
+                         schema: StructType | None = None):
     """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table).
 
     Each task drops and counts the rows ``rules`` refuse, scores the others,
     meets the other tasks, and trains; its pushes mark their keys in
     ``spec.mark`` (a ``delta`` table of width 1), so the shards know which
-    rows the batch changed, each key on its own shard.
+    rows the batch changed, each key on its own shard. With a ``log``, the
+    tasks then meet once more and task ``w`` writes the changed rows
+    (``schema``: :func:`~spark_ps.ml.weights.full_row_schema`) of shards
+    ``w``, ``w + workers``, ... to it.
     """
+    stored = None if log is None else weight_store.arrow_schema(schema)
 
     def train(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -109,11 +120,17 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules):
             score_seconds = time.perf_counter() - start
             spec.rendezvous.wait(client, worker, timeout=spec.timeout)  # every worker has scored: train
             stats = run_epochs(planned, spec, client, worker)
+            files = []
+            if log is not None:
+                spec.rendezvous.wait(client, worker, timeout=spec.timeout)  # every push of the batch applied
+                shards = range(worker, client.num_shards, spec.num_workers)
+                files = log.write(_marked_rows(client, spec.table, spec.mark, shards, stored))
         finally:
             client.close()
         loss = sum(s["loss_sum"] for s in stats)
         weight = sum(s["weight_sum"] for s in stats)
-        row = {"rows": 0 if data is None else data.num_rows, "quarantined": dropped.tolist(), "loss_sum": loss,
+        row = {"rows": 0 if data is None else data.num_rows, "files": json.dumps(files),
+               "quarantined": dropped.tolist(), "loss_sum": loss,
                "weight_sum": weight, "score_seconds": score_seconds, **scores.to_row()}
         yield pa.RecordBatch.from_pylist([row], schema=TASK_RESULT_SCHEMA)
 
@@ -148,11 +165,18 @@ def changed_rows(spark: SparkSession, client: PSClient, table: str, changed_tabl
     def export(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         try:
             for batch in batches:
-                for shard in batch.column("id").to_numpy().tolist():
-                    for rows in client.export(table, shards=[shard], keys_of=changed_table):
-                        yield weight_store.stored_rows(rows, stored, nonzero_only=False)
+                yield from _marked_rows(client, table, changed_table, batch.column("id").to_numpy().tolist(),
+                                        stored)
         finally:
             client.close()
 
     shards = client.num_shards
     return TaskRows(spark.range(0, shards, 1, numPartitions=shards), export, schema)
+
+
+def _marked_rows(client: PSClient, table: str, mark: str, shards: Iterable[int],
+                 stored: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The full rows of ``table`` on ``shards`` whose keys ``mark`` marked, as the log stores them."""
+    for shard in shards:
+        for rows in client.export(table, shards=[shard], keys_of=mark):
+            yield weight_store.stored_rows(rows, stored, nonzero_only=False)
