@@ -21,14 +21,11 @@ class _Committed(logging.Handler):
             print("COMMITTED", record.args[0], flush=True)
 
 
-def main(source: str, model: str, checkpoint: str) -> None:
+def train(spark, source: str, model: str, checkpoint: str) -> None:
+    """Train from ``source`` until it is drained (the test's uninterrupted reference runs this in-process)."""
     from spark_ps.ml.classification import LogisticRegression
     from spark_ps.streaming import StreamingTrainer
 
-    logger = logging.getLogger("spark_ps.streaming")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(_Committed())
-    spark = start_ps_session("local[2]", "stream-driver")
     schema = spark.read.parquet(source).schema
     events = spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(source)
     trainer = StreamingTrainer(LogisticRegression(numWorkers=1, syncMode="bsp", batchSize=64),
@@ -36,6 +33,14 @@ def main(source: str, model: str, checkpoint: str) -> None:
     query = trainer.start(events, checkpointLocation=checkpoint)
     query.processAllAvailable()
     query.stop()
+
+
+def main(source: str, model: str, checkpoint: str) -> None:
+    logger = logging.getLogger("spark_ps.streaming")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_Committed())
+    spark = start_ps_session("local[2]", "stream-driver")
+    train(spark, source, model, checkpoint)
     print("DRAINED", flush=True)
     spark.stop()
 

@@ -19,12 +19,12 @@ two training tasks each export one of two shards:
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from pyspark.ml.linalg import VectorUDT
-from pyspark.sql.types import DoubleType, StructField, StructType
+import vectorfiles
+from vectorfiles import SCHEMA, write_vectors
 
 from spark_ps.ml.classification import LogisticRegression
 from spark_ps.ml.keycolumns import BIAS_KEY
@@ -34,28 +34,18 @@ from spark_ps.spark.deltalog import commit_info
 from spark_ps.streaming import StreamingTrainer
 
 FILES, ROWS, DIM, NNZ = 3, 300, 2000, 4
-SCHEMA = StructType([StructField("label", DoubleType()), StructField("features", VectorUDT())])
 
 
 def _write_files(root) -> list[set[int]]:
-    """Two Parquet files per micro-batch (two partitions: two training tasks); the distinct feature indices of each.
-
-    Written by pyarrow, as Spark writes a ``label, features`` frame: the vector's struct and Spark's schema in the
-    footer.
-    """
+    """Two Parquet files per micro-batch (two partitions: two training tasks); the distinct feature indices of each."""
     rng = np.random.default_rng(11)
-    struct = pa.struct([("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
-                        ("values", pa.list_(pa.float64()))])
     keys = []
     for part in range(FILES):
         indices = np.sort(np.argsort(rng.random((ROWS, DIM)), axis=1)[:, :NNZ], axis=1)
         labels = (rng.random(ROWS) < 0.3).astype(float)
-        vectors = [{"type": 0, "size": DIM, "indices": i.tolist(), "values": [1.0] * NNZ} for i in indices]
-        table = pa.table({"label": labels, "features": pa.array(vectors, struct)}).replace_schema_metadata(
-            {"org.apache.spark.sql.parquet.row.metadata": SCHEMA.json()})
         (root / f"b{part}").mkdir(parents=True)
-        for half in range(2):
-            pq.write_table(table.slice(half * ROWS // 2, ROWS // 2), root / f"b{part}" / f"part-{half}.parquet")
+        for half in (slice(0, ROWS // 2), slice(ROWS // 2, ROWS)):
+            write_vectors(root / f"b{part}" / f"part-{half.start}.parquet", labels[half], indices[half], DIM)
         keys.append({int(i) for i in np.unique(indices)})
     return keys
 
@@ -86,3 +76,11 @@ def test_each_batch_logs_its_changed_rows_once_with_their_final_values(cluster_s
     final = {r.key: (r.value, r.state_z, r.state_n) for r in snapshot.collect()}
     logged = [r for r in log if r[BATCH_COL] == last]
     assert logged and all((r.value, r.state_z, r.state_n) == final[r.key] for r in logged)
+
+
+def test_vector_files_examples(cluster_spark):
+    """``vectorfiles``' docstring examples (pytest collects only spark_ps/'s by itself)."""
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(vectorfiles, extraglobs={"spark": cluster_spark}):
+        runner.run(test)
+    assert runner.tries > 0 and runner.failures == 0
