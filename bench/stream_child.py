@@ -22,6 +22,12 @@ same model path and checkpoint up to their first committed batch: shards
 rebuilt from the model path (snapshot + log), the batch scored, trained and
 committed. Same session, so no JVM start-up: a restarted driver adds the
 child's ``session_s``, reported beside it.
+
+Before each of our streams, :func:`run_floor` streams the same files
+through Structured Streaming with nothing but one barrier stage per batch
+that reads the batch into Arrow in the Python workers, as our training
+stage does before it trains: the per-batch floor of this host, measured in
+the same child and session.
 """
 
 from __future__ import annotations
@@ -189,6 +195,33 @@ def _link_source(files: list[str], source: pathlib.Path) -> None:
         os.link(f, source / f"part-{i:05d}.parquet")
 
 
+def _read_batch(batches):
+    """A floor task: receive the partition's Arrow batches (Spark converted them, the worker read them); its rows."""
+    import pyarrow as pa
+
+    yield pa.RecordBatch.from_pydict({"rows": [sum(batch.num_rows for batch in batches)]})
+
+
+def run_floor(spark, schema, files: list[str], root: pathlib.Path) -> list[BatchStat]:
+    """Stream ``files`` (one a trigger) into a ``foreachBatch`` that runs one barrier stage of :func:`_read_batch`.
+
+    One :class:`BatchStat` per batch: its rows and its trigger's latency.
+    """
+    _link_source(files, root / "source")
+    rows = {}
+
+    def read(df, batch_id):
+        rows[batch_id] = sum(r.rows for r in df.mapInArrow(_read_batch, "rows long", barrier=True).collect())
+
+    query = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(str(root / "source"))
+             .writeStream.foreachBatch(read).option("checkpointLocation", str(root / "checkpoint")).start())
+    query.processAllAvailable()
+    query.stop()
+    progress = _progress(query)
+    return [BatchStat(batch_id=b, rows=n, latency_s=progress.get(b, {}).get("latency_s"),
+                      start=progress.get(b, {}).get("start")) for b, n in sorted(rows.items())]
+
+
 def run_ps(spark, cfg: StreamChildConfig, runs: list[StreamRun], session_s: float) -> None:
     """Stream each of ``cfg.streams`` through our ``StreamingTrainer``; append one :class:`StreamRun` each."""
     from spark_ps.ml.classification import LogisticRegression
@@ -209,6 +242,7 @@ def run_ps(spark, cfg: StreamChildConfig, runs: list[StreamRun], session_s: floa
         source, model, ckpt = base / "source", str(base / "model"), str(base / "checkpoint")
         _link_source(spec.files, source)
         schema = spark.read.parquet(str(source)).schema
+        run.floor_batches = run_floor(spark, schema, spec.files, base / "floor")
 
         def events():
             return spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(str(source))

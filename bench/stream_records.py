@@ -99,6 +99,9 @@ class StreamRun:
     restart_s: float | None = None
     restart_rows: int | None = None
     restart_batch: BatchStat | None = None
+    #: The same files through Structured Streaming with nothing but one barrier stage that reads each batch into
+    #: Arrow (:func:`bench.stream_child.run_floor`): what any trainer's batch costs before it trains.
+    floor_batches: list[BatchStat] = dataclasses.field(default_factory=list)
     heap_after_gc_mb: float | None = None
     driver_jvm_peak_mb: float | None = None
     driver_python_peak_mb: float | None = None
@@ -126,6 +129,7 @@ class StreamRun:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         restart = data.get("restart_batch")
         return known_fields(cls, data, batches=[known_fields(BatchStat, b) for b in data.get("batches", [])],
+                            floor_batches=[known_fields(BatchStat, b) for b in data.get("floor_batches", [])],
                             restart_batch=known_fields(BatchStat, restart) if restart else None)
 
 
@@ -206,17 +210,19 @@ def steady(run: StreamRun) -> list[BatchStat]:
     return [b for b in ordered[1:] if b.rows and b.latency_s is not None]
 
 
-def sustained_rows_per_s(run: StreamRun) -> float | None:
+def sustained_rows_per_s(run: StreamRun, floor: bool = False) -> float | None:
     """Rows of the batches after the first over the sum of their latencies; ``None`` without such batches.
+
+    ``floor``: of the run's :attr:`~StreamRun.floor_batches` instead.
 
     Examples
     --------
     >>> run = StreamRun(system="s", purpose=THROUGHPUT, d_log2=18, batch_rows=100,
     ...                 batches=[BatchStat(batch_id=i, rows=100, latency_s=s) for i, s in enumerate([9, 1, 3])])
-    >>> sustained_rows_per_s(run)
-    50.0
+    >>> sustained_rows_per_s(run), sustained_rows_per_s(run, floor=True)
+    (50.0, None)
     """
-    batches = steady(run)
+    batches = steady(dataclasses.replace(run, batches=run.floor_batches)) if floor else steady(run)
     if not batches:
         return None
     return sum(b.rows for b in batches) / sum(b.latency_s for b in batches)

@@ -13,10 +13,13 @@ Each micro-batch (``foreachBatch``) runs, in this order:
    drop and count the rows the quarantine's rules refuse, score the rest
    with the model as it is before learning from it (progressive validation:
    AUC and log-loss, or RMSE and R², stamped with the model version that
-   made them), meet, and train one pass through the shards.
+   made them), meet, and train one pass through the shards; then they meet
+   again and write the rows the batch changed to the model's log
+   (:class:`~spark_ps.ml.logfiles.LogFiles`; where the driver cannot commit
+   the log's next version itself, a job after the stage exports them).
 4. **Quarantine**, only if a task dropped a row: the batch is read again and
    its bad rows appended to ``<modelPath>/quarantine``, once per batchId.
-5. **Commit** the full rows the batch changed, with the metrics, in one
+5. **Commit** the full rows the batch changed (their files), with the metrics, in one
    Delta commit fenced by the batchId (:class:`~spark_ps.ml.modelstore.ModelStore`).
    Only now is the batch part of the model; Spark writes its own commit log
    after ``foreachBatch`` returns.
