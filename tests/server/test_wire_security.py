@@ -155,7 +155,15 @@ def test_an_injected_frame_is_refused_and_the_connection_dropped(shard):
     with client_through_relay(shard) as (client, relay):
         relay.inject(encode(push_frame(1000.0)) + os.urandom(16))
         assert relay.shard_closed.wait(5), "the shard kept the connection"
-        assert client.pull("w", [1]).ravel().tolist() == [0.0]  # the client saw the close and logged in again
+        try:
+            pulled = client.pull("w", [1])  # the client saw the close and logs in again
+        except PSError as exc:
+            # Under load the shard's drop notice can reach the client after the pull went out on the dropped
+            # connection (two pytest processes side by side: seen in make test): the pull gets the notice's
+            # error, unserved, and the next request logs in again.
+            assert "failed its integrity check" in str(exc), exc
+            pulled = client.pull("w", [1])
+        assert pulled.ravel().tolist() == [0.0]
     assert table_value(shard) == 0.0
 
 
