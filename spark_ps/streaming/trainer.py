@@ -58,6 +58,7 @@ from pyspark.sql import functions as F
 from spark_ps.client.collectives import AllReduce, Barrier
 from spark_ps.ml import weights as weight_store
 from spark_ps.ml.fitting import model_table_spec
+from spark_ps.ml.logfiles import LogFiles
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.persistence import ONLINE_FORMAT
 from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Schedule, TrainSpec
@@ -321,7 +322,7 @@ class StreamingTrainer:
                          "than %g h vacuumed", batch_id, new_version, deleted, self._retention)
 
     def _train(self, ps: PSContext, data: DataFrame, batch_id: int, workers: int, rules: QuarantineRules,
-               changed: str, log_files) -> _StageResult:
+               changed: str, log_files: LogFiles | None) -> _StageResult:
         """One barrier stage: drop bad rows, score the batch (progressive validation), train on it, write its
         changed rows to ``log_files`` (if not None); the sums."""
         est = self._estimator
