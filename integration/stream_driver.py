@@ -10,9 +10,13 @@ the test waits for before it kills the process.
 from __future__ import annotations
 
 import logging
+import pathlib
 import sys
+import time
 
 from sparkkit import start_ps_session
+
+from spark_ps.ml.modelstore import ModelStore
 
 
 class _Committed(logging.Handler):
@@ -32,7 +36,20 @@ def train(spark, source: str, model: str, checkpoint: str) -> None:
                                modelPath=model, snapshotEvery=2)
     query = trainer.start(events, checkpointLocation=checkpoint)
     query.processAllAvailable()
+    # Drained means every file committed (one per batch). A restarted query's processAllAvailable() returned once
+    # with the last file's batch not yet run (a fresh clone's make test, two pytest processes side by side): wait
+    # for it on the query (a second at a time, two minutes at most) rather than stop it short.
+    files = len(list(pathlib.Path(source).glob("*.parquet")))
+    store, deadline = ModelStore(spark, model), time.monotonic() + 120
+    while _committed(store) < files and time.monotonic() < deadline and not query.awaitTermination(1.0):
+        query.processAllAvailable()
     query.stop()
+
+
+def _committed(store) -> int:
+    """Batches committed to the model (its newest batchId + 1), read from the log's commit files."""
+    newest = store.newest_commit()
+    return 0 if newest is None else newest.batch_id + 1
 
 
 def main(source: str, model: str, checkpoint: str) -> None:
