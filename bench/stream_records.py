@@ -210,19 +210,30 @@ def steady(run: StreamRun) -> list[BatchStat]:
     return [b for b in ordered[1:] if b.rows and b.latency_s is not None]
 
 
-def sustained_rows_per_s(run: StreamRun, floor: bool = False) -> float | None:
-    """Rows of the batches after the first over the sum of their latencies; ``None`` without such batches.
+def floor_run(run: StreamRun) -> StreamRun:
+    """``run`` with its :attr:`~StreamRun.floor_batches` as its batches, for the figures below.
 
-    ``floor``: of the run's :attr:`~StreamRun.floor_batches` instead.
+    Examples
+    --------
+    >>> run = StreamRun(system="s", purpose=THROUGHPUT, d_log2=18, batch_rows=1,
+    ...                 floor_batches=[BatchStat(batch_id=0, rows=1, latency_s=0.5)])
+    >>> [b.latency_s for b in floor_run(run).batches]
+    [0.5]
+    """
+    return dataclasses.replace(run, batches=run.floor_batches)
+
+
+def sustained_rows_per_s(run: StreamRun) -> float | None:
+    """Rows of the batches after the first over the sum of their latencies; ``None`` without such batches.
 
     Examples
     --------
     >>> run = StreamRun(system="s", purpose=THROUGHPUT, d_log2=18, batch_rows=100,
     ...                 batches=[BatchStat(batch_id=i, rows=100, latency_s=s) for i, s in enumerate([9, 1, 3])])
-    >>> sustained_rows_per_s(run), sustained_rows_per_s(run, floor=True)
-    (50.0, None)
+    >>> sustained_rows_per_s(run)
+    50.0
     """
-    batches = steady(dataclasses.replace(run, batches=run.floor_batches)) if floor else steady(run)
+    batches = steady(run)
     if not batches:
         return None
     return sum(b.rows for b in batches) / sum(b.latency_s for b in batches)

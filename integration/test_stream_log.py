@@ -24,7 +24,7 @@ import doctest
 import numpy as np
 import pytest
 import vectorfiles
-from vectorfiles import SCHEMA, write_vectors
+from vectorfiles import SCHEMA, random_indices, write_vectors
 
 from spark_ps.ml.classification import LogisticRegression
 from spark_ps.ml.keycolumns import BIAS_KEY
@@ -41,7 +41,7 @@ def _write_files(root) -> list[set[int]]:
     rng = np.random.default_rng(11)
     keys = []
     for part in range(FILES):
-        indices = np.sort(np.argsort(rng.random((ROWS, DIM)), axis=1)[:, :NNZ], axis=1)
+        indices = random_indices(rng, ROWS, DIM, NNZ)
         labels = (rng.random(ROWS) < 0.3).astype(float)
         (root / f"b{part}").mkdir(parents=True)
         for half in (slice(0, ROWS // 2), slice(ROWS // 2, ROWS)):

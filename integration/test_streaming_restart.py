@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 import stream_driver
-from vectorfiles import write_vectors
+from vectorfiles import random_indices, write_vectors
 
 from spark_ps.ml.classification import LogisticRegressionModel
 from spark_ps.ml.modelstore import ModelStore
@@ -36,7 +36,7 @@ def _write_source(root: pathlib.Path) -> int:
     truth = rng.normal(0, 1.5, DIM)
     root.mkdir()
     for f in range(FILES):
-        idx = np.sort(np.argsort(rng.random((ROWS_PER_FILE, DIM)), axis=1)[:, :5], axis=1)
+        idx = random_indices(rng, ROWS_PER_FILE, DIM, 5)
         labels = (rng.random(ROWS_PER_FILE) < 1 / (1 + np.exp(-truth[idx].sum(axis=1)))).astype(float)
         # One file each, written in order: file f is micro-batch f (maxFilesPerTrigger=1, oldest first).
         write_vectors(root / f"part-{f}.parquet", labels, idx, DIM)

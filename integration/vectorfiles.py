@@ -24,6 +24,18 @@ _STRUCT = pa.struct([("type", pa.int8()), ("size", pa.int32()), ("indices", pa.l
                      ("values", pa.list_(pa.float64()))])
 
 
+def random_indices(rng: np.random.Generator, rows: int, size: int, nnz: int) -> np.ndarray:
+    """``(rows, nnz)`` ascending indices below ``size``, distinct within each row, drawn from ``rng``.
+
+    Examples
+    --------
+    >>> idx = random_indices(np.random.default_rng(0), 3, 10, 4)
+    >>> idx.shape, bool((np.diff(idx, axis=1) > 0).all()), bool((idx < 10).all())
+    ((3, 4), True, True)
+    """
+    return np.sort(np.argsort(rng.random((rows, size)), axis=1)[:, :nnz], axis=1)
+
+
 def write_vectors(path: str | os.PathLike, labels: np.ndarray, indices: np.ndarray, size: int) -> None:
     """Write one file: row ``i`` is ``labels[i]`` and a sparse vector of ``size`` with ones at ``indices[i]``.
 

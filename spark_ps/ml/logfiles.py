@@ -74,15 +74,15 @@ class LogFiles:
     Examples
     --------
     >>> import tempfile
-    >>> log = LogFiles(tempfile.mkdtemp(), tagged_schema(StructType([StructField("key", LongType())])), 7, "w", 0)
+    >>> log = LogFiles(tempfile.mkdtemp(), StructType([StructField("key", LongType())]), 7, "w", 0)
     >>> files = log.write([pa.record_batch([[3, -1]], names=["key"])])
-    >>> [f["rows"] for f in files], len(log.with_files(files).files)
-    ([2], 1)
+    >>> [f["rows"] for f in files], len(log.with_files(files).files), log.table_schema.fieldNames()
+    ([2], 1, ['key', 'batch', 'writer'])
     """
 
     #: The log table's local directory.
     directory: str
-    #: The Spark schema of the rows the files hold, tags included (:func:`tagged_schema`).
+    #: The Spark schema of the rows the tasks make (:func:`~spark_ps.ml.weights.full_row_schema`), before the tags.
     schema: StructType
     batch_id: int
     writer: str
@@ -90,6 +90,11 @@ class LogFiles:
     max_rows: int
     #: The files the tasks wrote: :data:`~spark_ps.spark.deltawrite.PART_SCHEMA` rows.
     files: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def table_schema(self) -> StructType:
+        """The Spark schema of the rows the files hold: :attr:`schema` and the tags (:func:`tagged_schema`)."""
+        return tagged_schema(self.schema)
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> list[dict[str, Any]]:
         """Tag ``batches`` and write them to new files of the log (in a task); the files' descriptions."""

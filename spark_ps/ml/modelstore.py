@@ -258,9 +258,8 @@ class ModelStore:
         remote file system, a version Delta checkpoints): :meth:`commit` then
         takes the rows.
         """
-        tagged = tagged_schema(schema)
-        local = writable(self.session, self.log_path, tagged, "append")
-        return None if local is None else LogFiles(local, tagged, int(batch_id), self.writer_id,
+        local = writable(self.session, self.log_path, tagged_schema(schema), "append")
+        return None if local is None else LogFiles(local, schema, int(batch_id), self.writer_id,
                                                    deltawrite.max_rows_per_file(self.session))
 
     def commit(self, rows, batch_id: int, metadata: dict[str, Any]) -> int:
@@ -307,7 +306,8 @@ class ModelStore:
             if (rows.batch_id, rows.writer) != (int(batch_id), self.writer_id):
                 raise ValueError(f"{self.path}: files of batch {rows.batch_id} by writer {rows.writer} cannot be "
                                  f"committed as batch {batch_id} by writer {self.writer_id}")
-            commit_next(self.session, rows.directory, list(rows.files), "append", rows.schema, user_metadata=meta)
+            commit_next(self.session, rows.directory, list(rows.files), "append", rows.table_schema,
+                        user_metadata=meta)
         else:
             deltawrite.save_frame(_tagged(rows, batch_id, self.writer_id), self.log_path, "append",
                                   user_metadata=meta, options={"mergeSchema": "true"})

@@ -330,7 +330,7 @@ class StreamingTrainer:
         client = ps.client(timeout=est.getPsTimeout())
         spec = self._train_spec(client, batch_id, workers, changed)
         try:
-            fn = make_stream_train_fn(spec, rules, log_files, self._schema())
+            fn = make_stream_train_fn(spec, rules, log_files)
             for task in data.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
                 result.add(task, est._binary_labels)
         finally:

@@ -91,19 +91,17 @@ def score_before_training(planned: list[MiniBatch], spec: TrainSpec, client: PSC
                                None if weights[0] is None else np.concatenate(weights), spec.binary_labels)
 
 
-def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles | None = None,
-                         schema: StructType | None = None):
+def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles | None = None):
     """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table).
 
     Each task drops and counts the rows ``rules`` refuse, scores the others,
     meets the other tasks, and trains; its pushes mark their keys in
     ``spec.mark`` (a ``delta`` table of width 1), so the shards know which
     rows the batch changed, each key on its own shard. With a ``log``, the
-    tasks then meet once more and task ``w`` writes the changed rows
-    (``schema``: :func:`~spark_ps.ml.weights.full_row_schema`) of shards
-    ``w``, ``w + workers``, ... to it.
+    tasks then meet once more and task ``w`` writes the changed rows of
+    shards ``w``, ``w + workers``, ... to it.
     """
-    stored = None if log is None else weight_store.arrow_schema(schema)
+    stored = None if log is None else weight_store.arrow_schema(log.schema)
 
     def train(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
