@@ -136,8 +136,8 @@ $(KAFKA_BROKER_STAMP):
 	touch $@
 
 # pytest exits 5 when it collected nothing: that means the suite went missing, so fail.
-# spark_ps: the package's docstring examples (collected by the root conftest.py); run right after tests/,
-# they borrow its local[2] session (one session start fewer), and integration/'s local-cluster comes last.
+# spark_ps, jobs, bench: their docstring examples (collected by the root conftest.py, as are integration/'s helpers');
+# run right after tests/, they borrow its local[2] session (one session start fewer).
 # Lint first: a style error fails the build before the ten minutes of tests.
 LINT_PATHS := spark_ps tests integration jobs bench conftest.py
 lint: venv
@@ -149,8 +149,8 @@ PYTEST = rc=0; $(VPY) -m pytest -x -q $(1) || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit "$$rc"
 
-# Two pytest processes side by side, each with its own Spark sessions: tests/ but its streams, with the package's
-# docstring examples (local[2]); and tests/streaming/ then integration/ (local-cluster, drivers and spark-submit
+# Two pytest processes side by side, each with its own Spark sessions: tests/ but its streams, with the docstring
+# examples of spark_ps/, jobs/ and bench/ (local[2]); and tests/streaming/ then integration/ (local-cluster, drivers and spark-submit
 # applications of their own). One process kept the two cores 73% busy (a fresh clone's make test, 2026-12-02:
 # 608 s of pytest, /proc/stat before and after): much of the suite waits on other processes. Each process puts the
 # Kafka jars on its first session.
@@ -158,7 +158,7 @@ SECOND_LOG := build/pytest-streams-integration.log
 test: build kafka lint
 	@mkdir -p build
 	@( $(call PYTEST,-p no:cacheprovider tests/streaming integration -m "not slow") ) > $(SECOND_LOG) 2>&1 & \
-	other=$$!; rc=0; ( $(call PYTEST,tests spark_ps --ignore=tests/streaming -m "not slow") ) || rc=$$?; \
+	other=$$!; rc=0; ( $(call PYTEST,tests spark_ps jobs bench --ignore=tests/streaming -m "not slow") ) || rc=$$?; \
 	orc=0; wait $$other || orc=$$?; echo "--- pytest tests/streaming integration ($(SECOND_LOG)):"; cat $(SECOND_LOG); \
 	[ "$$rc" -eq 0 ] && [ "$$orc" -eq 0 ]
 

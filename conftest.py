@@ -1,9 +1,11 @@
-"""The package's docstring examples as tests, and the ``spark`` session they may use.
+"""The docstring examples as tests, and the ``spark`` session they may use.
 
-``pytest spark_ps`` (and ``pytest`` with the configured ``testpaths``)
-collects the examples of every module under ``spark_ps/``, with or without
-``--doctest-modules``; the option flags are set once, in ``pyproject.toml``.
-Passing ``--doctest-modules`` for ``tests`` or ``integration`` as well would
+pytest collects the examples of every module under ``spark_ps/``, ``jobs/``
+and ``bench/``, and of the integration tests' helper modules (not their test
+modules or ``conftest``), for whichever of those directories it is given,
+with or without ``--doctest-modules``; the option flags are set once, in
+``pyproject.toml``. This is the one place that says which examples run:
+passing ``--doctest-modules`` for ``tests`` or ``integration`` as well would
 import their two ``conftest`` modules as doctest modules, which clash.
 
 An example that uses the name ``spark`` gets a SparkSession with the spark-ps
@@ -36,17 +38,26 @@ from sparkkit import TEST_CONF, new_session, stop_session
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-PACKAGE = Path(__file__).resolve().parent / "spark_ps"
+ROOT = Path(__file__).resolve().parent
+#: Where docstring examples are tests: the package, the spark-submit jobs, the benchmarks, the integration helpers.
+EXAMPLE_DIRS = tuple(ROOT / name for name in ("spark_ps", "jobs", "bench", "integration"))
 
 #: Settings of the examples' own session: the tests' (small shuffles on a 2-core machine, no UI), no progress bars.
 DOCTEST_SPARK_CONF = {**TEST_CONF, "spark.ui.showConsoleProgress": "false"}
 
 
+def _has_examples(file_path: Path) -> bool:
+    """Whether pytest runs the docstring examples of ``file_path``: a module of :data:`EXAMPLE_DIRS`, no test."""
+    path = file_path.resolve()
+    return (path.suffix == ".py" and path.name not in ("__main__.py", "conftest.py")
+            and not path.name.startswith("test_") and any(d in path.parents for d in EXAMPLE_DIRS))
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    """Collect the examples of ``spark_ps/**/*.py`` even without ``--doctest-modules``."""
+    """Collect the examples of the modules :func:`_has_examples` names, even without ``--doctest-modules``."""
     if parent.config.option.doctestmodules:
         return None  # pytest's own doctest plugin collects them (and everything else given)
-    if file_path.suffix == ".py" and PACKAGE in file_path.resolve().parents and file_path.name != "__main__.py":
+    if _has_examples(file_path):
         return DoctestModule.from_parent(parent, path=file_path)
     return None
 

@@ -12,7 +12,7 @@ Examples
 >>> run = RunRecord(system=PS, master="local[2]", d_log2=18, name="x",
 ...                 params=PSParams(1, 0.0, 0.2, 1.0, 4096), status=OK, fit_s=4.1, auc=0.81)
 >>> run.params.label()
-'epochs=1, reg=0, α=0.2'
+'epochs=1, reg=0, α=0.2, batch=4096'
 >>> RunRecord.from_dict(run.to_dict()) == run
 True
 """

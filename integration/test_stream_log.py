@@ -19,11 +19,8 @@ two training tasks each export one of two shards:
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
-import vectorfiles
 from vectorfiles import SCHEMA, random_indices, write_vectors
 
 from spark_ps.ml.classification import LogisticRegression
@@ -77,10 +74,3 @@ def test_each_batch_logs_its_changed_rows_once_with_their_final_values(cluster_s
     logged = [r for r in log if r[BATCH_COL] == last]
     assert logged and all((r.value, r.state_z, r.state_n) == final[r.key] for r in logged)
 
-
-def test_vector_files_examples(cluster_spark):
-    """``vectorfiles``' docstring examples (pytest collects only spark_ps/'s by itself)."""
-    runner = doctest.DocTestRunner()
-    for test in doctest.DocTestFinder().find(vectorfiles, extraglobs={"spark": cluster_spark}):
-        runner.run(test)
-    assert runner.tries > 0 and runner.failures == 0

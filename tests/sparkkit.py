@@ -219,14 +219,19 @@ def shared_session_users_last(items: list, directory, fixture: str) -> None:
 
     A module that starts sessions of its own stops the shared one, which the
     next module using it must start again; run those modules first and the
-    shared session starts once. Each module's items stay together and in
-    order, and so do the modules of each group; items elsewhere keep their places.
+    shared session starts once. Docstring examples count as users: those that
+    need a session borrow the running one (the root ``conftest.py``). Each
+    module's items stay together and in order, and so do the modules of each
+    group; items elsewhere keep their places.
     """
+    from _pytest.doctest import DoctestItem
+
     positions = [i for i, item in enumerate(items) if directory in item.path.parents]
     modules: dict = {}
     for i in positions:
         modules.setdefault(items[i].path, []).append(items[i])
-    uses = {path: any(fixture in item.fixturenames for item in group) for path, group in modules.items()}
+    uses = {path: any(fixture in item.fixturenames or isinstance(item, DoctestItem) for item in group)
+            for path, group in modules.items()}
     ordered = [item for path in sorted(modules, key=lambda p: uses[p]) for item in modules[path]]
     for i, item in zip(positions, ordered):
         items[i] = item

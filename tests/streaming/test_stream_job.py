@@ -9,13 +9,12 @@ and ``make stream-demo``.
 
 from __future__ import annotations
 
-import doctest
 import re
 
 import pytest
 from pyspark.ml.linalg import Vectors
 
-from jobs import ctr_events, stream_train
+from jobs import stream_train
 from spark_ps.ml.modelstore import ModelStore
 
 DIM = 16
@@ -66,13 +65,3 @@ def test_settings_refuse_a_missing_or_doubled_source():
         stream_train.parse_args(["--events", "e", "--model-path", "m", "--checkpoint", "c", "--until-idle",
                                  "--max-batches", "2"])
 
-
-@pytest.mark.parametrize("module", [ctr_events, stream_train], ids=lambda m: m.__name__)
-def test_docstring_examples(spark, module):
-    """The jobs' docstring examples (pytest collects only spark_ps/'s by itself)."""
-    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = [t for t in finder.find(module, extraglobs={"spark": spark}) if t.examples]
-    assert tests
-    for test in tests:
-        runner.run(test)
-    assert runner.failures == 0
