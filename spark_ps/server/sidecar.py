@@ -33,7 +33,11 @@ import signal
 import sys
 from collections.abc import Iterator
 
+import numpy as np
+
+from spark_ps.server.optim import make_optimizer
 from spark_ps.server.settings import KEYS, ShardSettings
+from spark_ps.server.table import Table
 from spark_ps.server.tcp import ShardServer
 
 log = logging.getLogger("spark_ps.server.sidecar")
@@ -128,6 +132,24 @@ def _warn_if_descriptors_short(settings: ShardSettings) -> None:
                     KEYS["max_connections"])
 
 
+def warm_kernels() -> None:
+    """Load the compiled kernels of a default fit's first requests from numba's on-disk cache, on a table of its own.
+
+    The key index, the row gathers and scatters and FTRL's update and
+    weights: 0.13 s in a fresh process, which the first push and pull of an
+    application's first fit would wait for. Run once the sidecar has reported
+    ready, while it serves: the executor's start does not wait for it.
+
+    Examples
+    --------
+    >>> warm_kernels(); warm_kernels()     # the second call finds them loaded
+    """
+    table = Table("warm-up", 1, make_optimizer("ftrl", alpha=0.1))
+    keys = np.arange(-64, 64, dtype=np.int64)
+    table.push(keys, np.ones((keys.size, 1), np.float32))
+    table.pull(keys)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a shard until the parent goes away or SIGTERM; return the exit code."""
     args = _parse_args(argv)
@@ -148,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"{READY_PREFIX} port={server.address[1]} pid={os.getpid()}\n")
         sys.stdout.flush()
         log.info("serving on %s:%d with %s", *server.address, settings)
+        warm_kernels()
         log.info("%s: shutting down", _wait_for_stop(sigterm_fd, stdin.fileno(), parent_pid))
     log.info("stopped")
     return 0
