@@ -27,7 +27,8 @@ so each executor's JVM has run its Arrow writers for that shape before a
 fit converts its partitions. On ``local-cluster[2,1,2048]`` (400k cached
 rows at 2^18, a fresh application each, alternating runs) the first Arrow
 pass over the cached rows took 0.93-0.94 s after such a job and 1.21-1.40 s
-without it; later passes 0.55-0.63 s.
+without it (later passes 0.55-0.63 s), and a first default fit 2.48-2.54 s
+against 2.56-2.90 s (``bench.profile_fit``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ _WARM_COLUMNS = ("named_struct('type', CAST(0 AS TINYINT), 'size', 1024, "
 
 
 def warm_workers(spark) -> None:
-    """Start a Python worker in every task slot, do the heavy part of a training task's imports in it, and
-    have each JVM convert rows shaped as a sparse vector column to Arrow.
+    """Start a Python worker in every task slot with a training task's heavy imports, and warm the Arrow writers.
+
+    Each executor's JVM converts :data:`WARM_ROWS` rows a slot shaped as a
+    sparse vector column to Arrow for those workers.
 
     Parameters
     ----------
