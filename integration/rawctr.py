@@ -17,7 +17,7 @@ seeded, so a file is the same on every machine.
 Examples
 --------
 >>> frame = events(1000, seed=1)
->>> list(frame.columns[:3]), len(frame), 0.1 < frame["label"].mean() < 0.4
+>>> list(frame.columns[:3]), len(frame), bool(0.1 < frame["label"].mean() < 0.4)
 (['label', 'i0', 'i1'], 1000, True)
 """
 
