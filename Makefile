@@ -189,8 +189,8 @@ bench-ps: build
 # invocation, one results.json and one section of docs/benchmarks.md: 400k train /
 # 100k test rows, d = 2^18 .. 2^30, spark-ps on local[2] and local-cluster[2,1,2048],
 # MLlib (4 GB driver) on local[2], the numpy FTRL reference, the target checks.
-# About an hour on 2 cores. BENCH_DIMS / BENCH_ROWS / BENCH_MASTERS narrow it;
-# BENCH_ARGS adds options (e.g. --budget-min 60).
+# About 20 minutes on 2 cores (17-18 min, two runs of 2026-12-02). BENCH_DIMS / BENCH_ROWS /
+# BENCH_MASTERS narrow it; BENCH_ARGS adds options (e.g. --budget-min 60).
 BENCH_DIMS ?= 18,22,26,30
 BENCH_ROWS ?= 400000
 BENCH_TEST_ROWS ?= 100000
