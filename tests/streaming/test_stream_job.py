@@ -1,4 +1,4 @@
-"""The streaming job (jobs/stream_train.py) run through its ``main`` on the shared session, and the event generator.
+"""The streaming job (jobs/stream_train.py) run through its ``main`` on the shared session.
 
 The expected rows per micro-batch are the test's own appends to the source
 (one Delta version of one file each, read one file per trigger), not
