@@ -3,8 +3,9 @@
 ``python integration/stream_driver.py SOURCE MODEL CHECKPOINT`` trains a
 LogisticRegression (one worker, BSP: deterministic) from the Parquet files
 in SOURCE, one file per micro-batch, until the source is drained, and
-prints ``COMMITTED <batchId>`` after each commit (flushed), which is what
-the test waits for before it kills the process.
+prints (flushed) ``STARTED <batchId>`` when the trainer starts a micro-batch
+and ``COMMITTED <batchId>`` after its commit: what the test waits for before
+it kills the process.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import pathlib
 import sys
 import time
 
+import pyarrow.parquet as pq
 from sparkkit import start_ps_session
 
 from spark_ps.ml.modelstore import ModelStore
 
 
-class _Committed(logging.Handler):
+class _Progress(logging.Handler):
+    """Prints the trainer's start and commit of each micro-batch, by the format of its log lines."""
+
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("batch ") and "model version" in record.getMessage():
+        if record.msg.startswith("batch %d: started"):
+            print("STARTED", record.args[0], flush=True)
+        elif record.msg.startswith("batch %d: %d rows"):
             print("COMMITTED", record.args[0], flush=True)
 
 
@@ -36,26 +42,25 @@ def train(spark, source: str, model: str, checkpoint: str) -> None:
                                modelPath=model, snapshotEvery=2)
     query = trainer.start(events, checkpointLocation=checkpoint)
     query.processAllAvailable()
-    # Drained means every file committed (one per batch). A restarted query's processAllAvailable() returned once
-    # with the last file's batch not yet run (a fresh clone's make test, two pytest processes side by side): wait
-    # for it on the query (a second at a time, two minutes at most) rather than stop it short.
-    files = len(list(pathlib.Path(source).glob("*.parquet")))
+    # Drained means every source row committed. A restarted query's processAllAvailable() returned once with the
+    # last file's batch not yet run (a fresh clone's make test, two pytest processes side by side): wait for it on
+    # the query (a second at a time, two minutes at most) rather than stop it short.
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in pathlib.Path(source).glob("*.parquet"))
     store, deadline = ModelStore(spark, model), time.monotonic() + 120
-    while _committed(store) < files and time.monotonic() < deadline and not query.awaitTermination(1.0):
+    while _committed_rows(store) < rows and time.monotonic() < deadline and not query.awaitTermination(1.0):
         query.processAllAvailable()
     query.stop()
 
 
-def _committed(store) -> int:
-    """Batches committed to the model (its newest batchId + 1), read from the log's commit files."""
-    newest = store.newest_commit()
-    return 0 if newest is None else newest.batch_id + 1
+def _committed_rows(store) -> int:
+    """Rows of the batches committed to the model, read from the log's commit files."""
+    return sum(c.metadata["rows"] for c in store.commits() if c.batch_id >= 0)
 
 
 def main(source: str, model: str, checkpoint: str) -> None:
     logger = logging.getLogger("spark_ps.streaming")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(_Committed())
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(_Progress())
     spark = start_ps_session("local[2]", "stream-driver")
     train(spark, source, model, checkpoint)
     print("DRAINED", flush=True)

@@ -255,6 +255,7 @@ class StreamingTrainer:
         if last is not None and batch_id <= last.batch_id:
             log.info("batch %d: committed already (model version %d), skipped", batch_id, last.version)
             return
+        log.debug("batch %d: started", batch_id)
         spark = df.sparkSession
         ps = PSContext.get(spark)
         est = self._estimator
