@@ -42,9 +42,9 @@ def train(spark, source: str, model: str, checkpoint: str) -> None:
                                modelPath=model, snapshotEvery=2)
     query = trainer.start(events, checkpointLocation=checkpoint)
     query.processAllAvailable()
-    # Drained means every source row committed. A restarted query's processAllAvailable() returned once with the
-    # last file's batch not yet run (a fresh clone's make test, two pytest processes side by side): wait for it on
-    # the query (a second at a time, two minutes at most) rather than stop it short.
+    # Drained means every source row committed: rows, not batches (a file source restarted between logging a file
+    # and logging its offsets reads two files as one batch). processAllAvailable() should be enough; should it not
+    # be, wait on the query, a second at a time, two minutes at most, rather than stop it short.
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in pathlib.Path(source).glob("*.parquet"))
     store, deadline = ModelStore(spark, model), time.monotonic() + 120
     while _committed_rows(store) < rows and time.monotonic() < deadline and not query.awaitTermination(1.0):
