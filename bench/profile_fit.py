@@ -171,6 +171,23 @@ class FitProfile:
     floor_s: float | None = None
     eval_s: float | None = None
     auc: float | None = None
+    #: Where the cached training rows were when the fit started (:func:`cached_mb`): memory and disk, MB.
+    cached_memory_mb: float | None = None
+    cached_disk_mb: float | None = None
+
+
+def cached_mb(spark) -> tuple[float, float]:
+    """MB of cached RDD blocks in memory and on disk over the application (its ``getRDDStorageInfo``).
+
+    Examples
+    --------
+    >>> frame = spark.range(1000).cache(); _ = frame.count()
+    >>> memory, disk = cached_mb(spark); memory > 0 and disk == 0
+    True
+    >>> _ = frame.unpersist(blocking=True)
+    """
+    infos = spark.sparkContext._jsc.sc().getRDDStorageInfo()
+    return (sum(i.memSize() for i in infos) / 2**20, sum(i.diskSize() for i in infos) / 2**20)
 
 
 class EpochLines(logging.Handler):
@@ -257,7 +274,9 @@ def main() -> None:
         PSContext.get(spark)  # session start-up, not the fit (as in the bench)
         train = spark.read.parquet(paths["train"]).cache()
         n = train.count()
-        print(f"train: {n:,} rows in {train.rdd.getNumPartitions()} partitions, d=2^{args.dim_log2}")
+        memory_mb, disk_mb = cached_mb(spark)
+        print(f"train: {n:,} rows in {train.rdd.getNumPartitions()} partitions, d=2^{args.dim_log2}; cached "
+              f"{memory_mb:,.0f} MB in memory, {disk_mb:,.0f} MB on disk")
         params = {"featuresCol": "features", "labelCol": "label", "regParam": 0.0, "maxIter": args.epochs,
                   "numEpochs": args.epochs, "alpha": args.alpha, "beta": 1.0, "batchSize": args.batch_size}
         if args.defaults:
@@ -277,7 +296,8 @@ def main() -> None:
             export_wait_s = time.perf_counter() - start
             summary = model.summary  # the fit's history; its metrics (Spark jobs) are not read here
             record = FitProfile(repeat, fit_s, export_wait_s, nnz, list(progress.lines), summary.totalIterations,
-                                summary.batchSize, floor_seconds(progress.lines))
+                                summary.batchSize, floor_seconds(progress.lines), cached_memory_mb=memory_mb,
+                                cached_disk_mb=disk_mb)
             print(f"\n=== fit {repeat + 1}/{args.repeats}: {fit_s:.2f} s wall; then {export_wait_s:.2f} s until "
                   f"the {nnz:,} weight rows were in Delta")
             floor = record.floor_s

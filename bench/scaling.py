@@ -6,7 +6,9 @@ default Params, no warm-up fit) on ``local-cluster[2,1,2048]``, and this
 prints one Markdown table: fit wall time, its floor (Arrow to CSR plus the
 epochs' mean task times, from the tasks' own log lines), the passes and
 mini-batch size the defaults chose, microseconds per row and pass, held-out
-AUC, and the wait for the Delta export.
+AUC, the wait for the Delta export, and where the cached training rows were
+when the fit started (memory and disk: blocks the executors could not keep
+in memory are read back from disk by the fit's tasks).
 
 MLlib is not run here: at d = 2^26 its driver runs out of memory (the
 ``make bench`` matrix records that ``OOM`` at 2^26 and 2^30), so there is no
@@ -48,13 +50,14 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=100_000)
     args = parser.parse_args()
     lines = ["| rows | fit s | floor s | fit ÷ floor | passes | batch | µs per row and pass | held-out AUC | "
-             "Delta export wait s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Delta export wait s | cached MB in memory / on disk |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rows in (int(r) for r in args.rows.split(",")):
         r = run(rows, args.dim_log2, args.master, args.test_rows)
         per_row = 1e6 * r["fit_s"] / (rows * max(r["passes"], 1))
         floor = r["floor_s"] or float("nan")
         lines.append(f"| {rows:,} | {r['fit_s']:.2f} | {floor:.2f} | {r['fit_s'] / floor:.2f} | {r['passes']} | "
-                     f"{r['batch_size']} | {per_row:.2f} | {r['auc']:.4f} | {r['export_wait_s']:.2f} |")
+                     f"{r['batch_size']} | {per_row:.2f} | {r['auc']:.4f} | {r['export_wait_s']:.2f} | "
+                     f"{r['cached_memory_mb']:,.0f} / {r['cached_disk_mb']:,.0f} |")
         print(lines[-1], flush=True)
     print(f"\nd = 2^{args.dim_log2}, `{args.master}`, `LogisticRegression()` defaults, one fresh application "
           "per row count\n")
