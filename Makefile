@@ -150,8 +150,8 @@ PYTEST = rc=0; $(VPY) -m pytest -x -q $(1) || rc=$$?; \
 	exit "$$rc"
 
 # Two pytest processes side by side, each with its own Spark sessions: tests/ but its streams, with the docstring
-# examples of spark_ps/, jobs/ and bench/ (local[2]); and tests/streaming/ then integration/ (local-cluster, drivers and spark-submit
-# applications of their own). One process kept the two cores 73% busy (a fresh clone's make test, 2026-12-02:
+# examples of spark_ps/, jobs/ and bench/ (local[2]); and tests/streaming/ then integration/ (local-cluster,
+# drivers and spark-submit applications of their own). One process kept the two cores 73% busy (a fresh clone's make test, 2026-12-02:
 # 608 s of pytest, /proc/stat before and after): much of the suite waits on other processes. Each process puts the
 # Kafka jars on its first session.
 SECOND_LOG := build/pytest-streams-integration.log

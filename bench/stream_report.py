@@ -147,10 +147,11 @@ def _floor(results: StreamResults) -> list[str]:
              "| rows / batch | floor sustained rows/s | floor p50 latency | spark-ps p50 latency | spark-ps above the "
              f"floor (p50) | a batch's time at {TARGET_ROWS_PER_S:,} rows/s |", "|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        floor_p50 = latency_quantile(floor_run(r), 0.5)
+        floor = floor_run(r)
+        floor_p50 = latency_quantile(floor, 0.5)
         ours_p50 = latency_quantile(r, 0.5)
         above = ours_p50 - floor_p50 if ours_p50 is not None and floor_p50 is not None else None
-        lines.append(f"| {r.batch_rows:,} | {fmt(sustained_rows_per_s(floor_run(r)), ',.0f')} | "
+        lines.append(f"| {r.batch_rows:,} | {fmt(sustained_rows_per_s(floor), ',.0f')} | "
                      f"{fmt(floor_p50, '.2f')} s | {fmt(ours_p50, '.2f')} s | {fmt(above, '.2f')} s | "
                      f"{r.batch_rows / TARGET_ROWS_PER_S:.2f} s |")
     return lines + ["", "*Floor*: the same files, same session, one trigger each, into a `foreachBatch` whose only "
