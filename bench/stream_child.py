@@ -25,9 +25,11 @@ child's ``session_s``, reported beside it.
 
 Before each of our streams, :func:`run_floor` streams the same files
 through Structured Streaming with nothing but one barrier stage per batch
-that reads the batch into Arrow in the Python workers, as our training
-stage does before it trains: the per-batch floor of this host, measured in
-the same child and session.
+whose tasks receive the batch's rows as our training stage's tasks do
+(:func:`spark_ps.streaming.stageinput.stage_input`: each task reads its share
+of the batch's Parquet files, or Spark's Arrow batches of its partition for
+another source) and count them: the per-batch floor of this host, measured
+in the same child and session.
 """
 
 from __future__ import annotations
@@ -195,26 +197,43 @@ def _link_source(files: list[str], source: pathlib.Path) -> None:
         os.link(f, source / f"part-{i:05d}.parquet")
 
 
-def _read_batch(batches):
-    """A floor task: receive the partition's Arrow batches (Spark converted them, the worker read them); its rows."""
-    import pyarrow as pa
+def _batch_reader(files, workers: int):
+    """A floor task: receive the task's share of the batch as a training task does (see :func:`run_floor`); its rows."""
 
-    yield pa.RecordBatch.from_pydict({"rows": [sum(batch.num_rows for batch in batches)]})
+    def read(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        if files is not None:
+            for _ in batches:  # one empty row: the rows come from the batch's files
+                pass
+            batches = files.read(TaskContext.get().partitionId(), workers)
+        yield pa.RecordBatch.from_pydict({"rows": [sum(batch.num_rows for batch in batches)]})
+
+    return read
 
 
-def run_floor(spark, schema, files: list[str], root: pathlib.Path) -> list[BatchStat]:
-    """Stream ``files`` (one a trigger) into a ``foreachBatch`` that runs one barrier stage of :func:`_read_batch`.
+def run_floor(spark, schema, files: list[str], root: pathlib.Path, estimator) -> list[BatchStat]:
+    """Stream ``files`` (one a trigger) into a ``foreachBatch`` that runs one barrier stage of :func:`_batch_reader`.
 
-    One :class:`BatchStat` per batch: its rows and its trigger's latency.
+    The stage's input is what ``StreamingTrainer`` would give ``estimator``'s
+    training stage (:func:`~spark_ps.streaming.stageinput.stage_input`). One
+    :class:`BatchStat` per batch: its rows and its trigger's latency.
     """
+    from spark_ps.spark.tasks import task_slots
+    from spark_ps.streaming.stageinput import ParquetSource, stage_input, training_columns
+
     _link_source(files, root / "source")
     rows = {}
+    events = spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(str(root / "source"))
+    source = ParquetSource.of(events, training_columns(estimator))
 
     def read(df, batch_id):
-        rows[batch_id] = sum(r.rows for r in df.mapInArrow(_read_batch, "rows long", barrier=True).collect())
+        batch = stage_input(df, estimator, task_slots(spark), source)
+        reader = _batch_reader(batch.files, batch.workers)
+        rows[batch_id] = sum(r.rows for r in batch.stage.mapInArrow(reader, "rows long", barrier=True).collect())
 
-    query = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(str(root / "source"))
-             .writeStream.foreachBatch(read).option("checkpointLocation", str(root / "checkpoint")).start())
+    query = (events.writeStream.foreachBatch(read).option("checkpointLocation", str(root / "checkpoint")).start())
     query.processAllAvailable()
     query.stop()
     progress = _progress(query)
@@ -242,7 +261,7 @@ def run_ps(spark, cfg: StreamChildConfig, runs: list[StreamRun], session_s: floa
         source, model, ckpt = base / "source", str(base / "model"), str(base / "checkpoint")
         _link_source(spec.files, source)
         schema = spark.read.parquet(str(source)).schema
-        run.floor_batches = run_floor(spark, schema, spec.files, base / "floor")
+        run.floor_batches = run_floor(spark, schema, spec.files, base / "floor", est)
 
         def events():
             return spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(str(source))

@@ -99,8 +99,8 @@ class StreamRun:
     restart_s: float | None = None
     restart_rows: int | None = None
     restart_batch: BatchStat | None = None
-    #: The same files through Structured Streaming with nothing but one barrier stage that reads each batch into
-    #: Arrow (:func:`bench.stream_child.run_floor`): what any trainer's batch costs before it trains.
+    #: The same files through Structured Streaming with nothing but one barrier stage whose tasks receive each batch
+    #: as the training tasks do (:func:`bench.stream_child.run_floor`): what a batch costs before it trains.
     floor_batches: list[BatchStat] = dataclasses.field(default_factory=list)
     heap_after_gc_mb: float | None = None
     driver_jvm_peak_mb: float | None = None

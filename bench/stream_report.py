@@ -143,7 +143,7 @@ def _floor(results: StreamResults) -> list[str]:
     runs = [r for b in results.meta.batch_rows for r in results.find(PS, THROUGHPUT, b) if r.floor_batches]
     if not runs:
         return []
-    lines = ["", "### The floor: Structured Streaming and one barrier stage that reads each batch", "",
+    lines = ["", "### The floor: Structured Streaming and one barrier stage that receives each batch", "",
              "| rows / batch | floor sustained rows/s | floor p50 latency | spark-ps p50 latency | spark-ps above the "
              f"floor (p50) | a batch's time at {TARGET_ROWS_PER_S:,} rows/s |", "|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
@@ -155,10 +155,10 @@ def _floor(results: StreamResults) -> list[str]:
                      f"{fmt(floor_p50, '.2f')} s | {fmt(ours_p50, '.2f')} s | {fmt(above, '.2f')} s | "
                      f"{r.batch_rows / TARGET_ROWS_PER_S:.2f} s |")
     return lines + ["", "*Floor*: the same files, same session, one trigger each, into a `foreachBatch` whose only "
-                    "work is one barrier `mapInArrow` stage that hands each partition's Arrow batches to a Python "
-                    "worker, as our training stage receives them (offset and commit logs, planning, the stage's "
-                    "launch, the file scan and the Spark-to-Arrow conversion). Everything above it is ours: "
-                    "scoring, training, the changed rows' export and the Delta commit."]
+                    "work is one barrier `mapInArrow` stage whose tasks receive the batch's rows as our training "
+                    "tasks do (`spark_ps.streaming.stageinput`: each reads its share of the batch's Parquet files) "
+                    "and count them: offset and commit logs, planning, the stage's launch, reading the rows. "
+                    "Everything above it is ours: scoring, training, the changed rows' export and the Delta commit."]
 
 
 def _costs(results: StreamResults) -> list[str]:

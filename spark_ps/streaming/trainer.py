@@ -65,7 +65,7 @@ from spark_ps.ml.training import EPOCH_FIELDS, TOTALS_FIELDS, DataDependence, Sc
 from spark_ps.ml.versions import write_metadata_dir
 from spark_ps.spark import hadoop
 from spark_ps.spark.context import PSContext
-from spark_ps.spark.tasks import barrier_input, task_died, task_slots
+from spark_ps.spark.tasks import task_died, task_slots
 from spark_ps.streaming.metrics import metrics_frame
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import (
@@ -77,6 +77,13 @@ from spark_ps.streaming.quarantine import (
     rules_for,
     split,
     write_quarantine,
+)
+from spark_ps.streaming.stageinput import (
+    ParquetSource,
+    StageInput,
+    report_input_rows,
+    stage_input,
+    training_columns,
 )
 from spark_ps.streaming.training import TASK_RESULT_DDL, changed_rows, make_stream_train_fn
 from spark_ps.streaming.warmstart import warm_start
@@ -146,6 +153,7 @@ class StreamingTrainer:
         self._retention = retentionHours
         self._checkpoint: str | None = None
         self._query = None
+        self._source: ParquetSource | None = None  # the events' files, if the tasks can read them directly
         estimator._validate_params()
         self._estimator = estimator.copy().setNumEpochs(1)
         self._path = modelPath
@@ -198,6 +206,7 @@ class StreamingTrainer:
         if seed is not None:
             self._store.seed(seed.rows, {"initialModel": self._initial, "numFeatures": seed.num_features})
         self._checkpoint = checkpointLocation
+        self._source = ParquetSource.of(events, training_columns(self._estimator))
         writer = events.writeStream.foreachBatch(self._process_batch).option("checkpointLocation",
                                                                              checkpointLocation)
         if trigger:
@@ -259,14 +268,14 @@ class StreamingTrainer:
         spark = df.sparkSession
         ps = PSContext.get(spark)
         est = self._estimator
-        data, workers = _training_input(df, est, task_slots(spark))
+        batch = stage_input(df, est, task_slots(spark), self._source)
         rules = rules_for(est, last.metadata.get("numFeatures") if last is not None else None)
         if rules.num_features is None:  # a stream's first batch: one more job, to settle the vectors' size
-            rules = dataclasses.replace(rules, num_features=common_size(data, rules))
+            rules = dataclasses.replace(rules, num_features=common_size(batch.data, rules))
         for attempt in (1, 2):
             try:
                 self._ensure_loaded(spark, ps, last)
-                self._train_and_commit(ps, data, batch_id, last, workers, rules)
+                self._train_and_commit(ps, batch, batch_id, last, rules)
                 return
             except Exception as exc:  # rerun only if a task died or a shard was lost; else re-raised
                 self._loaded_version = -1  # whatever the shards hold is not a committed state
@@ -283,18 +292,17 @@ class StreamingTrainer:
                 self._loaded_version = -1
                 raise
 
-    def _train_and_commit(self, ps, data: DataFrame, batch_id: int, last, workers: int,
-                          rules: QuarantineRules) -> None:
+    def _train_and_commit(self, ps, batch: StageInput, batch_id: int, last, rules: QuarantineRules) -> None:
         start = time.perf_counter()
         store = self._store
         changed = f"changed_{self._table}_{batch_id}_{uuid.uuid4().hex[:6]}"
         ps.create_table(changed, width=1, optimizer="delta")
         try:
             log_files = store.log_files(batch_id, self._schema())  # None: the rows are exported after the stage
-            result = self._train(ps, data, batch_id, workers, rules, changed, log_files)
+            result = self._train(ps, batch, batch_id, rules, changed, log_files)
             train_seconds = time.perf_counter() - start
             if result.quarantined:  # read the batch again, only now that it had bad rows
-                write_quarantine(split(data, rules)[1], quarantine_path(self._path), batch_id, store.app_id)
+                write_quarantine(split(batch.data, rules)[1], quarantine_path(self._path), batch_id, store.app_id)
                 log.warning("batch %d: %d rows quarantined %s", batch_id, result.quarantined, result.reasons)
             metrics = result.scores.metrics() if result.rows else {}
             with ps.client() as client:
@@ -305,9 +313,11 @@ class StreamingTrainer:
                     "trainSeconds": train_seconds, "scoreSeconds": result.score_seconds,
                     "sourceOffsets": source_offsets(store.spark, self._checkpoint, batch_id),
                     "quarantined": result.quarantined, "quarantineReasons": result.reasons,
-                    "numFeatures": rules.num_features, **metrics})
+                    "numFeatures": rules.num_features, "input": "files" if batch.files else "spark", **metrics})
         finally:
             ps.drop_table(changed, missing_ok=True)
+        if batch.files is not None:  # Spark's scan did not run: its progress would count no input row
+            report_input_rows(store.spark, batch.data.sparkSession, result.rows + result.quarantined)
         self._loaded_version = new_version
         self._since_snapshot += 1
         log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d, %.2f s", batch_id, result.rows,
@@ -322,17 +332,17 @@ class StreamingTrainer:
                 log.info("batch %d: snapshot at model version %d; %d compacted log rows deleted, files older "
                          "than %g h vacuumed", batch_id, new_version, deleted, self._retention)
 
-    def _train(self, ps: PSContext, data: DataFrame, batch_id: int, workers: int, rules: QuarantineRules,
-               changed: str, log_files: LogFiles | None) -> _StageResult:
+    def _train(self, ps: PSContext, batch: StageInput, batch_id: int, rules: QuarantineRules, changed: str,
+               log_files: LogFiles | None) -> _StageResult:
         """One barrier stage: drop bad rows, score the batch (progressive validation), train on it, write its
         changed rows to ``log_files`` (if not None); the sums."""
         est = self._estimator
         result = _StageResult(ProgressiveStats(est._binary_labels))
         client = ps.client(timeout=est.getPsTimeout())
-        spec = self._train_spec(client, batch_id, workers, changed)
+        spec = self._train_spec(client, batch_id, batch.workers, changed)
         try:
-            fn = make_stream_train_fn(spec, rules, log_files)
-            for task in data.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
+            fn = make_stream_train_fn(spec, rules, log_files, batch.files)
+            for task in batch.stage.mapInArrow(fn, TASK_RESULT_DDL, barrier=True).collect():
                 result.add(task, est._binary_labels)
         finally:
             for group in (spec.epochs, spec.totals, spec.rendezvous):
@@ -439,22 +449,6 @@ class _StageResult:
     def reasons(self) -> dict[str, int]:
         """Bad rows per reason (only the reasons that occurred), in :data:`REASONS` order."""
         return {reason: n for reason, n in zip(REASONS, self.dropped) if n}
-
-
-def _training_input(df: DataFrame, estimator, slots: int) -> tuple[DataFrame, int]:
-    """The batch's columns the estimator reads, in partitions a barrier stage can run; and their count.
-
-    A barrier stage needs a slot per task. A batch with more partitions than
-    the estimator's workers (``numWorkers``, at most the slots), or one a
-    barrier stage cannot run on as it is, is repartitioned to that many
-    (:func:`~spark_ps.spark.tasks.barrier_input`); one with fewer trains with
-    one task per partition, which costs no shuffle. An empty batch (no
-    partition) becomes one empty partition.
-    """
-    cols = [c for c in (estimator.getFeaturesCol(), estimator.getLabelCol(), estimator._weight_col()) if c]
-    data = df.select(*cols)
-    workers = max(1, min(estimator.getNumWorkers() or slots, slots))
-    return barrier_input(data, workers, fewer=True)
 
 
 def source_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> list[Any]:

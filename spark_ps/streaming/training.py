@@ -58,6 +58,7 @@ from spark_ps.ml.training import (
 from spark_ps.spark.deltawrite import TaskRows
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import REASONS, QuarantineRules, clean_batches
+from spark_ps.streaming.stageinput import BatchFiles
 
 __all__ = ["TASK_RESULT_DDL", "changed_rows", "make_stream_train_fn", "score_before_training"]
 
@@ -91,7 +92,8 @@ def score_before_training(planned: list[MiniBatch], spec: TrainSpec, client: PSC
                                None if weights[0] is None else np.concatenate(weights), spec.binary_labels)
 
 
-def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles | None = None):
+def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles | None = None,
+                         source: BatchFiles | None = None):
     """The ``mapInArrow`` function of one micro-batch's barrier training stage (one pass, existing table).
 
     Each task drops and counts the rows ``rules`` refuse, scores the others,
@@ -99,7 +101,9 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles 
     ``spec.mark`` (a ``delta`` table of width 1), so the shards know which
     rows the batch changed, each key on its own shard. With a ``log``, the
     tasks then meet once more and task ``w`` writes the changed rows of
-    shards ``w``, ``w + workers``, ... to it.
+    shards ``w``, ``w + workers``, ... to it. With a ``source``, each task's
+    partition is one empty row, and it reads its share of the batch's rows
+    from the files instead (:mod:`spark_ps.streaming.stageinput`).
     """
     stored = None if log is None else weight_store.arrow_schema(log.schema)
 
@@ -111,6 +115,10 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles 
         client = spec.client
         dropped = np.zeros(len(REASONS), np.int64)
         try:
+            if source is not None:
+                for _ in batches:  # one empty row: the task's rows come from the batch's files
+                    pass
+                batches = source.read(worker, spec.num_workers)
             data, _ = load_partition(clean_batches(batches, rules, dropped), spec)
             planned = plan_batches(data, spec)
             start = time.perf_counter()
