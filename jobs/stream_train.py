@@ -59,6 +59,7 @@ from spark_ps.ml.classification import FMClassifier, LogisticRegression
 from spark_ps.ml.csrcolumns import VECTOR_ARROW_TYPE
 from spark_ps.ml.modelstore import ModelStore
 from spark_ps.ml.regression import LinearRegression
+from spark_ps.spark.session import checkpoint_manager_setting
 from spark_ps.streaming import Scorer, StreamingTrainer
 from spark_ps.streaming.labels import join_delayed_labels
 
@@ -376,6 +377,9 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> in
     if own:
         spark = SparkSession.builder.appName("spark-ps: streaming training").getOrCreate()
         spark.sparkContext.setLogLevel("WARN")
+        checkpoints = checkpoint_manager_setting()  # spark_ps.spark.session's decision, for a spark-submit session
+        if checkpoints is not None and spark.conf.get(checkpoints[0], None) is None:
+            spark.conf.set(*checkpoints)
     try:
         return run(spark, settings)
     finally:
