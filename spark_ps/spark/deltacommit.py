@@ -191,7 +191,7 @@ def writable(spark, path: str, schema, mode: str) -> str | None:
     if mode not in ("append", "overwrite") or local is None:
         return None
     head = _head(spark, local)
-    return local if head is not None and _accepts(*head, schema, mode) else None
+    return local if head is not None and _accepts(head[0], _judged(spark, local, *head, mode), schema, mode) else None
 
 
 def _accepts(version: int, checksum: dict[str, Any] | None, schema, mode: str) -> bool:
@@ -253,7 +253,7 @@ def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str, s
     files = _adds(parts)
     first, checksum = _head(spark, directory)
     version = first
-    if not _accepts(version, checksum, schema, mode):
+    if not _accepts(version, _judged(spark, directory, version, checksum, mode), schema, mode):
         raise RuntimeError(f"{directory}: version {version} is not one this module may {mode} to (see writable(); "
                            "another writer changed the table since it was found writable); nothing of this write "
                            "was committed")
@@ -282,6 +282,27 @@ def commit_next(spark, directory: str, parts: list[dict[str, Any]], mode: str, s
         return version + 1
     raise RuntimeError(f"{directory}: other writers took the next version {_APPEND_ATTEMPTS} times in a row; "
                        "nothing of this append was committed")
+
+
+def _judged(spark, directory: str, version: int, checksum: dict[str, Any] | None,
+            mode: str) -> dict[str, Any] | None:
+    """The checksum that decides whether to write after ``version`` (:func:`_accepts`): its own, ``checksum``.
+
+    Another writer publishes a version's commit file before its checksum
+    (and an append that lost a race writes none). An
+    append that finds the newest version without one judges by the
+    newest earlier checksum, if no commit since changed the table's metadata
+    or protocol (appends on top of appends, as a lost race does). An
+    overwrite removes the files its version's checksum lists: only that
+    checksum will do.
+    """
+    if checksum is not None or mode != "append":
+        return checksum
+    for earlier in range(version - 1, -1, -1):  # an append on a lost race writes none: keep looking
+        base = deltalog.checksum(spark, directory, earlier)
+        if base is not None:
+            return None if _changes_table(spark, deltalog.log_dir(directory), earlier, version) else base
+    return None
 
 
 def _head(spark, directory: str) -> tuple[int, dict[str, Any] | None] | None:

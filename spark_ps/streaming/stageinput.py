@@ -91,7 +91,10 @@ def same_layout(a: pa.DataType, b: pa.DataType) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class BatchFiles:
-    """A micro-batch's Parquet files (local paths, in Spark's order) and the columns the tasks read from them.
+    """A micro-batch's Parquet files (local paths, in Spark's order), their row groups' rows, the columns to read.
+
+    The driver read the row counts from the footers with the columns' types:
+    a task opens only the files its share of the rows is in.
 
     Examples
     --------
@@ -100,12 +103,13 @@ class BatchFiles:
     >>> for name, values in (("a", range(5)), ("b", range(5, 8))):
     ...     pq.write_table(pa.table({"x": list(values), "y": [0] * len(values)}), os.path.join(root, name),
     ...                    row_group_size=2)
-    >>> files = BatchFiles((os.path.join(root, "a"), os.path.join(root, "b")), ("x",))
+    >>> files = BatchFiles((os.path.join(root, "a"), os.path.join(root, "b")), ((2, 2, 1), (2, 1)), ("x",))
     >>> [[v for b in files.read(w, 3) for v in b.column("x").to_pylist()] for w in range(3)]
     [[0, 1], [2, 3, 4], [5, 6, 7]]
     """
 
     paths: tuple[str, ...]
+    row_groups: tuple[tuple[int, ...], ...]
     columns: tuple[str, ...]
 
     def read(self, worker: int, workers: int) -> Iterator[pa.RecordBatch]:
@@ -115,18 +119,18 @@ class BatchFiles:
         """
         import pyarrow.parquet as pq
 
-        files = [pq.ParquetFile(path) for path in self.paths]
-        counts = [[f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)] for f in files]
-        total = sum(map(sum, counts))
+        total = sum(map(sum, self.row_groups))
         lo, hi = total * worker // workers, total * (worker + 1) // workers
-        offset = 0
-        for f, rows in zip(files, counts):
+        start = 0  # the first row of the row group at hand, in the whole batch
+        for path, rows in zip(self.paths, self.row_groups):
+            parquet = None  # opened only if the share has rows in it
             for group, n in enumerate(rows):
-                first, stop = max(lo, offset), min(hi, offset + n)
+                first, stop = max(lo, start), min(hi, start + n)
                 if first < stop:
-                    table = f.read_row_group(group, columns=list(self.columns), use_threads=False)
-                    yield from table.slice(first - offset, stop - first).to_batches()
-                offset += n
+                    parquet = parquet or pq.ParquetFile(path)
+                    table = parquet.read_row_group(group, columns=list(self.columns), use_threads=False)
+                    yield from table.slice(first - start, stop - first).to_batches()
+                start += n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,15 +178,18 @@ class ParquetSource:
         paths = _scanned_files(df)
         if paths is None:
             return None
+        row_groups = []
         for path in paths:
-            schema = pq.read_schema(path)
+            footer = pq.read_metadata(path)
+            row_groups.append(tuple(footer.row_group(g).num_rows for g in range(footer.num_row_groups)))
+            schema = footer.schema.to_arrow_schema()
             for name, arrow_type in self.columns:
                 i = schema.get_field_index(name)
                 if i < 0 or not same_layout(schema.field(i).type, arrow_type):
                     log.info("batch file %s: column %r is %s, not %s: this batch goes through Spark", path, name,
                              "missing" if i < 0 else schema.field(i).type, arrow_type)
                     return None
-        return BatchFiles(tuple(paths), tuple(name for name, _ in self.columns))
+        return BatchFiles(tuple(paths), tuple(row_groups), tuple(name for name, _ in self.columns))
 
 
 def _why_not(events) -> str | None:

@@ -10,6 +10,8 @@ Each micro-batch (``foreachBatch``) runs, in this order:
    shards) or a lost table, they are rebuilt: the newest snapshot plus the
    log after it, imported by the executors (weights *and* optimizer state).
 3. **One barrier stage** (:mod:`spark_ps.streaming.training`) whose tasks
+   read the batch (its Parquet files directly where they can, else their
+   partitions as Spark converts them: :mod:`spark_ps.streaming.stageinput`),
    drop and count the rows the quarantine's rules refuse, score the rest
    with the model as it is before learning from it (progressive validation:
    AUC and log-loss, or RMSE and R², stamped with the model version that
