@@ -21,6 +21,7 @@ micro-batch (offsets, commit files, checksums): 40 ms of a 50k-row batch's
 from __future__ import annotations
 
 import os
+import weakref
 from urllib.parse import unquote, urlparse
 
 __all__ = ["delete", "exists", "list_names", "local_path", "modified_ms", "read_text", "write_text"]
@@ -35,18 +36,17 @@ def _fs_path(spark, path: str, *more: str):
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
-#: Whether ``fs.defaultFS`` is the local file system, by ``(id(SparkContext), applicationId)``.
-_DEFAULT_IS_LOCAL: dict[tuple[int, str], bool] = {}
+#: Whether ``fs.defaultFS`` is the local file system, by SparkContext (weakly: a stopped context's entry goes).
+_DEFAULT_IS_LOCAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _default_is_local(spark) -> bool:
     """Whether a path without a scheme is on the local file system (``fs.defaultFS``), once per SparkContext."""
     sc = spark.sparkContext
-    key = (id(sc), sc.applicationId)
-    if key not in _DEFAULT_IS_LOCAL:
+    if sc not in _DEFAULT_IS_LOCAL:
         default = sc._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///")
-        _DEFAULT_IS_LOCAL[key] = urlparse(default).scheme in ("", "file")
-    return _DEFAULT_IS_LOCAL[key]
+        _DEFAULT_IS_LOCAL[sc] = urlparse(default).scheme in ("", "file")
+    return _DEFAULT_IS_LOCAL[sc]
 
 
 def exists(spark, path: str) -> bool:

@@ -315,7 +315,7 @@ class StreamingTrainer:
                     "trainSeconds": train_seconds, "scoreSeconds": result.score_seconds,
                     "sourceOffsets": source_offsets(store.spark, self._checkpoint, batch_id),
                     "quarantined": result.quarantined, "quarantineReasons": result.reasons,
-                    "numFeatures": rules.num_features, "input": "files" if batch.files else "spark", **metrics})
+                    "numFeatures": rules.num_features, "input": "spark" if batch.files is None else "files", **metrics})
         finally:
             ps.drop_table(changed, missing_ok=True)
         if batch.files is not None:  # Spark's scan did not run: its progress would count no input row
