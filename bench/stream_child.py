@@ -204,10 +204,9 @@ def _batch_reader(files, workers: int):
         import pyarrow as pa
         from pyspark import TaskContext
 
-        if files is not None:
-            for _ in batches:  # one empty row: the rows come from the batch's files
-                pass
-            batches = files.read(TaskContext.get().partitionId(), workers)
+        from spark_ps.streaming.stageinput import task_batches
+
+        batches = task_batches(batches, files, TaskContext.get().partitionId(), workers)
         yield pa.RecordBatch.from_pydict({"rows": [sum(batch.num_rows for batch in batches)]})
 
     return read

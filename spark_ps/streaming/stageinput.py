@@ -48,6 +48,7 @@ rows, which the quarantine reads again, count their rows twice, as any
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator
 
@@ -55,7 +56,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 
 __all__ = ["FILE_CHOICE_OPTIONS", "BatchFiles", "ParquetSource", "StageInput", "report_input_rows", "same_layout",
-           "stage_input", "training_columns"]
+           "stage_input", "task_batches", "training_columns"]
 
 log = logging.getLogger("spark_ps.streaming")
 
@@ -271,8 +272,10 @@ class StageInput:
 
     Attributes
     ----------
-    data : DataFrame
-        The batch's columns the estimator reads (the quarantine and the first batch's size check read it).
+    frame : DataFrame
+        The micro-batch as ``foreachBatch`` received it.
+    columns : tuple of str
+        The columns the estimator reads (:func:`training_columns`).
     stage : DataFrame
         What the barrier stage maps over: ``data`` in partitions it can run on, or one empty row per task.
     workers : int
@@ -281,10 +284,16 @@ class StageInput:
         The files each task reads its share of instead of its partition (None: the partition is the input).
     """
 
-    data: DataFrame
+    frame: DataFrame
+    columns: tuple[str, ...]
     stage: DataFrame
     workers: int
     files: BatchFiles | None = None
+
+    @functools.cached_property
+    def data(self) -> DataFrame:
+        """The batch's :attr:`columns`: what the first batch's size check and the quarantine read (built on use)."""
+        return self.frame.select(*self.columns)
 
 
 def training_columns(estimator) -> list[str]:
@@ -320,14 +329,37 @@ def stage_input(df: DataFrame, estimator, slots: int, source: ParquetSource | No
     """
     from spark_ps.spark.tasks import barrier_input
 
-    data = df.select(*training_columns(estimator))
+    columns = tuple(training_columns(estimator))
     workers = max(1, min(estimator.getNumWorkers() or slots, slots))
     files = source.batch(df) if source is not None else None
     if files is not None:
-        spark = df.sparkSession
-        return StageInput(data, spark.range(0, workers, 1, numPartitions=workers), workers, files)
-    stage, workers = barrier_input(data, workers, fewer=True)
-    return StageInput(data, stage, workers)
+        return StageInput(df, columns, df.sparkSession.range(0, workers, 1, numPartitions=workers), workers, files)
+    stage, workers = barrier_input(df.select(*columns), workers, fewer=True)
+    return StageInput(df, columns, stage, workers)
+
+
+def task_batches(batches: Iterator[pa.RecordBatch], files: BatchFiles | None, worker: int,
+                 workers: int) -> Iterator[pa.RecordBatch]:
+    """A stage task's rows: its partition's Arrow ``batches``, or its share of ``files`` (:attr:`StageInput.files`).
+
+    With ``files``, the task's partition is one empty row, drained here.
+
+    Examples
+    --------
+    >>> import os, tempfile, pyarrow.parquet as pq
+    >>> path = os.path.join(tempfile.mkdtemp(), "a")
+    >>> pq.write_table(pa.table({"x": [1, 2, 3, 4]}), path)
+    >>> placeholder = iter([pa.record_batch([[0]], names=["id"])])
+    >>> [b.column("x").to_pylist() for b in task_batches(placeholder, BatchFiles((path,), ((4,),), ("x",)), 1, 2)]
+    [[3, 4]]
+    >>> [b.num_rows for b in task_batches(iter([pa.record_batch([[7]], names=["x"])]), None, 0, 2)]
+    [1]
+    """
+    if files is None:
+        return batches
+    for _ in batches:
+        pass
+    return files.read(worker, workers)
 
 
 def report_input_rows(spark, batch_session, rows: int) -> bool:

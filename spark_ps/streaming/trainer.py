@@ -319,7 +319,7 @@ class StreamingTrainer:
         finally:
             ps.drop_table(changed, missing_ok=True)
         if batch.files is not None:  # Spark's scan did not run: its progress would count no input row
-            report_input_rows(store.spark, batch.data.sparkSession, result.rows + result.quarantined)
+            report_input_rows(store.spark, batch.frame.sparkSession, result.rows + result.quarantined)
         self._loaded_version = new_version
         self._since_snapshot += 1
         log.info("batch %d: %d rows, %.0f rows/s, %s, model version %d, %.2f s", batch_id, result.rows,

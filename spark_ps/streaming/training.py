@@ -58,7 +58,7 @@ from spark_ps.ml.training import (
 from spark_ps.spark.deltawrite import TaskRows
 from spark_ps.streaming.progressive import ProgressiveStats
 from spark_ps.streaming.quarantine import REASONS, QuarantineRules, clean_batches
-from spark_ps.streaming.stageinput import BatchFiles
+from spark_ps.streaming.stageinput import BatchFiles, task_batches
 
 __all__ = ["TASK_RESULT_DDL", "changed_rows", "make_stream_train_fn", "score_before_training"]
 
@@ -115,10 +115,7 @@ def make_stream_train_fn(spec: TrainSpec, rules: QuarantineRules, log: LogFiles 
         client = spec.client
         dropped = np.zeros(len(REASONS), np.int64)
         try:
-            if source is not None:
-                for _ in batches:  # one empty row: the task's rows come from the batch's files
-                    pass
-                batches = source.read(worker, spec.num_workers)
+            batches = task_batches(batches, source, worker, spec.num_workers)
             data, _ = load_partition(clean_batches(batches, rules, dropped), spec)
             planned = plan_batches(data, spec)
             start = time.perf_counter()
